@@ -1,0 +1,374 @@
+"""sipsilo configuration: pydantic models, layered loading and one-line errors.
+
+Layers, lowest first: model defaults < TOML file < environment
+(``SIPSILO_SECTION__KEY``) < ``--set section.key=value``. Environment and
+``--set`` values are read as TOML values when they parse (``60``, ``true``,
+``["udp:[::1]:5070"]``) and as plain strings otherwise.
+
+Every problem surfaces as a :class:`ConfigError` whose text is one line naming
+the key, e.g. ``config error: msilo.expire_time: Input should be a valid integer
+(got "abc")``; the CLI prints it and exits 2. For an optional key (``registrar``,
+``outbound_proxy``, ``route``, ``registrar.db_url``) an empty string means unset,
+since TOML, the environment and the command line have no null.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from sipsilo import __version__
+from sipsilo.config_toml import dump_sections
+from sipsilo.config_values import (
+    ListenAddress,
+    check_db_url,
+    check_sip_uri,
+    normalise_host,
+    parse_cli_value,
+    parse_listen,
+    quote,
+    sqlite_path,
+)
+
+__all__ = [
+    "SECTIONS",
+    "Config",
+    "ConfigError",
+    "ControlConfig",
+    "ListenAddress",
+    "MsiloConfig",
+    "ProxyConfig",
+    "RegistrarConfig",
+    "ServerConfig",
+    "TmConfig",
+    "load_config",
+    "parse_cli_value",
+    "sqlite_path",
+]
+
+ENV_PREFIX = "SIPSILO_"
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(err)`` (and ``err.line``) is the one-line message."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        self.line = f"config error: {detail}"
+        super().__init__(self.line)
+
+
+class KeyedValueError(ValueError):
+    """A model-level check that is about one key: the error is reported under it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+# --- field types --------------------------------------------------------------
+
+
+def _empty_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _bool_to_int(value: Any) -> Any:
+    # Kamailio's 0/1 parameters; "use_contact = true" is an obvious enough intent.
+    return int(value) if isinstance(value, bool) else value
+
+
+def _one_to_list(value: Any) -> Any:
+    # A lone string is a one-item list: SIPSILO_SERVER__LISTEN=udp:0.0.0.0:5060 reads
+    # better than a quoted TOML array in a shell.
+    return [value] if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _check_route(value: str) -> str:
+    module, sep, func = value.partition(":")
+    parts = module.split(".")
+    if not sep or not func.isidentifier() or not all(p.isidentifier() for p in parts):
+        raise ValueError(f'expected "module:function" (got {quote(value)})')
+    return value
+
+
+def _check_table_name(value: str) -> str:
+    # The table name is spliced into SQL text (it cannot be a bound parameter),
+    # so only plain identifiers are allowed.
+    if not value.isidentifier() or not value.isascii():
+        raise ValueError(f"not a valid table name {quote(value)}")
+    return value
+
+
+Listen = Annotated[ListenAddress, PlainValidator(parse_listen), PlainSerializer(str)]
+Host = Annotated[str, AfterValidator(normalise_host)]
+Flag01 = Annotated[int, BeforeValidator(_bool_to_int), Field(ge=0, le=1)]
+SipUriStr = Annotated[str | None, BeforeValidator(_empty_to_none),
+                      AfterValidator(lambda v: None if v is None else check_sip_uri(v))]
+DbUrl = Annotated[str, AfterValidator(check_db_url)]
+OptDbUrl = Annotated[str | None, BeforeValidator(_empty_to_none),
+                     AfterValidator(lambda v: None if v is None else check_db_url(v))]
+Seconds = Annotated[int, Field(ge=1)]
+TimerSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+_DEFAULT_LISTEN = (ListenAddress("udp", "127.0.0.1", 5060), ListenAddress("tcp", "127.0.0.1", 5060))
+# What "myself" includes for a wildcard listen address: without enumerating
+# interfaces we can only vouch for loopback; set [server] domains for the rest.
+_WILDCARD_SELF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+class _Section(BaseModel):
+    # strict: "60" in a TOML file is a string and an error, not silently an int.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ServerConfig(_Section):
+    listen: Annotated[list[Listen], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
+        default_factory=lambda: list(_DEFAULT_LISTEN)
+    )
+    domains: Annotated[list[Host], BeforeValidator(_one_to_list)] = Field(default_factory=list)
+    log_level: Annotated[Literal["debug", "info", "warning", "error"],
+                         BeforeValidator(_lower)] = "info"
+    workers: Annotated[int, Field(ge=1, le=1024)] = 1
+    route: Annotated[str | None, BeforeValidator(_empty_to_none),
+                     AfterValidator(lambda v: None if v is None else _check_route(v))] = None
+    max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65535
+    user_agent: str = f"sipsilo/{__version__}"
+
+    @field_validator("listen")
+    @classmethod
+    def _no_duplicate_listen(cls, value: list[ListenAddress]) -> list[ListenAddress]:
+        seen: set[ListenAddress] = set()
+        for addr in value:
+            if addr in seen:
+                raise ValueError(f"duplicate listen address {quote(str(addr))}")
+            seen.add(addr)
+        return value
+
+    def effective_domains(self) -> list[str]:
+        """Hosts that count as "myself": ``domains`` if set, else the listen hosts + localhost.
+
+        A wildcard listen address contributes only its loopback address.
+        """
+        if self.domains:
+            return list(dict.fromkeys(self.domains))
+        hosts = [_WILDCARD_SELF.get(addr.host, addr.host) for addr in self.listen]
+        return list(dict.fromkeys([*hosts, "localhost"]))
+
+
+class MsiloConfig(_Section):
+    db_url: DbUrl = "sqlite:///sipsilo.db"
+    db_table: Annotated[str, AfterValidator(_check_table_name)] = "silo"
+    registrar: SipUriStr = None
+    expire_time: Seconds = 259200
+    check_time: Seconds = 30
+    clean_period: Seconds = 5
+    use_contact: Flag01 = 1
+    add_date: Flag01 = 1
+    max_messages: Annotated[int, Field(ge=0)] = 0
+    max_body: Annotated[int, Field(ge=1)] = 65536
+    outbound_proxy: SipUriStr = None
+    notify_offline: bool = True
+    claim_ttl: Seconds = 60
+
+    def sqlite_path(self, data_dir: str | Path | None = None) -> str | None:
+        """The SQLite file of ``db_url`` (":memory:" for memory), None if not SQLite."""
+        return sqlite_path(self.db_url, data_dir)
+
+
+class RegistrarConfig(_Section):
+    default_expires: Seconds = 3600
+    min_expires: Annotated[int, Field(ge=0)] = 60
+    max_expires: Seconds = 86400
+    db_url: OptDbUrl = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegistrarConfig:
+        if self.min_expires > self.max_expires:
+            raise KeyedValueError("min_expires", f"must not exceed registrar.max_expires "
+                                  f"({self.min_expires} > {self.max_expires})")
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise KeyedValueError(
+                "default_expires",
+                f"must be between registrar.min_expires ({self.min_expires}) and "
+                f"registrar.max_expires ({self.max_expires}) (got {self.default_expires})",
+            )
+        return self
+
+
+class TmConfig(_Section):
+    fr_timer: TimerSeconds = 10.0
+    fr_inv_timer: TimerSeconds = 15.0
+    wt_timer: TimerSeconds = 10.0
+
+
+class ProxyConfig(_Section):
+    relay_foreign: bool = False
+
+
+class ControlConfig(_Section):
+    socket: Annotated[str, Field(min_length=1)] = "sipsilo.ctl"
+
+
+class Config(_Section):
+    """The whole configuration. Sections are attributes: ``config.msilo.expire_time``."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    msilo: MsiloConfig = Field(default_factory=MsiloConfig)
+    registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
+    tm: TmConfig = Field(default_factory=TmConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
+    data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def silo_db_path(self) -> str | None:
+        """The msilo SQLite file resolved against the data dir; None if not SQLite."""
+        return self.msilo.sqlite_path(self.data_dir)
+
+    def registrar_db_path(self) -> str | None:
+        """The registrar SQLite file, ":memory:" when no db_url is set, None if not SQLite."""
+        if self.registrar.db_url is None:
+            return ":memory:"
+        return sqlite_path(self.registrar.db_url, self.data_dir)
+
+    def control_socket_path(self) -> Path:
+        return self.data_dir / self.control.socket
+
+    def dump_toml(self) -> str:
+        """The effective configuration as TOML; loading it gives back this configuration."""
+        sections = self.model_dump(mode="python")
+        header = f"sipsilo {__version__} effective configuration\ndata dir: {self.data_dir}"
+        return dump_sections(sections, header)
+
+
+SECTIONS: tuple[str, ...] = tuple(n for n in Config.model_fields if n != "data_dir")
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    sets: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Build the effective configuration; raise :class:`ConfigError` on any problem.
+
+    ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment.
+    """
+    merged: dict[str, Any] = {}
+    if path is not None:
+        _merge(merged, _read_file(path))
+    _merge(merged, _env_layer(os.environ if env is None else env))
+    _merge(merged, _set_layer(sets))
+    for name in merged:
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown key {name}")
+    base = Path(data_dir).expanduser() if data_dir is not None else Path.cwd()
+    try:
+        return Config.model_validate({**merged, "data_dir": base.absolute()})
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(_format_error(errors[0]) + more) from None
+
+
+def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{os.fspath(path)}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{os.fspath(path)}: invalid TOML: not UTF-8") from None
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # e.g. SIPSILO_DATA_DIR, read by the CLI
+        section, _, key = name[len(ENV_PREFIX):].partition("__")
+        if not section or not key:
+            raise ConfigError(f"environment variable {name}: expected SIPSILO_SECTION__KEY")
+        layer.setdefault(section.lower(), {})[key.lower()] = parse_cli_value(raw)
+    return layer
+
+
+def _set_layer(sets: Iterable[str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    for item in sets:
+        name, eq, raw = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not eq or not dot or not section or not key:
+            raise ConfigError(f"--set {quote(item)}: expected section.key=value")
+        layer.setdefault(section.lower(), {})[key.lower()] = parse_cli_value(raw.strip())
+    return layer
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    """Key-level merge: a later layer replaces single keys, not whole sections."""
+    for section, table in layer.items():
+        current = into.get(section)
+        if isinstance(current, dict) and isinstance(table, dict):
+            current.update(table)
+        elif current is None or isinstance(table, dict) is isinstance(current, dict):
+            into[section] = dict(table) if isinstance(table, dict) else table
+        # else: the file gave a non-table section; keep it so its error is reported
+
+
+def _loc(parts: Iterable[int | str]) -> str:
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _format_error(err: ErrorDetails) -> str:
+    parts: list[int | str] = list(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyedValueError):
+        parts.append(cause.key)
+    key = _loc(parts) or "config"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {key}"
+    if kind == "model_type":
+        return f"{key}: must be a table [{key}] (got {_short(err['input'])})"
+    if kind == "value_error" and cause is not None:
+        # Our validators' messages already quote the offending value.
+        return f"{key}: {cause}"
+    return f"{key}: {err['msg']} (got {_short(err['input'])})"
+
+
+def _short(value: Any) -> str:
+    text = quote(value)
+    return text if len(text) <= 80 else text[:77] + "..."
