@@ -1,0 +1,190 @@
+"""The message-store interface: what the delivery engine and the CLI rely on.
+
+Times are integer unix seconds, as in Kamailio's ``silo`` table.  A message is *expired*
+when ``exp_time <= now`` (Kamailio's purge is ``DELETE ... WHERE exp_time <= now``), so
+"unexpired" everywhere below means ``exp_time > now``.
+
+Delivery protocol (one message at a time per account, in stored order)::
+
+    msg = await store.claim_next(user, domain, owner, now, claim_ttl)
+    ... send it ...
+    await store.confirm(msg.id, owner)   # after a 2xx: row deleted
+    await store.release(msg.id, owner)   # on failure: claim dropped, row kept
+
+A claim is a lease: if its holder dies, the claim lapses at ``claim_until`` and another
+instance takes the row over, so a message can be delivered twice after a crash, never
+lost (at-least-once).
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+
+#: Kamailio's ``ctype`` column is VARCHAR(32).
+CTYPE_MAX = 32
+
+
+class StoreError(Exception):
+    """A storage operation failed (I/O error, database locked for too long, closed store)."""
+
+
+class StoreConfigError(StoreError):
+    """The store cannot be set up as configured (bad db_url, unsupported backend)."""
+
+
+def media_type(content_type: str) -> str:
+    """``text/plain; charset=utf-8`` -> ``text/plain``, cut to fit Kamailio's ctype column."""
+    return content_type.split(";", 1)[0].strip()[:CTYPE_MAX]
+
+
+@dataclass
+class NewMessage:
+    """A MESSAGE to store.
+
+    ``ctype`` is the full Content-Type header value, parameters included; the backend keeps
+    type/subtype in Kamailio's ``ctype`` column and the full value in ``ctype_full``.
+    ``body`` is the exact body bytes.  ``extra_hdrs`` is the header block to re-emit on
+    delivery, verbatim, each line ending in CRLF ("" for none).
+    """
+
+    src_addr: str
+    dst_addr: str
+    username: str
+    domain: str
+    inc_time: int
+    exp_time: int
+    ctype: str
+    body: bytes
+    extra_hdrs: str = ""
+    callid: str = ""
+
+
+@dataclass(kw_only=True)
+class StoredMessage(NewMessage):
+    """A row of the table.  ``ctype`` is the full Content-Type if we stored it, else (a row
+    inserted by Kamailio) the bare type/subtype of Kamailio's column."""
+
+    id: int
+    snd_time: int = 0
+    status: int = 0
+    attempts: int = 0
+    claim_owner: str | None = None
+    claim_until: int = 0
+
+
+@dataclass
+class StoreStats:
+    """Counters for metrics: how well group commit is batching."""
+
+    transactions: int = 0  # committed write transactions
+    operations: int = 0  # operations carried by them
+    stores: int = 0  # messages stored
+    max_batch: int = 0
+    errors: int = 0
+
+
+class SiloStore(ABC):
+    """Async message store.  All methods may raise :class:`StoreError`."""
+
+    stats: StoreStats
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema if needed."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish queued operations and disconnect.  Idempotent."""
+
+    async def __aenter__(self) -> SiloStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def store(self, msg: NewMessage) -> int:
+        """Insert *msg* and return its id once the row is committed (durable on return)."""
+
+    @abstractmethod
+    async def count_for(self, username: str, domain: str, now: int) -> int:
+        """Unexpired deliverable messages (``snd_time = 0``) of the account."""
+
+    @abstractmethod
+    async def claim_next(
+        self, username: str, domain: str, owner: str, now: int, claim_ttl: int
+    ) -> StoredMessage | None:
+        """Atomically claim the account's next message for delivery by *owner*.
+
+        Candidate: the lowest-id unexpired ``snd_time = 0`` row that is not claimed
+        (no owner, or ``claim_until < now``).  None is returned instead if a lower-id
+        unexpired row is held by a *different* owner: per account, messages go out one
+        at a time in stored order across all instances.  Rows held by *owner* itself do
+        not block, the engine serialises its own deliveries.  On success the row gets
+        ``claim_owner = owner``, ``claim_until = now + claim_ttl``, ``attempts + 1``.
+        Expired rows are never returned; reminders (``snd_time > 0``) are never touched.
+        """
+
+    @abstractmethod
+    async def confirm(self, id: int, owner: str | None = None) -> bool:
+        """Delivered (2xx): delete the row.  With *owner*, only if that owner holds the
+        claim, which protects against deleting a different row that reused the id
+        (SQLite reuses the highest id after it is deleted).  True if a row was deleted."""
+
+    @abstractmethod
+    async def release(self, id: int, owner: str | None = None) -> bool:
+        """Delivery failed: drop the claim, keep the row.  With *owner*, only if held by it."""
+
+    @abstractmethod
+    async def purge_expired(self, now: int) -> int:
+        """Delete every row with ``exp_time <= now``; return how many.
+
+        Claimed rows are deleted too, as Kamailio does: the message is expired, so whatever
+        the in-flight delivery's outcome, the row must go, and its later confirm/release
+        simply finds nothing.  Delivery never starts on an expired row (claim_next checks).
+        """
+
+    @abstractmethod
+    async def list(
+        self,
+        username: str | None = None,
+        domain: str | None = None,
+        limit: int = 1000,
+        after_id: int = 0,
+    ) -> builtins.list[StoredMessage]:
+        """Rows in id order, optionally of one account (or one domain), ids > after_id."""
+
+    @abstractmethod
+    async def get(self, id: int) -> StoredMessage | None: ...
+
+    @abstractmethod
+    async def delete(self, id: int) -> bool: ...
+
+    @abstractmethod
+    async def purge_account(self, username: str, domain: str) -> int:
+        """Delete every row of the account (expired or not, reminders too)."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """All rows."""
+
+
+__all__ = [
+    "CTYPE_MAX",
+    "NewMessage",
+    "SiloStore",
+    "StoreConfigError",
+    "StoreError",
+    "StoreStats",
+    "StoredMessage",
+    "media_type",
+]
