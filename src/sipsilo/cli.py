@@ -1,0 +1,324 @@
+"""The ``sipsilo`` command line.
+
+Commands and the functions they call (imported lazily, so the CLI works, and
+says clearly what is missing, before every package exists):
+
+* ``serve`` → ``sipsilo.app.run(config)``
+* ``check-config FILE`` → prints the effective configuration as TOML
+* ``location list [AOR]`` → ``sipsilo.control.client.request(config,
+  {"cmd": "location.list", "aor": AOR or None})``
+* ``stats`` → ``sipsilo.control.client.request(config, {"cmd": "stats"})``
+* ``silo list [AOR]`` → ``sipsilo.silo.admin.list_messages(config, aor)``
+* ``silo show ID`` → ``sipsilo.silo.admin.show_message(config, id)``
+* ``silo delete ID`` → ``sipsilo.silo.admin.delete_message(config, id)``
+* ``silo purge --expired | AOR | --all`` →
+  ``sipsilo.silo.admin.purge(config, aor=None, expired=False)``
+* ``db init`` / ``db migrate`` → ``sipsilo.silo.admin.db_init(config)`` / ``db_migrate(config)``
+
+Those functions may be plain or ``async``. What they return is printed: a string
+as is, a mapping or dataclass as one JSON line, an iterable one item per line.
+They signal a user-level failure (no such message, server not running) by raising
+``LookupError``, ``ValueError`` or ``OSError``; that becomes one line and exit 1.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 130 when
+interrupted. Every error is a single line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+import click
+
+from sipsilo import __version__
+from sipsilo.config import Config, ConfigError, load_config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    """A runtime failure reported as ``sipsilo: error: <message>``, exit 1."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class _OneLineErrors(click.Group):
+    """A group whose every error, usage or runtime, is one line on stderr.
+
+    Click's standalone mode prints usage blocks and lets unknown exceptions
+    escape; running it non-standalone and reporting here keeps one format for
+    usage errors, config errors and runtime failures.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ConfigError as exc:
+            code, line = EXIT_USAGE, exc.line
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx else "sipsilo"
+            code = exc.exit_code
+            line = f"{path}: error: {exc.format_message().rstrip('.')} (see '{path} --help')"
+            # Bare "sipsilo" (click >= 8.2 raises NoArgsIsHelpError): the help
+            # text is the answer, not an error line.
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                click.echo(exc.format_message(), err=True)
+                line = ""
+        except click.ClickException as exc:
+            code, line = exc.exit_code, f"sipsilo: error: {exc.format_message()}"
+        except click.Abort:
+            code, line = EXIT_INTERRUPTED, ""
+        else:
+            if not standalone_mode:
+                return rv
+            sys.exit(rv if isinstance(rv, int) else 0)
+        if line:
+            click.echo(line, err=True)
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+# --- shared options -------------------------------------------------------------
+
+_set_option = click.option(
+    "--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+    help="Override one key (repeatable). VALUE is read as TOML if it parses, else as a string.",
+)
+_data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), envvar="SIPSILO_DATA_DIR",
+    help="Directory for relative database paths and the control socket [default: cwd].",
+)
+_config_option = click.option(
+    "--config", "-c", "config_path", type=click.Path(dir_okay=False), envvar="SIPSILO_CONFIG",
+    help="TOML configuration file.",
+)
+
+
+def config_options(func: F) -> F:
+    """Add ``--config/--set/--data-dir`` and pass the loaded ``config: Config`` instead.
+
+    Environment variables ``SIPSILO_SECTION__KEY`` are applied between the file
+    and ``--set``; a config error propagates as ConfigError (one line, exit 2).
+    """
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, config_path: str | None, sets: tuple[str, ...], data_dir: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        config = load_config(config_path, list(sets), data_dir=data_dir)
+        return func(*args, config=config, **kwargs)
+
+    return _config_option(_set_option(_data_dir_option(wrapper)))  # type: ignore[return-value]
+
+
+# --- lazy calls into other packages ---------------------------------------------
+
+
+def _import(module: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        # Only "this module (or its package) does not exist yet" is expected; a
+        # missing third-party dependency inside it is reported with its name.
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise CliError(f"{module} is not available in this build of sipsilo") from None
+        raise CliError(f"cannot load {module}: {exc}") from None
+
+
+def _call(module: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``module.name(*args, **kwargs)``, awaiting it if it is async."""
+    func = getattr(_import(module), name, None)
+    if not callable(func):
+        raise CliError(f"{module}.{name} is not available in this build of sipsilo")
+    try:
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+    except (LookupError, ValueError) as exc:
+        raise CliError(str(exc) or type(exc).__name__) from None
+    except OSError as exc:
+        raise CliError(exc.strerror or str(exc)) from None
+    return result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _emit(result: Any) -> None:
+    """Print what an admin or control function returned (see the module doc)."""
+    if result is None:
+        return
+    if isinstance(result, str):
+        click.echo(result)
+    elif isinstance(result, Mapping) or dataclasses.is_dataclass(result):
+        click.echo(json.dumps(result, default=_json_default, ensure_ascii=False))
+    elif isinstance(result, Iterable):
+        for item in result:
+            _emit(item)
+    else:
+        click.echo(str(result))
+
+
+def _control(config: Config, message: dict[str, Any]) -> None:
+    try:
+        _emit(_call("sipsilo.control.client", "request", config, message))
+    except CliError as exc:
+        if "not available" in exc.message:
+            raise
+        raise CliError(f"cannot reach the running server at {config.control_socket_path()}: "
+                       f"{exc.message}") from None
+
+
+# --- commands -------------------------------------------------------------------
+
+
+@click.group(name="sipsilo", cls=_OneLineErrors,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="sipsilo",
+                      message="%(prog)s %(version)s")
+def main() -> None:
+    """sipsilo: a SIP registrar and proxy that stores MESSAGEs for offline users."""
+
+
+@main.command()
+@config_options
+def serve(config: Config) -> None:
+    """Run the server."""
+    run = getattr(_import("sipsilo.app"), "run", None)
+    if not callable(run):
+        raise CliError("sipsilo.app.run is not available in this build of sipsilo")
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create data dir {config.data_dir}: {exc.strerror}") from None
+    try:
+        result = run(config)
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    except OSError as exc:
+        # Port in use, permission denied, unreadable database...: the user's to fix.
+        raise CliError(f"cannot run: {exc}") from None
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_set_option
+@_data_dir_option
+def check_config(file: str, sets: tuple[str, ...], data_dir: str | None) -> None:
+    """Validate FILE and print the effective configuration (file + environment + --set)."""
+    config = load_config(file, list(sets), data_dir=data_dir)
+    click.echo(config.dump_toml(), nl=False)
+
+
+@main.group()
+def location() -> None:
+    """Registered contacts (asks the running server)."""
+
+
+@location.command("list")
+@click.argument("aor", required=False)
+@config_options
+def location_list(config: Config, aor: str | None) -> None:
+    """List bindings, all or of one AOR."""
+    _control(config, {"cmd": "location.list", "aor": aor})
+
+
+@main.command()
+@config_options
+def stats(config: Config) -> None:
+    """Counters of the running server."""
+    _control(config, {"cmd": "stats"})
+
+
+@main.group()
+def silo() -> None:
+    """Stored messages (works on the database directly)."""
+
+
+@silo.command("list")
+@click.argument("aor", required=False)
+@config_options
+def silo_list(config: Config, aor: str | None) -> None:
+    """List stored messages, all or for one AOR."""
+    _emit(_call("sipsilo.silo.admin", "list_messages", config, aor))
+
+
+@silo.command("show")
+@click.argument("message_id", metavar="ID", type=int)
+@config_options
+def silo_show(config: Config, message_id: int) -> None:
+    """Show one stored message."""
+    _emit(_call("sipsilo.silo.admin", "show_message", config, message_id))
+
+
+@silo.command("delete")
+@click.argument("message_id", metavar="ID", type=int)
+@config_options
+def silo_delete(config: Config, message_id: int) -> None:
+    """Delete one stored message."""
+    _emit(_call("sipsilo.silo.admin", "delete_message", config, message_id))
+
+
+@silo.command("purge")
+@click.argument("aor", required=False)
+@click.option("--expired", is_flag=True, help="Delete the expired messages.")
+@click.option("--all", "purge_all", is_flag=True, help="Delete every stored message.")
+@config_options
+def silo_purge(config: Config, aor: str | None, expired: bool, purge_all: bool) -> None:
+    """Delete the messages of AOR, the expired ones (--expired) or all (--all)."""
+    if [aor is not None, expired, purge_all].count(True) != 1:
+        # Deleting everything must be asked for explicitly, never a default.
+        raise click.UsageError("give exactly one of AOR, --expired or --all")
+    _emit(_call("sipsilo.silo.admin", "purge", config, aor=aor, expired=expired))
+
+
+@main.group()
+def db() -> None:
+    """Message store schema."""
+
+
+@db.command("init")
+@config_options
+def db_init(config: Config) -> None:
+    """Create the message table."""
+    _emit(_call("sipsilo.silo.admin", "db_init", config))
+
+
+@db.command("migrate")
+@config_options
+def db_migrate(config: Config) -> None:
+    """Bring an existing message table up to date."""
+    _emit(_call("sipsilo.silo.admin", "db_migrate", config))
