@@ -1,0 +1,280 @@
+"""SIP requests and responses.
+
+A message holds its headers as raw text (see Headers); structured views such
+as ``vias`` or ``from_`` are parsed on first access and cached against the
+headers' version, so a MESSAGE that is only relayed never pays for parsing
+headers nobody reads.  The parsed objects are snapshots: after changing one,
+assign it back (``msg.to = to``) or edit ``msg.headers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeVar
+
+from sipsilo.sip.address import NameAddr, parse_contacts
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.grammar import is_token
+from sipsilo.sip.headers import Headers
+from sipsilo.sip.status import reason_phrase
+from sipsilo.sip.uri import SipUri, parse_uri
+from sipsilo.sip.via import Via
+
+__all__ = ["Message", "Request", "Response", "reason_phrase"]
+
+SIP_VERSION = "SIP/2.0"
+_MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number is < 2**31
+
+T = TypeVar("T")
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii():
+        raise ParseError(400, "Bad CSeq header")
+    if len(parts[0]) > 10 or int(parts[0]) > _MAX_CSEQ:
+        raise ParseError(400, "Bad CSeq header")
+    if not is_token(parts[1]):
+        raise ParseError(400, "Bad CSeq header")
+    return int(parts[0]), parts[1]
+
+
+class Message:
+    """What requests and responses share: headers, body, parsed views."""
+
+    headers: Headers
+    body: bytes
+
+    def __init__(self, headers: Headers | Iterable[tuple[str, str]] | None, body: bytes) -> None:
+        if headers is None:
+            headers = Headers()
+        elif not isinstance(headers, Headers):
+            headers = Headers(headers)
+        self.headers = headers
+        self.body = body
+        self._cache: dict[str, tuple[tuple[int, int], object]] = {}
+
+    def _cached(self, key: str, build: Callable[[], T]) -> T:
+        stamp = (id(self.headers), self.headers.version)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]  # type: ignore[return-value]
+        value = build()
+        self._cache[key] = (stamp, value)
+        return value
+
+    def _required(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise ParseError(400, f"Missing {name} header", answerable=False)
+        return value
+
+    # -- parsed views ---------------------------------------------------
+    @property
+    def call_id(self) -> str:
+        def build() -> str:
+            lines = self.headers.get_lines("Call-ID")
+            if not lines:
+                raise ParseError(400, "Missing Call-ID header", answerable=False)
+            value = lines[0].strip()
+            if not value or any(c.isspace() for c in value):
+                raise ParseError(400, "Bad Call-ID header", answerable=False)
+            return value
+
+        return self._cached("call_id", build)
+
+    @call_id.setter
+    def call_id(self, value: str) -> None:
+        self.headers.set("Call-ID", value)
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return self._cached("cseq", lambda: parse_cseq(self._required("CSeq")))
+
+    @cseq.setter
+    def cseq(self, value: tuple[int, str]) -> None:
+        self.headers.set("CSeq", f"{value[0]} {value[1]}")
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._cached("from", lambda: NameAddr.parse(self._required("From"), "From"))
+
+    @from_.setter
+    def from_(self, value: NameAddr) -> None:
+        self.headers.set("From", str(value))
+
+    @property
+    def to(self) -> NameAddr:
+        return self._cached("to", lambda: NameAddr.parse(self._required("To"), "To"))
+
+    @to.setter
+    def to(self, value: NameAddr) -> None:
+        self.headers.set("To", str(value))
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via, top first (comma-joined lines are split)."""
+        return self._cached("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")])
+
+    @vias.setter
+    def vias(self, value: Iterable[Via]) -> None:
+        self.headers.set_all("Via", [str(v) for v in value])
+
+    @property
+    def top_via(self) -> Via | None:
+        vias = self.vias
+        return vias[0] if vias else None
+
+    @property
+    def max_forwards(self) -> int | None:
+        def build() -> int | None:
+            value = self.headers.get("Max-Forwards")
+            if value is None:
+                return None
+            value = value.strip()
+            if not value.isdigit() or not value.isascii() or int(value) > 255:
+                raise ParseError(400, "Bad Max-Forwards header")
+            return int(value)
+
+        return self._cached("max_forwards", build)
+
+    @max_forwards.setter
+    def max_forwards(self, value: int | None) -> None:
+        if value is None:
+            self.headers.remove("Max-Forwards")
+        else:
+            self.headers.set("Max-Forwards", str(value))
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get("Content-Type")
+        return None if value is None else value.strip()
+
+    @property
+    def contacts(self) -> list[NameAddr] | Literal["*"]:
+        """All Contact values; ``"*"`` for the REGISTER wildcard."""
+
+        def build() -> list[NameAddr] | Literal["*"]:
+            out: list[NameAddr] = []
+            lines = self.headers.get_lines("Contact")
+            for line in lines:
+                parsed = parse_contacts(line)
+                if parsed == "*":
+                    if len(lines) != 1:
+                        raise ParseError(400, "Bad Contact header")
+                    return "*"
+                out.extend(parsed)
+            return out
+
+        return self._cached("contacts", build)
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._cached(
+            "routes", lambda: [NameAddr.parse(v, "Route") for v in self.headers.get_all("Route")]
+        )
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._cached(
+            "record_routes",
+            lambda: [NameAddr.parse(v, "Record-Route")
+                     for v in self.headers.get_all("Record-Route")],
+        )
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header as seconds, None when absent or not a number."""
+        value = self.headers.get("Expires")
+        if value is None or not value.strip().isdigit():
+            return None
+        return int(value.strip())
+
+    # -- serialisation --------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def serialise(self) -> bytes:
+        """Wire form; Content-Length always reflects ``body``."""
+        lines = [self.start_line()]
+        for name, value in self.headers.items():
+            if name != "Content-Length":
+                lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        lines.append("")
+        lines.append("")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.serialise()
+
+
+class Request(Message):
+    method: str
+    uri: SipUri | str
+
+    def __init__(
+        self,
+        method: str,
+        uri: SipUri | str,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        # Accept "sip:..." text for convenience; keep other schemes as text.
+        self.uri = parse_uri(uri) if isinstance(uri, str) else uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def make_response(
+        self, status: int, reason: str | None = None, to_tag: str | None = None
+    ) -> Response:
+        """Build a response per RFC 3261 §8.2.6.
+
+        Via, From, Call-ID and CSeq are copied as received (not re-serialised)
+        so the client's transaction matching sees exactly its own values.
+        """
+        headers = Headers()
+        for value in self.headers.get_lines("Via"):
+            headers.add("Via", value)
+        headers.add("From", self._required("From"))
+        to = self._required("To")
+        if to_tag and status != 100 and self.to.tag is None:
+            to = f"{to.rstrip()};tag={to_tag}"
+        headers.add("To", to)
+        headers.add("Call-ID", self._required("Call-ID"))
+        headers.add("CSeq", self._required("CSeq"))
+        return Response(status, reason, headers)
+
+    def copy(self) -> Request:
+        return Request(self.method, self.uri, self.headers.copy(), self.body)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    status: int
+    reason: str
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+
+    def start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, self.headers.copy(), self.body)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"

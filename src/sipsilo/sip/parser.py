@@ -1,0 +1,252 @@
+"""Turning bytes into messages: datagram parsing and stream framing."""
+
+from __future__ import annotations
+
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.grammar import TOKEN_CHARS, is_token
+from sipsilo.sip.headers import _CANONICAL, Headers
+from sipsilo.sip.message import Request, Response
+from sipsilo.sip.uri import parse_uri
+
+# Request-URI schemes this server can route; anything else is answered 416
+# (RFC 3261 §8.2.2.1).
+DEFAULT_SCHEMES = frozenset({"sip", "sips", "tel"})
+
+_MAX_CONTENT_LENGTH_DIGITS = 10
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards")
+
+
+def _split_head(data: bytes) -> tuple[int, int, int]:
+    """(start of start line, end of header block, start of body)."""
+    start = 0
+    n = len(data)
+    # RFC 3261 §7.5: CRLFs before the start line are ignored.
+    while start < n and data[start] in b"\r\n":
+        start += 1
+    if start >= n:
+        raise ParseError(400, "Empty message", answerable=False)
+    end = data.find(b"\r\n\r\n", start)
+    if end >= 0:
+        return start, end, end + 4
+    end = data.find(b"\n\n", start)
+    if end >= 0:
+        return start, end, end + 2
+    raise ParseError(400, "Missing empty line after headers", answerable=False)
+
+
+def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
+    entries: list[tuple[str, str, str]] = []
+    canonical = _CANONICAL
+    for line in lines:
+        if not line:
+            raise ParseError(400, "Malformed header line")
+        first = line[0]
+        if first == " " or first == "\t":
+            # Line folding (RFC 3261 §7.3.1): continuation joins with one SP.
+            if not entries:
+                raise ParseError(400, "Malformed header line")
+            k, name, value = entries[-1]
+            entries[-1] = (k, name, (value + " " + line.strip(" \t")).strip(" \t"))
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(400, "Malformed header line")
+        raw_name = line[:colon].rstrip(" \t")
+        if not raw_name or any(c not in TOKEN_CHARS for c in raw_name):
+            raise ParseError(400, "Malformed header name")
+        low = raw_name.lower()
+        name = canonical.get(low, raw_name)
+        entries.append((name.lower(), name, line[colon + 1 :].strip(" \t")))
+    return entries
+
+
+def _check_mandatory(msg: Request | Response) -> ParseError | None:
+    """First problem with Via/From/To/Call-ID/CSeq, or None when all usable."""
+    h = msg.headers
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if name not in h:
+            return ParseError(400, f"Missing {name} header", answerable=False)
+    for name in _SINGLE:
+        if len(h.get_lines(name)) > 1:
+            return ParseError(400, f"Multiple {name} headers", answerable=False)
+    try:
+        if not msg.vias:
+            return ParseError(400, "Missing Via header", answerable=False)
+        msg.from_  # noqa: B018 - parse now so a bad value is caught here
+        msg.to  # noqa: B018
+        msg.call_id  # noqa: B018
+        msg.cseq  # noqa: B018
+    except ParseError as exc:
+        return ParseError(exc.status, exc.reason, answerable=False)
+    return None
+
+
+def _content_length(h: Headers) -> int | None:
+    lines = h.get_lines("Content-Length")
+    if not lines:
+        return None
+    values = {v.strip() for v in lines}
+    if len(values) > 1:
+        raise ParseError(400, "Multiple Content-Length headers")
+    value = values.pop()
+    if not value.isdigit() or not value.isascii():
+        raise ParseError(400, "Bad Content-Length header")
+    if len(value.lstrip("0")) > _MAX_CONTENT_LENGTH_DIGITS:
+        raise ParseError(400, "Bad Content-Length header")
+    return int(value)
+
+
+def _parse_request_line(line: str) -> tuple[str, str]:
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise ParseError(400, "Bad request line")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise ParseError(400, "Bad request method")
+    if version.upper() != "SIP/2.0":
+        if version.upper().startswith("SIP/"):
+            raise ParseError(505, "Version Not Supported")
+        raise ParseError(400, "Bad request line")
+    return method, uri_text
+
+
+def parse_message(
+    data: bytes, *, schemes: frozenset[str] = DEFAULT_SCHEMES, stream: bool = False
+) -> Request | Response:
+    """Parse one complete message (a datagram, or one framed stream message).
+
+    With ``stream=False`` (UDP) a missing Content-Length means the body is the
+    rest of the datagram, and extra bytes beyond Content-Length are dropped
+    (RFC 3261 §18.3); with ``stream=True`` a Content-Length is mandatory.
+    """
+    start, end, body_start = _split_head(data)
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    if "\x00" in head:
+        raise ParseError(400, "NUL byte in header block", answerable=False)
+    lines = head.split("\r\n") if "\n" not in head.replace("\r\n", "") else [
+        ln.rstrip("\r") for ln in head.split("\n")
+    ]
+    start_line = lines[0]
+    headers = Headers._from_canonical(_split_headers(lines[1:]))
+    msg: Request | Response
+    if start_line[:4].upper() == "SIP/":
+        msg = _response(start_line, headers)
+        problem = _check_mandatory(msg)
+        if problem is not None:
+            raise problem
+    else:
+        req, line_error = _request(start_line, headers, schemes)
+        msg = req
+        problem = _check_mandatory(req)
+        if problem is not None:
+            raise problem
+        if line_error is not None:
+            raise line_error
+        if req.cseq[1] != req.method:
+            raise ParseError(400, "CSeq method does not match request method")
+        req.max_forwards  # noqa: B018 - raises on a non-numeric value
+    length = _content_length(headers)
+    body = data[body_start:]
+    if length is None:
+        if stream:
+            raise ParseError(400, "Missing Content-Length header",
+                             answerable=isinstance(msg, Request))
+    elif length > len(body):
+        raise ParseError(400, "Content-Length mismatch", answerable=isinstance(msg, Request))
+    else:
+        body = body[:length]
+    msg.body = body
+    return msg
+
+
+def _response(line: str, headers: Headers) -> Response:
+    parts = line.split(" ", 2)
+    if len(parts) < 2:
+        raise ParseError(400, "Bad status line", answerable=False)
+    if parts[0].upper() != "SIP/2.0":
+        raise ParseError(505, "Version Not Supported", answerable=False)
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not code.isascii():
+        raise ParseError(400, "Bad status code", answerable=False)
+    status = int(code)
+    if not 100 <= status <= 699:
+        raise ParseError(400, "Bad status code", answerable=False)
+    return Response(status, parts[2] if len(parts) == 3 else "", headers)
+
+
+def _request(
+    line: str, headers: Headers, schemes: frozenset[str]
+) -> tuple[Request, ParseError | None]:
+    # A start-line problem is returned, not raised: whether it can be
+    # answered depends on the mandatory headers, checked afterwards.
+    try:
+        method, uri_text = _parse_request_line(line)
+    except ParseError as exc:
+        return Request(line.split(" ", 1)[0], "invalid:", headers), exc
+    scheme = uri_text.partition(":")[0].lower()
+    if ":" in uri_text and is_token(scheme) and scheme not in schemes:
+        return Request(method, "invalid:", headers), ParseError(416, "Unsupported URI Scheme")
+    try:
+        uri = parse_uri(uri_text)
+    except ParseError:
+        return Request(method, "invalid:", headers), ParseError(400, "Bad Request-URI")
+    return Request(method, uri, headers), None
+
+
+class StreamFramer:
+    """Cuts a byte stream (TCP/TLS) into messages using Content-Length.
+
+    Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped. After a
+    ParseError the stream cannot be resynchronised and should be closed.
+    """
+
+    def __init__(self, max_size: int = 65536) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        buf = self._buf
+        while True:
+            skip = 0
+            while skip < len(buf) and buf[skip] in b"\r\n":
+                skip += 1
+            if skip:
+                del buf[:skip]
+            if not buf:
+                break
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_size:
+                    raise ParseError(413, "Message too large", answerable=False)
+                break
+            length = _stream_content_length(bytes(buf[:end]))
+            total = end + 4 + length
+            if total > self.max_size:
+                raise ParseError(413, "Message too large", answerable=False)
+            if len(buf) < total:
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+        return out
+
+
+def _stream_content_length(head: bytes) -> int:
+    value: bytes | None = None
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, rest = line.partition(b":")
+        if colon and name.strip().lower() in (b"content-length", b"l"):
+            v = rest.strip()
+            if value is not None and v != value:
+                raise ParseError(400, "Multiple Content-Length headers", answerable=False)
+            value = v
+    if value is None:
+        raise ParseError(400, "Missing Content-Length header", answerable=False)
+    if not value.isdigit() or len(value.lstrip(b"0")) > _MAX_CONTENT_LENGTH_DIGITS:
+        raise ParseError(400, "Bad Content-Length header", answerable=False)
+    return int(value)

@@ -1,0 +1,298 @@
+"""SIP and SIPS URIs (RFC 3261 §19.1, §25.1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from sipsilo.sip.errors import ParseError
+
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_UNRESERVED = _ALNUM + "-_.!~*'()"
+# Characters each URI component may carry literally; anything else is %-escaped.
+USER_SAFE = frozenset(_UNRESERVED + "&=+$,;?/")
+PASSWORD_SAFE = frozenset(_UNRESERVED + "&=+$,")
+PARAM_SAFE = frozenset(_UNRESERVED + "[]/:&+$")
+HEADER_SAFE = frozenset(_UNRESERVED + "[]/?:+$")
+_HOST_CHARS = frozenset(_ALNUM + "-.")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_SCHEME_CHARS = frozenset(_ALNUM + "+-.")
+
+
+def unescape(text: str, what: str = "URI") -> str:
+    """Decode %XX escapes (as UTF-8 octets, falling back to Latin-1)."""
+    if "%" not in text:
+        return text
+    out = bytearray()
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "%":
+            pair = text[i + 1 : i + 3]
+            if len(pair) != 2 or not all(h in _HEX for h in pair):
+                raise ParseError(400, f"Bad escape in {what}")
+            out.append(int(pair, 16))
+            i += 3
+        else:
+            out.extend(c.encode("utf-8", "surrogateescape"))
+            i += 1
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        return out.decode("latin-1")
+
+
+def escape(text: str, safe: frozenset[str]) -> str:
+    """%-escape every character of ``text`` not in ``safe``."""
+    if all(c in safe for c in text):
+        return text
+    out: list[str] = []
+    for c in text:
+        if c in safe:
+            out.append(c)
+        else:
+            out.extend(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+def _check_chars(text: str, safe: frozenset[str], what: str) -> None:
+    for c in text:
+        if c not in safe and c != "%":
+            raise ParseError(400, f"Bad character in {what}")
+
+
+def parse_host(text: str, what: str = "URI") -> str:
+    """Validate a host (hostname, IPv4 or bracketed IPv6) and normalise it."""
+    if not text:
+        raise ParseError(400, f"Missing host in {what}")
+    if text[0] == "[":
+        if text[-1] != "]":
+            raise ParseError(400, f"Bad IPv6 reference in {what}")
+        try:
+            ipaddress.IPv6Address(text[1:-1])
+        except ValueError:
+            raise ParseError(400, f"Bad IPv6 reference in {what}") from None
+        return text[1:-1].lower()
+    if not all(c in _HOST_CHARS for c in text):
+        raise ParseError(400, f"Bad host in {what}")
+    if text[0] in "-." or ".." in text:
+        raise ParseError(400, f"Bad host in {what}")
+    return text.lower()
+
+
+def parse_port(text: str, what: str = "URI") -> int:
+    if not text.isdigit() or not text.isascii() or len(text) > 5:
+        raise ParseError(400, f"Bad port in {what}")
+    port = int(text)
+    if port > 65535:
+        raise ParseError(400, f"Bad port in {what}")
+    return port
+
+
+def split_hostport(text: str, what: str = "URI") -> tuple[str, int | None]:
+    """``host[:port]`` -> (normalised host, port or None)."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ParseError(400, f"Bad IPv6 reference in {what}")
+        host = parse_host(text[: end + 1], what)
+        rest = text[end + 1 :]
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise ParseError(400, f"Bad host in {what}")
+        return host, parse_port(rest[1:], what)
+    host_text, colon, port_text = text.partition(":")
+    host = parse_host(host_text, what)
+    return host, parse_port(port_text, what) if colon else None
+
+
+def format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class SipUri:
+    """A parsed sip:/sips: URI. Components are stored unescaped."""
+
+    scheme: str = "sip"
+    user: str | None = None
+    password: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: tuple[tuple[str, str | None], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> SipUri:
+        scheme, colon, rest = text.partition(":")
+        scheme = scheme.lower()
+        if not colon or scheme not in ("sip", "sips"):
+            raise ParseError(416 if colon else 400, "Unsupported URI scheme"
+                             if colon else "Bad URI")
+        if not rest:
+            raise ParseError(400, "Bad URI")
+        for c in rest:
+            if c <= " " or c == "\x7f" or c in '"<>\\^`{|}':
+                raise ParseError(400, "Bad character in URI")
+        user = password = None
+        at = rest.find("@")
+        if at >= 0:
+            userinfo, rest = rest[:at], rest[at + 1 :]
+            u, pcolon, p = userinfo.partition(":")
+            if not u:
+                raise ParseError(400, "Bad user in URI")
+            _check_chars(u, USER_SAFE, "URI user")
+            user = unescape(u, "URI user")
+            if pcolon:
+                _check_chars(p, PASSWORD_SAFE, "URI password")
+                password = unescape(p, "URI password")
+        headers_text = ""
+        q = rest.find("?")
+        if q >= 0:
+            rest, headers_text = rest[:q], rest[q + 1 :]
+        hostport, _, params_text = rest.partition(";")
+        host, port = split_hostport(hostport)
+        params: list[tuple[str, str | None]] = []
+        if params_text:
+            for item in params_text.split(";"):
+                name, eq, value = item.partition("=")
+                if not name:
+                    raise ParseError(400, "Bad URI parameter")
+                _check_chars(name, PARAM_SAFE, "URI parameter")
+                pname = unescape(name, "URI parameter").lower()
+                if eq:
+                    if not value:
+                        raise ParseError(400, "Bad URI parameter")
+                    _check_chars(value, PARAM_SAFE, "URI parameter")
+                    params.append((pname, unescape(value, "URI parameter")))
+                else:
+                    params.append((pname, None))
+        headers: list[tuple[str, str]] = []
+        if headers_text:
+            for item in headers_text.split("&"):
+                name, eq, value = item.partition("=")
+                if not name or not eq:
+                    raise ParseError(400, "Bad URI header")
+                _check_chars(name, HEADER_SAFE, "URI header")
+                _check_chars(value, HEADER_SAFE, "URI header")
+                headers.append((unescape(name, "URI header"), unescape(value, "URI header")))
+        return cls(scheme, user, password, host, port, tuple(params), tuple(headers))
+
+    @cached_property
+    def _text(self) -> str:
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(escape(self.user, USER_SAFE))
+            if self.password is not None:
+                parts += [":", escape(self.password, PASSWORD_SAFE)]
+            parts.append("@")
+        parts.append(self.hostport())
+        for name, value in self.params:
+            parts += [";", escape(name, PARAM_SAFE)]
+            if value is not None:
+                parts += ["=", escape(value, PARAM_SAFE)]
+        if self.headers:
+            parts.append("?")
+            parts.append("&".join(
+                f"{escape(k, HEADER_SAFE)}={escape(v, HEADER_SAFE)}" for k, v in self.headers
+            ))
+        return "".join(parts)
+
+    def __str__(self) -> str:
+        return self._text
+
+    def param(self, name: str) -> str | None:
+        """Value of a URI parameter: ``""`` for a flag like ``;lr``, None if absent."""
+        name = name.lower()
+        for k, v in self.params:
+            if k == name:
+                return "" if v is None else v
+        return None
+
+    def has_param(self, name: str) -> bool:
+        return self.param(name) is not None
+
+    def with_params(
+        self, changes: Mapping[str, str | bool | None] | None = None, /,
+        **kw: str | bool | None,
+    ) -> SipUri:
+        """Copy with parameters changed: a str sets a value, True sets a flag
+        (``lr=True`` -> ``;lr``), None or False removes the parameter. Names
+        that are not identifiers go in the positional mapping."""
+        params = list(self.params)
+        for raw_name, value in {**(changes or {}), **kw}.items():
+            name = raw_name.lower()
+            idx = next((i for i, (k, _) in enumerate(params) if k == name), None)
+            if value is None or value is False:
+                if idx is not None:
+                    del params[idx]
+                continue
+            new = (name, None if value is True else str(value))
+            if idx is None:
+                params.append(new)
+            else:
+                params[idx] = new
+        return dataclasses.replace(self, params=tuple(params))
+
+    def without_params(self, *names: str) -> SipUri:
+        drop = {n.lower() for n in names}
+        return dataclasses.replace(self, params=tuple(p for p in self.params if p[0] not in drop))
+
+    def replace(self, **changes: object) -> SipUri:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def transport(self) -> str:
+        """Transport to use: ``;transport=`` if given, else tls for sips, udp for sip."""
+        t = self.param("transport")
+        if t:
+            return t.lower()
+        return "tls" if self.scheme == "sips" else "udp"
+
+    @property
+    def host_is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def maddr(self) -> str | None:
+        return self.param("maddr") or None
+
+    def aor(self) -> str:
+        """``sip:user@host`` without port or parameters: the location-service key.
+
+        sips is folded into sip so a user registered over TLS and reached over
+        plain SIP maps to the same binding set; the user keeps its escaping
+        normalised so ``%61lice`` and ``alice`` are one AoR.
+        """
+        host = format_host(self.host)
+        if self.user is None:
+            return f"sip:{host}"
+        return f"sip:{escape(self.user, USER_SAFE)}@{host}"
+
+    def hostport(self) -> str:
+        host = format_host(self.host)
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+def parse_uri(text: str) -> SipUri | str:
+    """Parse any absolute URI: sip/sips become SipUri, others are kept as text."""
+    scheme, colon, _ = text.partition(":")
+    if not colon or not scheme or not scheme[0].isalpha() or not all(
+        c in _SCHEME_CHARS for c in scheme
+    ):
+        raise ParseError(400, "Bad URI")
+    if scheme.lower() in ("sip", "sips"):
+        return SipUri.parse(text)
+    for c in text:
+        if c <= " " or c == "\x7f" or c in '"<>':
+            raise ParseError(400, "Bad character in URI")
+    return text
