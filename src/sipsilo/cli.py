@@ -15,10 +15,14 @@ says clearly what is missing, before every package exists):
   ``sipsilo.silo.admin.purge(config, aor=None, expired=False)``
 * ``db init`` / ``db migrate`` → ``sipsilo.silo.admin.db_init(config)`` / ``db_migrate(config)``
 
-Those functions may be plain or ``async``. What they return is printed: a string
-as is, a mapping or dataclass as one JSON line, an iterable one item per line.
-They signal a user-level failure (no such message, server not running) by raising
-``LookupError``, ``ValueError`` or ``OSError``; that becomes one line and exit 1.
+Those functions may be plain or ``async``. ``show_message`` returns a dict or
+None (no such message), ``delete_message`` a bool, ``purge`` the number deleted,
+``db_init`` the schema version, ``db_migrate`` (version before, version after);
+anything else returned is printed generically (a string as is, a mapping or
+dataclass as one JSON line, an iterable one item per line). A failure meant for
+the user is raised as a sipsilo exception class, ``LookupError``, ``ValueError``
+or ``OSError``: it becomes one line and exit 1. Any other exception is reported
+as an internal error in one line (``SIPSILO_DEBUG=1`` shows the traceback).
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 130 when
 interrupted. Every error is a single line on stderr, never a traceback.
@@ -32,6 +36,7 @@ import functools
 import importlib
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
@@ -147,20 +152,50 @@ def _import(module: str) -> ModuleType:
         raise CliError(f"cannot load {module}: {exc}") from None
 
 
-def _call(module: str, name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call ``module.name(*args, **kwargs)``, awaiting it if it is async."""
+def _resolve(module: str, name: str) -> Callable[..., Any]:
     func = getattr(_import(module), name, None)
     if not callable(func):
         raise CliError(f"{module}.{name} is not available in this build of sipsilo")
+    return func  # type: ignore[no-any-return]
+
+
+def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``, awaiting it if it is async; its exceptions become one line."""
     try:
         result = func(*args, **kwargs)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
-    except (LookupError, ValueError) as exc:
-        raise CliError(str(exc) or type(exc).__name__) from None
-    except OSError as exc:
-        raise CliError(exc.strerror or str(exc)) from None
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    except Exception as exc:
+        raise _failure(exc) from exc
     return result
+
+
+def _call(module: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    return _run(_resolve(module, name), *args, **kwargs)
+
+
+def _failure(exc: Exception) -> CliError:
+    """One line for an exception from the code a command called.
+
+    Errors the callee means for the user (sipsilo's own exception classes, a
+    missing message, an unreachable socket) read as they are; anything else is
+    a bug, still one line, with SIPSILO_DEBUG=1 to get the traceback.
+    """
+    if os.environ.get("SIPSILO_DEBUG"):
+        raise exc
+    if isinstance(exc, OSError) and exc.strerror:
+        return CliError(exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}")
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, LookupError | ValueError | OSError) or (
+        type(exc).__module__.startswith("sipsilo.")
+    ):
+        return CliError(text)
+    return CliError(f"internal error: {type(exc).__name__}: {text} "
+                    "(run with SIPSILO_DEBUG=1 for details)")
 
 
 async def _await(awaitable: Any) -> Any:
@@ -191,13 +226,16 @@ def _emit(result: Any) -> None:
 
 
 def _control(config: Config, message: dict[str, Any]) -> None:
+    request = _resolve("sipsilo.control.client", "request")
     try:
-        _emit(_call("sipsilo.control.client", "request", config, message))
+        result = _run(request, config, message)
     except CliError as exc:
-        if "not available" in exc.message:
-            raise
-        raise CliError(f"cannot reach the running server at {config.control_socket_path()}: "
-                       f"{exc.message}") from None
+        # A socket error here almost always means the server is not running.
+        if isinstance(exc.__cause__, OSError):
+            raise CliError(f"cannot reach the running server at "
+                           f"{config.control_socket_path()}: {exc.message}") from None
+        raise
+    _emit(result)
 
 
 # --- commands -------------------------------------------------------------------
@@ -231,6 +269,8 @@ def serve(config: Config) -> None:
     except OSError as exc:
         # Port in use, permission denied, unreadable database...: the user's to fix.
         raise CliError(f"cannot run: {exc}") from None
+    except Exception as exc:
+        raise _failure(exc) from None
 
 
 @main.command("check-config")
@@ -281,7 +321,10 @@ def silo_list(config: Config, aor: str | None) -> None:
 @config_options
 def silo_show(config: Config, message_id: int) -> None:
     """Show one stored message."""
-    _emit(_call("sipsilo.silo.admin", "show_message", config, message_id))
+    message = _call("sipsilo.silo.admin", "show_message", config, message_id)
+    if message is None:
+        raise CliError(f"no stored message {message_id}")
+    _emit(message)
 
 
 @silo.command("delete")
@@ -289,7 +332,10 @@ def silo_show(config: Config, message_id: int) -> None:
 @config_options
 def silo_delete(config: Config, message_id: int) -> None:
     """Delete one stored message."""
-    _emit(_call("sipsilo.silo.admin", "delete_message", config, message_id))
+    deleted = _call("sipsilo.silo.admin", "delete_message", config, message_id)
+    if deleted is False:
+        raise CliError(f"no stored message {message_id}")
+    click.echo(f"deleted message {message_id}")
 
 
 @silo.command("purge")
@@ -302,7 +348,11 @@ def silo_purge(config: Config, aor: str | None, expired: bool, purge_all: bool) 
     if [aor is not None, expired, purge_all].count(True) != 1:
         # Deleting everything must be asked for explicitly, never a default.
         raise click.UsageError("give exactly one of AOR, --expired or --all")
-    _emit(_call("sipsilo.silo.admin", "purge", config, aor=aor, expired=expired))
+    count = _call("sipsilo.silo.admin", "purge", config, aor=aor, expired=expired)
+    if isinstance(count, int):
+        click.echo(f"purged {count} message{'s' if count != 1 else ''}")
+    else:
+        _emit(count)
 
 
 @main.group()
@@ -313,12 +363,22 @@ def db() -> None:
 @db.command("init")
 @config_options
 def db_init(config: Config) -> None:
-    """Create the message table."""
-    _emit(_call("sipsilo.silo.admin", "db_init", config))
+    """Create the message table (idempotent)."""
+    version = _call("sipsilo.silo.admin", "db_init", config)
+    if isinstance(version, int):
+        click.echo(f"message store ready, schema version {version}")
+    else:
+        _emit(version)
 
 
 @db.command("migrate")
 @config_options
 def db_migrate(config: Config) -> None:
     """Bring an existing message table up to date."""
-    _emit(_call("sipsilo.silo.admin", "db_migrate", config))
+    versions = _call("sipsilo.silo.admin", "db_migrate", config)
+    if isinstance(versions, tuple) and len(versions) == 2:
+        before, after = versions
+        click.echo(f"schema version {after}" + (" (unchanged)" if before == after
+                                                else f" (was {before})"))
+    else:
+        _emit(versions)

@@ -1,0 +1,257 @@
+"""Configuration loading: defaults, layers, validation messages, TOML round trip."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sipsilo import __version__
+from sipsilo.config import Config, ConfigError, ListenAddress, load_config, sqlite_path
+from sipsilo.config_values import parse_cli_value
+
+
+def load(*sets: str, env: dict[str, str] | None = None, **kw: object) -> Config:
+    return load_config(None, list(sets), env=env or {}, **kw)  # type: ignore[arg-type]
+
+
+def error_of(*sets: str, env: dict[str, str] | None = None, path: str | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, list(sets), env=env or {})
+    line = str(info.value)
+    assert "\n" not in line
+    assert line.startswith("config error: ")
+    assert info.value.line == line
+    return line
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sipsilo.toml"
+    path.write_text(text)
+    return str(path)
+
+
+# --- defaults -------------------------------------------------------------------
+
+
+def test_defaults_follow_the_seed_and_kamailio() -> None:
+    c = load()
+    assert [str(a) for a in c.server.listen] == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    assert c.server.domains == []
+    assert c.server.log_level == "info"
+    assert c.server.workers == 1
+    assert c.server.route is None
+    assert c.server.max_message_size == 65535
+    assert c.server.user_agent == f"sipsilo/{__version__}"
+    m = c.msilo
+    assert (m.db_url, m.db_table, m.registrar) == ("sqlite:///sipsilo.db", "silo", None)
+    assert (m.expire_time, m.check_time, m.clean_period, m.use_contact) == (259200, 30, 5, 1)
+    assert (m.add_date, m.max_messages, m.max_body) == (1, 0, 65536)
+    assert (m.outbound_proxy, m.notify_offline, m.claim_ttl) == (None, True, 60)
+    r = c.registrar
+    assert (r.default_expires, r.min_expires, r.max_expires, r.db_url) == (3600, 60, 86400, None)
+    assert (c.tm.fr_timer, c.tm.fr_inv_timer, c.tm.wt_timer) == (10, 15, 10)
+    assert c.proxy.relay_foreign is False
+    assert c.control.socket == "sipsilo.ctl"
+
+
+def test_effective_domains_derive_from_listen_plus_localhost() -> None:
+    c = load('server.listen=["udp:192.0.2.7:5060", "tcp:192.0.2.7:5060", "udp:[::1]:5070"]')
+    assert c.server.effective_domains() == ["192.0.2.7", "::1", "localhost"]
+    # explicit domains replace the derived ones and are normalised
+    c = load("server.domains=['Example.COM', '[2001:DB8::1]']")
+    assert c.server.effective_domains() == ["example.com", "2001:db8::1"]
+    # a wildcard listen vouches for loopback only
+    assert load('server.listen=["udp:0.0.0.0:5060"]').server.effective_domains() == [
+        "127.0.0.1", "localhost"]
+
+
+def test_paths_resolve_against_the_data_dir(tmp_path: Path) -> None:
+    c = load(data_dir=str(tmp_path))
+    assert c.data_dir == tmp_path
+    assert c.silo_db_path() == str(tmp_path / "sipsilo.db")
+    assert c.control_socket_path() == tmp_path / "sipsilo.ctl"
+    assert c.registrar_db_path() == ":memory:"
+    c = load("msilo.db_url=sqlite:////var/lib/x.db", "registrar.db_url=sqlite:///loc.db",
+             data_dir=str(tmp_path))
+    assert c.silo_db_path() == "/var/lib/x.db"
+    assert c.registrar_db_path() == str(tmp_path / "loc.db")
+
+
+def test_sqlite_path_helper(tmp_path: Path) -> None:
+    assert sqlite_path("sqlite:///a/b.db", tmp_path) == str(tmp_path / "a/b.db")
+    assert sqlite_path("sqlite:////abs/b.db", tmp_path) == "/abs/b.db"
+    assert sqlite_path("sqlite://") == ":memory:"
+    assert sqlite_path("sqlite:///:memory:") == ":memory:"
+    assert sqlite_path("sqlite:///x.db") == str(Path.cwd() / "x.db")
+    assert sqlite_path("mysql://u:p@h/db", tmp_path) is None
+
+
+# --- layers ---------------------------------------------------------------------
+
+
+def test_precedence_defaults_file_env_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "[msilo]\nexpire_time = 100\ncheck_time = 7\nclean_period = 9\n")
+    env = {"SIPSILO_MSILO__EXPIRE_TIME": "200", "SIPSILO_MSILO__CHECK_TIME": "8"}
+    c = load_config(path, ["msilo.expire_time=300"], env=env)
+    assert c.msilo.expire_time == 300  # --set beats env and file
+    assert c.msilo.check_time == 8  # env beats file
+    assert c.msilo.clean_period == 9  # file beats default
+    assert c.msilo.max_messages == 0  # default
+    # a later layer replaces single keys, not whole sections
+    assert load_config(path, ["msilo.max_body=10"], env={}).msilo.expire_time == 100
+
+
+def test_environment_values_are_parsed_as_toml() -> None:
+    c = load(env={
+        "SIPSILO_MSILO__EXPIRE_TIME": "60",
+        "SIPSILO_PROXY__RELAY_FOREIGN": "true",
+        "SIPSILO_SERVER__LISTEN": '["udp:[::1]:5070"]',
+        "SIPSILO_MSILO__REGISTRAR": "sip:registrar@example.com",
+        "SIPSILO_TM__FR_TIMER": "2.5",
+        "SIPSILO_DATA_DIR": "/ignored",  # not SECTION__KEY: not a config key
+        "HOME": "/root",
+    })
+    assert c.msilo.expire_time == 60
+    assert c.proxy.relay_foreign is True
+    assert c.server.listen == [ListenAddress("udp", "::1", 5070)]
+    assert c.msilo.registrar == "sip:registrar@example.com"
+    assert c.tm.fr_timer == 2.5
+
+
+def test_env_is_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIPSILO_MSILO__CLAIM_TTL", "42")
+    assert load_config(None).msilo.claim_ttl == 42
+
+
+def test_set_parses_ipv6_listen_and_lone_string() -> None:
+    listen = load('server.listen=["udp:[::1]:5070"]').server.listen
+    assert listen == [ListenAddress("udp", "::1", 5070)]
+    assert listen[0].family == socket.AF_INET6
+    assert str(listen[0]) == "udp:[::1]:5070"
+    lone = load("server.listen=tcp:127.0.0.1:5080").server.listen
+    assert lone == [ListenAddress("tcp", "127.0.0.1", 5080)]
+    assert lone[0].family == socket.AF_INET
+
+
+def test_empty_string_unsets_an_optional_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '[msilo]\nregistrar = "sip:reg@example.com"\n')
+    assert load_config(path, env={}).msilo.registrar == "sip:reg@example.com"
+    assert load_config(path, ["msilo.registrar="], env={}).msilo.registrar is None
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("60", 60), ("true", True), ("2.5", 2.5), ('["a", "b"]', ["a", "b"]), ('"q"', "q"),
+     ("debug", "debug"), ("sip:a@b", "sip:a@b"), ("1.2.3", "1.2.3"),
+     ("2024-01-01", "2024-01-01"), ("", "")],
+)
+def test_cli_value_parsing(text: str, value: object) -> None:
+    assert parse_cli_value(text) == value
+    assert type(parse_cli_value(text)) is type(value)
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["msilo.expire_time=abc"],
+         'config error: msilo.expire_time: Input should be a valid integer (got "abc")'),
+        (["tm.fr_timerr=1"], "config error: unknown key tm.fr_timerr"),
+        (["nosuch.key=1"], "config error: unknown key nosuch"),
+        (['server.listen=["udp:1.2.3:5060"]'],
+         'config error: server.listen[0]: bad listen address "udp:1.2.3:5060"'),
+        (['server.listen=["udp:127.0.0.1:5060", "sctp:127.0.0.1:5060"]'],
+         'config error: server.listen[1]: bad listen address "sctp:127.0.0.1:5060"'),
+        (['server.listen=["udp:::1:5060"]'], "config error: server.listen[0]: bad listen"),
+        (['server.listen=["udp:127.0.0.1:70000"]'], "config error: server.listen[0]: bad listen"),
+        (["msilo.db_url=oracle://h/db"], 'config error: msilo.db_url: unsupported database URL'),
+        (["msilo.db_url=postgres://h"], "config error: msilo.db_url: missing database name"),
+        (["msilo.db_url=sqlite:///"], "config error: msilo.db_url: bad sqlite URL"),
+        (["registrar.db_url=ftp://x"], "config error: registrar.db_url: unsupported database"),
+        (["msilo.registrar=registrar@example.com"], "config error: msilo.registrar: not a SIP"),
+        (["msilo.outbound_proxy=sip:proxy:99999"], "config error: msilo.outbound_proxy: not a"),
+        (["msilo.expire_time=0"], "config error: msilo.expire_time: Input should be greater"),
+        (["msilo.use_contact=2"], "config error: msilo.use_contact:"),
+        (["msilo.notify_offline=yes"], "config error: msilo.notify_offline: Input should be a"),
+        (["msilo.db_table=silo;drop"], "config error: msilo.db_table: not a valid table name"),
+        (["server.workers=0"], "config error: server.workers:"),
+        (["server.workers=1.5"], "config error: server.workers: Input should be a valid integer"),
+        (["server.log_level=loud"], "config error: server.log_level:"),
+        (["server.route=nocolon"], 'config error: server.route: expected "module:function"'),
+        (["server.domains=['bad host']"], "config error: server.domains[0]: bad host"),
+        (["tm.wt_timer=0"], "config error: tm.wt_timer: Input should be greater than 0"),
+        (["tm.fr_timer=fast"], 'config error: tm.fr_timer: Input should be a valid number'),
+        (["registrar.default_expires=30"], "config error: registrar.default_expires: must be"),
+        (["registrar.min_expires=90000"], "config error: registrar.min_expires: must not"),
+        (["badset"], "config error: --set \"badset\": expected section.key=value"),
+    ],
+)
+def test_errors_are_one_line_naming_the_key(sets: list[str], expected: str) -> None:
+    assert error_of(*sets).startswith(expected)
+
+
+def test_database_password_is_masked_in_errors() -> None:
+    line = error_of("msilo.db_url=mysql://user:s3cret@host:0x/db")
+    assert "s3cret" not in line and "msilo.db_url" in line
+
+
+def test_database_urls_accepted() -> None:
+    for url in ["sqlite:///rel/x.db", "sqlite:////abs/x.db", "sqlite://", "sqlite:///:memory:",
+                "mysql://user:pass@127.0.0.1/msilo", "mysql+asyncmy://u:p@db:3306/msilo",
+                "postgres://u@h/db", "postgresql://u:p@[::1]:5432/db"]:
+        assert load(f"msilo.db_url={url}").msilo.db_url == url
+
+
+def test_env_errors_name_the_key() -> None:
+    assert error_of(env={"SIPSILO_MSILO__EXPIRE_TIME": "soon"}) == (
+        'config error: msilo.expire_time: Input should be a valid integer (got "soon")')
+    assert error_of(env={"SIPSILO_TM__NOPE": "1"}) == "config error: unknown key tm.nope"
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    assert error_of(path=write(tmp_path, "[tm]\nfr_timerr = 3\n")) == (
+        "config error: unknown key tm.fr_timerr")
+    assert error_of(path=write(tmp_path, '[msilo]\nexpire_time = "60"\n')) == (
+        'config error: msilo.expire_time: Input should be a valid integer (got "60")')
+    assert "invalid TOML" in error_of(path=write(tmp_path, "[msilo\n"))
+    assert error_of(path=write(tmp_path, "msilo = 3\n")).startswith(
+        "config error: msilo: must be a table")
+    assert error_of(path=write(tmp_path, 'data_dir = "/x"\n')) == (
+        "config error: unknown key data_dir")
+    assert error_of(path=str(tmp_path / "missing.toml")).startswith("config error: cannot read")
+
+
+def test_several_errors_report_the_first_and_count() -> None:
+    line = error_of("msilo.expire_time=x", "tm.wt_timer=0")
+    assert line.endswith("(and 1 more)")
+
+
+# --- dump -----------------------------------------------------------------------
+
+
+def test_dump_toml_round_trips(tmp_path: Path) -> None:
+    original = load(
+        'server.listen=["udp:[::1]:5070", "tcp:0.0.0.0:5080"]', "server.domains=['a.example']",
+        "server.user_agent=quote\" back\\slash\ttab", "msilo.registrar=sip:reg@example.com",
+        "tm.fr_timer=2.5", "proxy.relay_foreign=true", "server.route=mod.sub:fn",
+        data_dir=str(tmp_path),
+    )
+    text = original.dump_toml()
+    parsed = tomllib.loads(text)
+    assert parsed["server"]["listen"] == ["udp:[::1]:5070", "tcp:0.0.0.0:5080"]
+    assert parsed["msilo"]["registrar"] == "sip:reg@example.com"
+    assert "# outbound_proxy is unset" in text
+    reloaded = load_config(write(tmp_path, text), env={}, data_dir=str(tmp_path))
+    assert reloaded.model_dump() == original.model_dump()
+    assert reloaded.dump_toml() == text
+
+
+def test_dump_of_defaults_round_trips(tmp_path: Path) -> None:
+    c = load(data_dir=str(tmp_path))
+    assert load_config(write(tmp_path, c.dump_toml()), env={},
+                       data_dir=str(tmp_path)).model_dump() == c.model_dump()
