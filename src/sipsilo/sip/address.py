@@ -77,10 +77,10 @@ class NameAddr:
             semi = s.find(";")
             uri_text, rest = (s, "") if semi < 0 else (s[:semi], s[semi:])
             uri_text = uri_text.rstrip(WS)
-            if any(c in WS for c in uri_text):
-                raise ParseError(400, f"Bad {header} header")
-        uri_text = uri_text.strip(WS)
-        if any(c in WS for c in uri_text):
+            if "?" in uri_text:
+                # RFC 3261 §20.10: a URI with headers must be in <...>.
+                raise ParseError(400, f"URI with headers not in <> in {header} header")
+        if not uri_text or any(c in WS for c in uri_text):
             raise ParseError(400, f"Bad URI in {header} header")
         try:
             uri = parse_uri(uri_text)

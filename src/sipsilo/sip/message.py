@@ -39,6 +39,15 @@ def parse_cseq(value: str) -> tuple[int, str]:
     return int(parts[0]), parts[1]
 
 
+def _has_tag(msg: Message, raw_to: str) -> bool:
+    try:
+        return msg.to.tag is not None
+    except ParseError:
+        # An unparseable To (we are answering 400) gets no tag added: a
+        # textual guess is safer than failing to answer at all.
+        return ";tag=" in raw_to.replace(" ", "").lower()
+
+
 class Message:
     """What requests and responses share: headers, body, parsed views."""
 
@@ -241,7 +250,7 @@ class Request(Message):
             headers.add("Via", value)
         headers.add("From", self._required("From"))
         to = self._required("To")
-        if to_tag and status != 100 and self.to.tag is None:
+        if to_tag and status != 100 and not _has_tag(self, to):
             to = f"{to.rstrip()};tag={to_tag}"
         headers.add("To", to)
         headers.add("Call-ID", self._required("Call-ID"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from sipsilo.sip.dates import parse_rfc1123
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.grammar import TOKEN_CHARS, is_token
 from sipsilo.sip.headers import _CANONICAL, Headers
 from sipsilo.sip.message import Request, Response
-from sipsilo.sip.uri import parse_uri
+from sipsilo.sip.uri import SipUri, parse_uri
 
 # Request-URI schemes this server can route; anything else is answered 416
 # (RFC 3261 §8.2.2.1).
@@ -61,24 +62,42 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
 
 
 def _check_mandatory(msg: Request | Response) -> ParseError | None:
-    """First problem with Via/From/To/Call-ID/CSeq, or None when all usable."""
+    """First problem with Via/From/To/Call-ID/CSeq, or None when all usable.
+
+    A response only needs the raw From/To/Call-ID/CSeq lines (they are copied,
+    not re-serialised) and a parseable top Via to be routed back, so a bad
+    *value* in the others still leaves the error answerable.
+    """
     h = msg.headers
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if name not in h:
             return ParseError(400, f"Missing {name} header", answerable=False)
-    for name in _SINGLE:
-        if len(h.get_lines(name)) > 1:
-            return ParseError(400, f"Multiple {name} headers", answerable=False)
     try:
         if not msg.vias:
             return ParseError(400, "Missing Via header", answerable=False)
+    except ParseError as exc:
+        return ParseError(exc.status, exc.reason, answerable=False)
+    for name in _SINGLE:
+        if len(h.get_lines(name)) > 1:
+            return ParseError(400, f"Multiple {name} headers")
+    try:
         msg.from_  # noqa: B018 - parse now so a bad value is caught here
         msg.to  # noqa: B018
         msg.call_id  # noqa: B018
         msg.cseq  # noqa: B018
     except ParseError as exc:
-        return ParseError(exc.status, exc.reason, answerable=False)
+        return ParseError(exc.status, exc.reason)
     return None
+
+
+def _check_optional(msg: Request) -> None:
+    """Validate the structured headers that are optional but must be sane."""
+    msg.max_forwards  # noqa: B018 - raises on a non-numeric value
+    if "Contact" in msg.headers:
+        msg.contacts  # noqa: B018
+    date = msg.headers.get("Date")
+    if date is not None:
+        parse_rfc1123(date)
 
 
 def _content_length(h: Headers) -> int | None:
@@ -121,8 +140,6 @@ def parse_message(
     """
     start, end, body_start = _split_head(data)
     head = data[start:end].decode("utf-8", "surrogateescape")
-    if "\x00" in head:
-        raise ParseError(400, "NUL byte in header block", answerable=False)
     lines = head.split("\r\n") if "\n" not in head.replace("\r\n", "") else [
         ln.rstrip("\r") for ln in head.split("\n")
     ]
@@ -133,7 +150,8 @@ def parse_message(
         msg = _response(start_line, headers)
         problem = _check_mandatory(msg)
         if problem is not None:
-            raise problem
+            # Responses are never answered, only dropped.
+            raise ParseError(problem.status, problem.reason, answerable=False)
     else:
         req, line_error = _request(start_line, headers, schemes)
         msg = req
@@ -144,7 +162,7 @@ def parse_message(
             raise line_error
         if req.cseq[1] != req.method:
             raise ParseError(400, "CSeq method does not match request method")
-        req.max_forwards  # noqa: B018 - raises on a non-numeric value
+        _check_optional(req)
     length = _content_length(headers)
     body = data[body_start:]
     if length is None:
@@ -190,6 +208,9 @@ def _request(
         uri = parse_uri(uri_text)
     except ParseError:
         return Request(method, "invalid:", headers), ParseError(400, "Bad Request-URI")
+    if isinstance(uri, SipUri) and uri.headers:
+        # RFC 3261 §19.1.5: headers are not allowed in a Request-URI.
+        return Request(method, uri, headers), ParseError(400, "Headers in Request-URI")
     return Request(method, uri, headers), None
 
 

@@ -42,8 +42,8 @@ class Via:
         transport, rest = rest[:i], rest[i:].lstrip(WS)
         if not (is_token(name) and is_token(version) and is_token(transport)):
             raise ParseError(400, "Bad Via header")
-        if version != "2.0" or name.upper() != "SIP":
-            raise ParseError(400, "Bad Via header")
+        # Other versions still parse: the start line decides on 505, and a
+        # response needs this Via to get back to the sender.
         semi = rest.find(";")
         sent_by, params_text = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
         sent_by = sent_by.strip(WS)
