@@ -340,6 +340,8 @@ def migrate(
     comp = component_name(table)
     ctx = MigrationContext(cur, dialect, table)
     for m in migrations:
+        if m.version <= before:  # applied already: no need to take the write lock
+            continue
         cur.execute(_begin(dialect))
         try:
             ctx.execute(sipsilo_version_table_sql(dialect))

@@ -1,0 +1,134 @@
+"""Schema DDL per dialect and the migration runner."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from sipsilo.silo import schema
+from sipsilo.silo.schema import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    Migration,
+    MigrationContext,
+    MigrationError,
+    create_table_sql,
+    full_ddl,
+    migrate,
+)
+
+
+def conn(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(path), isolation_level=None, timeout=10, check_same_thread=False)
+
+
+def dump(c: sqlite3.Connection) -> list[tuple[str, str]]:
+    return sorted(c.execute("select name, sql from sqlite_master where sql is not null"))
+
+
+def test_ddl_per_dialect() -> None:
+    lite = create_table_sql("silo", "sqlite")
+    assert "id INTEGER PRIMARY KEY NOT NULL" in lite
+    assert "ctype VARCHAR(32) DEFAULT 'text/plain' NOT NULL" in lite
+    assert "body BLOB," in lite and "extra_hdrs TEXT," in lite
+    assert "claim_until INTEGER DEFAULT 0 NOT NULL" in lite
+    my = "\n".join(full_ddl("silo", "mysql"))
+    assert "id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL" in my
+    assert "inc_time INT DEFAULT 0 NOT NULL" in my and "body BLOB" in my
+    assert "CREATE INDEX account_idx ON silo (username, domain)" in my
+    pg = "\n".join(full_ddl("silo", "postgresql"))
+    assert "id SERIAL PRIMARY KEY NOT NULL" in pg and "body BYTEA" in pg
+    assert "silo_account_idx ON silo (username, domain)" in pg
+    for dialect in schema.DIALECTS:
+        ddl = create_table_sql("silo", dialect)
+        assert "TEXT DEFAULT" not in ddl and "BLOB DEFAULT" not in ddl  # MySQL refuses those
+    with pytest.raises(ValueError):
+        create_table_sql("silo; drop table x", "sqlite")
+
+
+def test_fresh_database_and_idempotent(tmp_path: Path) -> None:
+    c = conn(tmp_path / "m.db")
+    assert migrate(c, "sqlite", "silo") == (0, LATEST_VERSION)
+    before = dump(c)
+    assert migrate(c, "sqlite", "silo") == (LATEST_VERSION, LATEST_VERSION)
+    assert dump(c) == before
+    assert c.execute("select table_version from version where table_name='silo'").fetchone() == (8,)
+    assert c.execute(
+        "select version from sipsilo_version where component='silo:silo'"
+    ).fetchone() == (LATEST_VERSION,)
+    idx = {r[1] for r in c.execute("pragma index_list(silo)")}
+    assert {"silo_account_idx", "silo_exp_time_idx"} <= idx
+
+
+def test_configurable_table_name(tmp_path: Path) -> None:
+    c = conn(tmp_path / "m.db")
+    migrate(c, "sqlite", "silo")
+    migrate(c, "sqlite", "offline_msgs")
+    assert c.execute(
+        "select table_version from version where table_name='offline_msgs'"
+    ).fetchone() == (8,)
+    assert {r[1] for r in c.execute("pragma index_list(offline_msgs)")} == {
+        "offline_msgs_account_idx",
+        "offline_msgs_exp_time_idx",
+    }
+
+
+def test_appended_migration_runs_once(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def v2(ctx: MigrationContext) -> None:
+        calls.append(2)
+        ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN v2col INTEGER DEFAULT 0 NOT NULL")
+
+    steps = (*MIGRATIONS, Migration(2, "add v2col", v2))
+    c = conn(tmp_path / "m.db")
+    migrate(c, "sqlite", "silo")  # an installation at v1
+    assert migrate(c, "sqlite", "silo", steps) == (1, 2)
+    assert migrate(c, "sqlite", "silo", steps) == (2, 2)
+    assert calls == [2]
+    assert "v2col" in {r[1] for r in c.execute("pragma table_info(silo)")}
+    # This sipsilo (v1 only) refuses a database from the future.
+    with pytest.raises(MigrationError, match="newer"):
+        migrate(c, "sqlite", "silo")
+
+
+def test_failing_migration_rolls_back(tmp_path: Path) -> None:
+    def bad(ctx: MigrationContext) -> None:
+        ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN half INTEGER")
+        raise RuntimeError("boom")
+
+    c = conn(tmp_path / "m.db")
+    migrate(c, "sqlite", "silo")
+    with pytest.raises(RuntimeError):
+        migrate(c, "sqlite", "silo", (*MIGRATIONS, Migration(2, "bad", bad)))
+    assert "half" not in {r[1] for r in c.execute("pragma table_info(silo)")}
+    assert schema.current_version(c.cursor(), "sqlite", "silo") == 1
+
+
+def test_concurrent_migrations(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            migrate(conn(tmp_path / "m.db"), "sqlite", "silo")
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    c = conn(tmp_path / "m.db")
+    assert c.execute("select count(*) from version where table_name='silo'").fetchone() == (1,)
+
+
+def test_foreign_table_refused(tmp_path: Path) -> None:
+    c = conn(tmp_path / "m.db")
+    c.execute("create table silo (id integer primary key, foo text)")
+    with pytest.raises(MigrationError, match="Kamailio columns"):
+        migrate(c, "sqlite", "silo")
