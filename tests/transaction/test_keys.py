@@ -17,7 +17,8 @@ def test_server_key_of_a_3261_request() -> None:
     assert server_key(request("INVITE")) == (
         "3261",
         "z9hG4bK776asdhds",
-        "192.0.2.1:5060",
+        "192.0.2.1",
+        "5060",
         "INVITE",
     )
 
@@ -42,6 +43,7 @@ def test_method_branch_and_sent_by_all_count() -> None:
     assert server_key(request("MESSAGE", branch="z9hG4bKother")) != base
     assert server_key(request("MESSAGE", sent_by="192.0.2.1:5070")) != base
     assert server_key(request("MESSAGE", sent_by="192.0.2.1")) != base
+    assert server_key(request("MESSAGE", sent_by="[2001:db8::1]:5060")) != base
     # Same branch, other CSeq: a 3261 key ignores it (the branch decides).
     assert server_key(request("MESSAGE", cseq=1)) == base
 

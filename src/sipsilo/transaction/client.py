@@ -1,21 +1,6 @@
 """Client transactions (RFC 3261 §17.1, with RFC 6026's Accepted state).
 
-Why pure: a transaction is a handful of states driven by four kinds of input
-(send, response, timer, transport error). Written as ``(state, event) ->
-(effects, next state)`` it can be tested exhaustively with a fake clock, without
-sockets or an event loop, and the asyncio glue stays a dumb interpreter:
-
-* create the transaction, file it under ``request_client_key(request)``, apply
-  the effects of ``start()``;
-* feed every response whose ``client_key`` matches into ``on_response``,
-  every fired timer into ``on_timer(name)``, send failures into
-  ``on_transport_error``;
-* apply the returned effects in order: Send through the transport,
-  StartTimer/CancelTimer on the loop (one timer per name; starting replaces),
-  PassToTU/Timeout/TransportFailed up to the waiting TU, and on Terminated drop
-  the transaction from the table.
-
-Time exists only as timer names: the machine never reads a clock.
+See the package docstring for the design and how the glue drives a machine.
 """
 
 from __future__ import annotations
@@ -124,6 +109,11 @@ class InviteClientTransaction(TransactionBase):
     ACKed here. A 2xx is passed up and the transaction waits in Accepted for
     64*T1 passing up every further 2xx (retransmissions, forked answers): the
     ACK for a 2xx is the TU's business (for a proxy: the UAC's, end to end).
+
+    Timer C (fr_inv_timer) yields Timeout but not Terminated: the TU answers
+    408/CANCELs, and the transaction stays (``timed_out``) to ACK the 487 the
+    CANCEL provokes. Responses still go up as PassToTU after that Timeout; a TU
+    that already settled on 408 ignores them (or relays a late 2xx).
     """
 
     def __init__(

@@ -32,8 +32,9 @@ def _server_key(request: Request, method: str) -> tuple[str, ...]:
     branch = _top_via_branch(request)
     top = request.vias[0]
     if branch.startswith(MAGIC_COOKIE):
-        sent_by = f"{top.host.lower()}:{top.port if top.port is not None else ''}"
-        return ("3261", branch, sent_by, method)
+        # sent-by as two fields: "host:port" text would be ambiguous for IPv6.
+        port = "" if top.port is None else str(top.port)
+        return ("3261", branch, top.host.lower(), port, method)
     # RFC 2543 fallback (§17.2.3, last paragraphs): Request-URI, tags, Call-ID,
     # CSeq number and the whole top Via. The To tag is left out for the INVITE
     # family: the INVITE had none, while its ACK carries the tag of our

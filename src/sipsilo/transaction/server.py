@@ -1,10 +1,9 @@
 """Server transactions (RFC 3261 §17.2, with RFC 6026's Accepted state).
 
-Same shape as client.py (see its docstring for how the glue drives a
-machine): the glue files the transaction under ``server_key(request)``, applies
-``start()``, feeds matching requests (retransmissions, the ACK of a 3xx-6xx)
-into ``on_request``, the TU's answers into ``on_tu_response``, fired timers
-into ``on_timer`` and send failures into ``on_transport_error``.
+See the package docstring for the design and how the glue drives a machine.
+CANCEL is a non-INVITE server transaction of its own; the glue finds the INVITE
+transaction it targets with ``keys.cancel_target_key`` and the TU answers that
+INVITE with 487 through ``on_tu_response``.
 """
 
 from __future__ import annotations
