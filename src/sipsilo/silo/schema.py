@@ -297,6 +297,8 @@ def component_name(table: str) -> str:
 def _begin(dialect: Dialect) -> str:
     # IMMEDIATE takes SQLite's write lock before reading the version, so two processes
     # migrating at once run one after the other instead of both applying a step.
+    # (MySQL commits implicitly around DDL: its steps must be written re-runnable, as v1 is,
+    # and a MySQL runner should also take GET_LOCK() here; PostgreSQL DDL is transactional.)
     return "BEGIN IMMEDIATE" if dialect == "sqlite" else "BEGIN"
 
 
