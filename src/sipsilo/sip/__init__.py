@@ -9,7 +9,7 @@ from sipsilo.sip.errors import ParseError, SipError
 from sipsilo.sip.headers import Headers, canonical_name
 from sipsilo.sip.ids import new_branch, new_call_id, new_tag
 from sipsilo.sip.message import Message, Request, Response
-from sipsilo.sip.parser import StreamFramer, parse_message
+from sipsilo.sip.parser import StreamFramer, error_response, parse_message
 from sipsilo.sip.status import reason_phrase
 from sipsilo.sip.uri import SipUri
 from sipsilo.sip.via import Via
@@ -27,6 +27,7 @@ __all__ = [
     "Via",
     "canonical_name",
     "ctime_prefix",
+    "error_response",
     "format_rfc1123",
     "new_branch",
     "new_call_id",

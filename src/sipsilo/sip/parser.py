@@ -40,25 +40,52 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
     canonical = _CANONICAL
     for line in lines:
         if not line:
-            raise ParseError(400, "Malformed header line")
+            raise ParseError(400, "Malformed header line", answerable=False)
         first = line[0]
         if first == " " or first == "\t":
             # Line folding (RFC 3261 §7.3.1): continuation joins with one SP.
             if not entries:
-                raise ParseError(400, "Malformed header line")
+                raise ParseError(400, "Malformed header line", answerable=False)
             k, name, value = entries[-1]
             entries[-1] = (k, name, (value + " " + line.strip(" \t")).strip(" \t"))
             continue
         colon = line.find(":")
         if colon <= 0:
-            raise ParseError(400, "Malformed header line")
+            raise ParseError(400, "Malformed header line", answerable=False)
         raw_name = line[:colon].rstrip(" \t")
         if not raw_name or any(c not in TOKEN_CHARS for c in raw_name):
-            raise ParseError(400, "Malformed header name")
+            raise ParseError(400, "Malformed header name", answerable=False)
         low = raw_name.lower()
         name = canonical.get(low, raw_name)
         entries.append((name.lower(), name, line[colon + 1 :].strip(" \t")))
     return entries
+
+
+def _parse_head(data: bytes) -> tuple[str, Headers, int]:
+    start, end, body_start = _split_head(data)
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    if "\n" in head.replace("\r\n", ""):
+        lines = [ln.rstrip("\r") for ln in head.split("\n")]
+    else:
+        lines = head.split("\r\n")
+    return lines[0], Headers._from_canonical(_split_headers(lines[1:])), body_start
+
+
+def error_response(data: bytes, error: ParseError) -> Response | None:
+    """The response to send for a request that failed with ``error``.
+
+    None when the error is not answerable or ``data`` is not a request. The
+    reason phrase is the error's, so the sender learns what was wrong.
+    """
+    if not error.answerable:
+        return None
+    try:
+        start_line, headers, _ = _parse_head(data)
+        if start_line[:4].upper() == "SIP/":
+            return None
+        return Request("ERROR", "invalid:", headers).make_response(error.status, error.reason)
+    except ParseError:
+        return None
 
 
 def _check_mandatory(msg: Request | Response) -> ParseError | None:
@@ -138,13 +165,7 @@ def parse_message(
     rest of the datagram, and extra bytes beyond Content-Length are dropped
     (RFC 3261 §18.3); with ``stream=True`` a Content-Length is mandatory.
     """
-    start, end, body_start = _split_head(data)
-    head = data[start:end].decode("utf-8", "surrogateescape")
-    lines = head.split("\r\n") if "\n" not in head.replace("\r\n", "") else [
-        ln.rstrip("\r") for ln in head.split("\n")
-    ]
-    start_line = lines[0]
-    headers = Headers._from_canonical(_split_headers(lines[1:]))
+    start_line, headers, body_start = _parse_head(data)
     msg: Request | Response
     if start_line[:4].upper() == "SIP/":
         msg = _response(start_line, headers)
