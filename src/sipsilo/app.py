@@ -1,0 +1,225 @@
+"""Wiring: configuration in, a running server out.
+
+Builds each layer from the configuration, connects them in the one direction
+data flows (transport → stack → routing → registrar/silo/proxy → transport),
+runs the periodic jobs (binding expiry, msilo's check_time/clean_period
+sweep), and shuts down in reverse order on SIGTERM/SIGINT so that no claim is
+left held and no accepted message is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import time
+from typing import Any
+
+from sipsilo import __version__
+from sipsilo.config import Config
+from sipsilo.control.server import ControlServer
+from sipsilo.metrics import Counters
+from sipsilo.proxy.relay import Relay
+from sipsilo.registrar.location import MemoryLocationService
+from sipsilo.registrar.registrar import Registrar
+from sipsilo.routing.dispatch import Dispatcher
+from sipsilo.routing.loader import load_route
+from sipsilo.routing.services import Services
+from sipsilo.silo.admin import open_store
+from sipsilo.silo.delivery import DeliveryEngine
+from sipsilo.stack.core import SipStack
+from sipsilo.transaction.timers import TimerConfig
+from sipsilo.transport import loop as event_loop
+from sipsilo.transport.manager import ListenSpec, Transports
+
+log = logging.getLogger("sipsilo")
+
+
+def run(config: Config) -> None:
+    """Run the server until SIGTERM/SIGINT (the `sipsilo serve` command)."""
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    event_loop.run(serve(config))
+
+
+def _canon(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+class Server:
+    """A running sipsilo: every component, started and stopped together."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.stopping = asyncio.Event()
+        self._jobs: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.server.workers > 1:
+            log.warning("workers = %d: only one worker process is supported so far; "
+                        "running one", cfg.server.workers)
+        route = load_route(cfg.server.route)
+        self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir)
+        await self.store.open()
+        self.location = MemoryLocationService()
+        domains = {_canon(d) for d in cfg.server.effective_domains()}
+        self.registrar = Registrar(
+            self.location,
+            cfg.registrar.default_expires,
+            cfg.registrar.min_expires,
+            cfg.registrar.max_expires,
+            domains=lambda host: _canon(host) in domains,
+        )
+        timers = TimerConfig(
+            fr_timer=cfg.tm.fr_timer, fr_inv_timer=cfg.tm.fr_inv_timer, wt_timer=cfg.tm.wt_timer
+        )
+        server_header = cfg.server.user_agent or None
+        self.stack = SipStack(None, timers, self._on_request, server_header=server_header)
+        self.transports = Transports(
+            [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
+            self.stack.receive,
+            self.stack.on_framing_error,
+            cfg.server.max_message_size,
+        )
+        self.stack.transports = self.transports
+        owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        # A claim must outlive the longest delivery attempt (fr_timer), or a
+        # second instance could retake a message that is still in flight.
+        claim_ttl = max(cfg.msilo.claim_ttl, math.ceil(cfg.tm.fr_timer) + 5)
+        self.relay = Relay(self.stack)
+        self.delivery = DeliveryEngine(
+            self.store, self.stack.send_request, owner, self.counters,
+            add_date=bool(cfg.msilo.add_date), claim_ttl=claim_ttl, user_agent=server_header,
+        )
+        self.services = Services(
+            config=cfg, stack=self.stack, registrar=self.registrar, location=self.location,
+            store=self.store, delivery=self.delivery, relay=self.relay, counters=self.counters,
+            server_header=server_header, domains=domains,
+        )
+        self.dispatcher = Dispatcher(self.services, route)
+        self.stack._on_stray_ack = self.dispatcher.on_stray_ack
+        self.stack._on_stray_response = self.dispatcher.on_stray_response
+        await self.transports.start()
+        self.services.listen_ports = {port for _, _, port in self.transports.bound()}
+        self.control = ControlServer(
+            cfg.control_socket_path(),
+            {"stats": self._stats, "location.list": self._location_list},
+        )
+        try:
+            await self.control.start()
+        except OSError as exc:
+            log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
+        self._jobs = [
+            asyncio.create_task(self._expire_bindings()),
+            asyncio.create_task(self._msilo_timer()),
+        ]
+        listening = ", ".join(f"{p}:{h}:{n}" if ":" not in h else f"{p}:[{h}]:{n}"
+                              for p, h, n in self.transports.bound())
+        log.info("sipsilo %s listening on %s; silo %s (table %s)", __version__, listening,
+                 _mask(cfg.msilo.db_url), cfg.msilo.db_table)
+        if cfg.msilo.registrar:
+            log.info("offline notices are sent from %s", cfg.msilo.registrar)
+
+    def _on_request(self, tx: Any) -> Any:
+        return self.dispatcher.on_request(tx)
+
+    async def stop(self) -> None:
+        """Stop in reverse order; tolerates a start() that failed part-way."""
+        log.info("shutting down")
+        if hasattr(self, "transports"):
+            self.transports.close()
+        for job in self._jobs:
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        for name in ("delivery", "services", "stack", "control"):
+            component = getattr(self, name, None)
+            if component is not None:
+                await component.aclose()
+        if hasattr(self, "store"):
+            await self.store.close()
+
+    # ------------------------------------------------------------ periodic jobs
+    async def _expire_bindings(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                for binding in await self.location.expire(time.time()):
+                    log.info("binding %s of %s expired", binding.contact, binding.aor)
+            except Exception:
+                log.exception("binding expiry failed")
+
+    async def _msilo_timer(self) -> None:
+        """msilo's timer: every check_time; purge expired every clean_period ticks."""
+        msilo = self.config.msilo
+        tick = 0
+        while True:
+            await asyncio.sleep(msilo.check_time)
+            tick += 1
+            if tick % msilo.clean_period:
+                continue
+            try:
+                purged = await self.store.purge_expired(int(time.time()))
+            except Exception as exc:
+                log.warning("expired-message purge failed: %s", exc)
+                continue
+            if purged:
+                self.counters.inc("expired_messages", purged)
+                log.info("purged %d expired messages", purged)
+
+    # ---------------------------------------------------------- control channel
+    async def _stats(self, _: dict[str, Any]) -> dict[str, Any]:
+        stats = {f"msilo:{k}": v for k, v in self.counters.snapshot().items()}
+        stats.update({f"sip:{k}": v for k, v in self.stack.counters.items()})
+        stats["sip:live_transactions"] = self.stack.live_transactions
+        stats["msilo:active_deliveries"] = self.delivery.active
+        stats["msilo:stored_rows"] = await self.store.count()
+        stats["usrloc:registered_contacts"] = len(await self.location.list(None, time.time()))
+        stats.update({f"store:{k}": v for k, v in dataclasses.asdict(self.store.stats).items()})
+        return stats
+
+    async def _location_list(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        for b in await self.location.list(message.get("aor"), now):
+            out.append({
+                "aor": b.aor, "contact": b.contact, "expires": b.remaining(now), "q": b.q,
+                "received": f"{b.flow.transport}:{b.flow.remote_host}:{b.flow.remote_port}",
+                "user_agent": b.user_agent,
+                "methods": sorted(b.methods) if b.methods is not None else None,
+            })
+        return out
+
+
+def _mask(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    cred, at, host = rest.rpartition("@")
+    if at and ":" in cred:
+        cred = cred.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{cred}{at}{host}"
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, server.stopping.set)
+    try:
+        await server.start()
+        await server.stopping.wait()
+    finally:
+        await server.stop()

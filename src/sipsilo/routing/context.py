@@ -1,0 +1,248 @@
+"""The routing API: what a route function can do with one request.
+
+The names follow Kamailio's script functions, so that the seed's
+configuration reads the same in Python (`examples/seed_route.py` is that
+transcription):
+
+    ctx.mf_process_maxfwd_header(10)   ctx.uri_is_myself()
+    await ctx.save("location")         await ctx.m_dump()
+    await ctx.lookup("location")       await ctx.m_store("0")
+    ctx.t_on_failure(handler)          await ctx.t_relay()
+    ctx.t_reply(202, "Accepted")       ctx.sl_send_reply(483, "Too Many Hops")
+
+A route is `async def route(ctx: RouteContext) -> None`; a failure handler is
+`async def failure(ctx: RouteContext) -> None`, run with `ctx.failed_reply`
+set when a relayed request ended with a final answer >= 300 or a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from sipsilo.proxy.relay import Branch
+from sipsilo.registrar.binding import Binding, FlowRef
+from sipsilo.silo.compose import Refusal, StoreLimits, message_to_store, owner_uri
+from sipsilo.silo.store import StoreError
+from sipsilo.sip.message import Request, Response
+from sipsilo.sip.uri import SipUri
+from sipsilo.stack.handles import ServerTransaction
+from sipsilo.stack.resolve import ResolveError, resolve_uri
+
+if TYPE_CHECKING:
+    from sipsilo.routing.services import Services
+
+log = logging.getLogger("sipsilo.route")
+
+FailureHandler = Callable[["RouteContext"], Awaitable[None]]
+
+
+class RouteContext:
+    def __init__(self, services: Services, tx: ServerTransaction) -> None:
+        self.services = services
+        self.tx = tx
+        self.request: Request = tx.request
+        self.flow = tx.flow
+        self.original_uri = tx.request.uri
+        self.new_uri: SipUri | str | None = None  # set by lookup(), like Kamailio's $ru
+        self.branches: list[Binding] = []
+        self.failed_reply: Response | None = None
+        self._failure: FailureHandler | None = None
+        self._dump_contacts: list[Binding] = []
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def replied(self) -> bool:
+        return self.tx.final is not None
+
+    def uri_is_myself(self) -> bool:
+        return self.services.is_myself(self.request.uri)
+
+    def request_uri_has_no_user(self) -> bool:
+        uri = self.request.uri
+        return isinstance(uri, SipUri) and not uri.user
+
+    def loose_route(self) -> bool:
+        """RFC 3261 §16.4: drop our own Route entries; True if the request was
+        routed (it carried a Route set, e.g. an in-dialog request that we
+        record-routed), so the route should relay it on."""
+        return strip_own_routes(self.request, self.services.is_myself)
+
+    def log(self, text: str) -> None:
+        log.info("%s %s: %s", self.method, self.request.uri, text)
+
+    # -------------------------------------------------------------- replies
+    def t_reply(self, status: int, reason: str | None = None, **kw: object) -> bool:
+        if self.replied:
+            return False
+        self.tx.reply(status, reason, **kw)  # type: ignore[arg-type]
+        return True
+
+    # sl_send_reply answers statelessly in Kamailio; here every request already
+    # has its server transaction, so both answer through it (and retransmitted
+    # requests get the same answer again).
+    sl_send_reply = t_reply
+
+    def mf_process_maxfwd_header(self, limit: int = 10) -> bool:
+        """False when Max-Forwards is 0 (the request must get 483)."""
+        value = self.request.max_forwards
+        if value is None:
+            self.request.max_forwards = limit
+            return True
+        return value > 0
+
+    # ----------------------------------------------------------- registrar
+    async def save(self, table: str = "location") -> bool:
+        """Process a REGISTER and answer it (200 with the bindings, or the error)."""
+        svc = self.services
+        result = await svc.registrar.handle(self.request, FlowRef.of(self.flow), time.time())
+        response = result.response
+        if svc.server_header:
+            response.headers.add("Server", svc.server_header)
+        self.tx.respond(response)
+        self._dump_contacts = result.dump_contacts if result.ok else []
+        return result.ok
+
+    async def lookup(self, table: str = "location") -> bool:
+        """Find the R-URI user's contacts; True (and branches set) if online."""
+        uri = self.request.uri
+        if not isinstance(uri, SipUri) or not uri.user:
+            return False
+        bindings = await self.services.location.lookup(uri.aor(), time.time())
+        self.branches = bindings
+        if not bindings:
+            return False
+        self.new_uri = SipUri.parse(bindings[0].contact)
+        return True
+
+    # ---------------------------------------------------------------- silo
+    async def m_store(self, mode: str = "0", next_hop: str | None = None) -> bool:
+        """Store the MESSAGE for its owner (see the seed's m_store modes).
+
+        Returns True once the row is committed. A request that cannot be
+        stored for a reason the sender must hear (no body, bad type, too
+        large, mailbox full) is answered here with that 4xx and False is
+        returned; a storage failure returns False unanswered, for the route's
+        503.
+        """
+        svc = self.services
+        req = self.request
+        if req.method != "MESSAGE":
+            return False
+        to_uri = req.to.uri
+        if mode == "0":
+            candidates = [self.new_uri, req.uri, to_uri]
+        elif mode == "1":
+            candidates = [self.original_uri, to_uri]
+        else:
+            candidates = [to_uri]
+        owner = owner_uri(candidates, to_uri)
+        if owner is None:
+            self.t_reply(400, "No address of record to store for")
+            return False
+        if svc.is_silo_origin(req):
+            # Never store what the silo itself generated (notices, deliveries):
+            # Kamailio does, and loops notices into the silo.
+            self.t_reply(480, "Temporarily Unavailable")
+            return False
+        limits = StoreLimits(svc.config.msilo.expire_time, svc.config.msilo.max_body)
+        now = int(time.time())
+        row = message_to_store(req, owner, now, limits)
+        if isinstance(row, Refusal):
+            self.t_reply(row.status, row.reason)
+            return False
+        try:
+            max_messages = svc.config.msilo.max_messages
+            if max_messages:
+                count = await svc.store.count_for(row.username, row.domain, now)
+                if count >= max_messages:
+                    self.t_reply(486, f"Busy Here - mailbox full ({count} messages)")
+                    return False
+            await svc.store.store(row)
+        except StoreError as exc:
+            log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
+            return False
+        svc.counters.inc("stored_messages")
+        svc.after_store(req, next_hop)
+        return True
+
+    async def m_dump(self, next_hop: str | None = None) -> bool:
+        """Deliver the stored messages of the user who just registered."""
+        svc = self.services
+        req = self.request
+        if req.method != "REGISTER" or not self._dump_contacts:
+            return False
+        binding = next((b for b in self._dump_contacts if _takes_message(b)), None)
+        if binding is None:
+            log.info("%s does not accept MESSAGE: nothing dumped", req.to.uri)
+            return False
+        return await svc.dump_to(binding, next_hop)
+
+    # ---------------------------------------------------------------- proxy
+    def t_on_failure(self, handler: FailureHandler) -> None:
+        self._failure = handler
+
+    async def t_relay(self) -> bool:
+        """Relay statefully to the looked-up contacts, or to the R-URI."""
+        svc = self.services
+        branches: list[Branch] = []
+        if self.branches:
+            for binding in self.branches:
+                target = await svc.target_for_binding(binding)
+                if target is not None:
+                    branches.append(Branch(SipUri.parse(binding.contact), target))
+        else:
+            uri = self.request.uri
+            if not isinstance(uri, SipUri):
+                self.t_reply(416, "Unsupported URI Scheme")
+                return False
+            routes = self.request.routes
+            # A remaining Route set decides the next hop (loose routing).
+            hop = routes[0].uri if routes and isinstance(routes[0].uri, SipUri) else uri
+            try:
+                branches.append(Branch(uri, await resolve_uri(hop)))
+            except ResolveError as exc:
+                self.t_reply(404, f"Not Found - {exc}")
+                return False
+        if not branches:
+            self.t_reply(480, "Temporarily Unavailable")
+            return False
+        failure = None
+        if self._failure is not None:
+            handler = self._failure
+
+            async def failure(reply: Response) -> None:
+                self.failed_reply = reply
+                await handler(self)
+
+        await svc.relay.relay(
+            self.tx, self.request, branches,
+            record_route=svc.record_route(self.flow), failure=failure,
+        )
+        return True
+
+
+def strip_own_routes(request: Request, is_myself: Callable[[SipUri], bool]) -> bool:
+    """Pop the Route entries naming us; True if the request had a Route set."""
+    routed = False
+    while True:
+        routes = request.routes
+        if not routes:
+            return routed
+        uri = routes[0].uri
+        if not (isinstance(uri, SipUri) and is_myself(uri)):
+            return True  # a Route set that continues past us
+        request.headers.pop_first_value("Route")
+        routed = True
+
+
+def _takes_message(binding: Binding) -> bool:
+    # Kamailio's check_message_support(): the contact's methods param, else the
+    # REGISTER's Allow header, must list MESSAGE when present at all.
+    return binding.methods is None or "MESSAGE" in binding.methods

@@ -1,0 +1,85 @@
+"""The default route: the seed's msilo configuration, made safe by default.
+
+It is the seed's `route{}` and `failure_route[1]` statement by statement, with
+three differences a production server needs:
+
+* OPTIONS to the server itself (no user part) is answered 200, so that
+  keep-alive pings and monitoring work;
+* requests for foreign domains are relayed only when `[proxy] relay_foreign`
+  is on (the seed's "forward anything else" made this an open relay);
+* in-dialog requests that carry our own Record-Route are relayed.
+"""
+
+from __future__ import annotations
+
+from sipsilo.routing.context import RouteContext
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER"
+
+
+async def route(ctx: RouteContext) -> None:
+    if not ctx.mf_process_maxfwd_header(10):
+        ctx.sl_send_reply(483, "Too Many Hops")
+        return
+
+    if ctx.loose_route():
+        await ctx.t_relay()
+        return
+
+    if ctx.uri_is_myself():
+        if ctx.method == "REGISTER":
+            await ctx.save("location")
+            ctx.log("REGISTER received -> dumping messages with MSILO")
+            if await ctx.m_dump():
+                ctx.log("MSILO: offline messages dumped - if they were")
+            else:
+                ctx.log("MSILO: no offline messages dumped")
+            return
+
+        if ctx.method == "OPTIONS" and ctx.request_uri_has_no_user():
+            ctx.t_reply(200, "OK", headers=[("Allow", ALLOW), ("Accept", "*/*")])
+            return
+
+        # domestic SIP destinations are handled using our location service
+        if not await ctx.lookup("location"):
+            # we do not care about anything else but MESSAGEs
+            if ctx.method != "MESSAGE":
+                ctx.t_reply(404, "Not Found")
+                return
+            ctx.log("MESSAGE received -> storing using MSILO")
+            if await ctx.m_store("0"):
+                ctx.log("MSILO: offline message stored")
+                ctx.t_reply(202, "Accepted")
+            else:
+                ctx.log("MSILO: offline message NOT stored")
+                ctx.t_reply(503, "Service Unavailable")
+            return
+
+        # if the downstream UA does not support MESSAGE requests
+        # go to failure_route[1]
+        ctx.t_on_failure(failure_route_1)
+        await ctx.t_relay()
+        return
+
+    if ctx.method == "REGISTER":
+        ctx.t_reply(403, "Forbidden - domain not served")
+        return
+    if not ctx.services.config.proxy.relay_foreign:
+        ctx.t_reply(403, "Relaying denied")
+        return
+    # forward anything else
+    await ctx.t_relay()
+
+
+async def failure_route_1(ctx: RouteContext) -> None:
+    # forwarding failed -- check if the request was a MESSAGE
+    if ctx.method != "MESSAGE":
+        return
+    ctx.log("MSILO: the downstream UA doesn't support MESSAGEs")
+    # we have changed the R-URI with the contact address, ignore it now
+    if await ctx.m_store("1"):
+        ctx.log("MSILO: offline message stored")
+        ctx.t_reply(202, "Accepted")
+    else:
+        ctx.log("MSILO: offline message NOT stored")
+        ctx.t_reply(503, "Service Unavailable")

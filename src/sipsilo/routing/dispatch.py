@@ -1,0 +1,102 @@
+"""From a new server transaction to the route, plus what no route decides.
+
+CANCEL is answered here (RFC 3261 §9.2 and §16.10: 200 to the CANCEL, the
+pending branches cancelled, 487 for the INVITE), and so are the stray ACKs
+for 2xx and stray 2xx retransmissions, which a proxy forwards statelessly.
+Everything else goes to the route function, the seed's by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from sipsilo.routing.context import RouteContext, strip_own_routes
+from sipsilo.routing.services import Services
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.ids import new_branch
+from sipsilo.sip.message import Request, Response
+from sipsilo.sip.uri import SipUri
+from sipsilo.sip.via import Via
+from sipsilo.stack.handles import ServerTransaction
+from sipsilo.stack.resolve import ResolveError, resolve_uri
+from sipsilo.transaction.keys import cancel_target_key
+from sipsilo.transport.flow import Flow, Target
+
+log = logging.getLogger(__name__)
+
+Route = Callable[[RouteContext], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(self, services: Services, route: Route) -> None:
+        self.services = services
+        self.route = route
+
+    async def on_request(self, tx: ServerTransaction) -> None:
+        if tx.request.method == "CANCEL":
+            await self._cancel(tx)
+            return
+        ctx = RouteContext(self.services, tx)
+        try:
+            await self.route(ctx)
+        except ParseError as exc:
+            # A header the route needed was malformed: that is the client's error.
+            ctx.t_reply(exc.status, exc.reason)
+
+    async def _cancel(self, tx: ServerTransaction) -> None:
+        invite = self.services.stack.find_server_transaction(cancel_target_key(tx.request))
+        if invite is None:
+            tx.reply(481, "Call/Transaction Does Not Exist")
+            return
+        tx.reply(200)
+        if not await self.services.relay.cancel(invite.key) and invite.final is None:
+            invite.reply(487, "Request Terminated")
+
+    # ------------------------------------------------------- stateless relay
+    async def on_stray_ack(self, ack: Request, flow: Flow) -> None:
+        """Forward the ACK of a 2xx along its route (§16.11, stateless)."""
+        strip_own_routes(ack, self.services.is_myself)
+        routes = ack.routes
+        hop = routes[0].uri if routes else ack.uri
+        if not isinstance(hop, SipUri) or (not routes and self.services.is_myself(hop)):
+            return  # an ACK for us: ends a transaction we answered statelessly
+        mf = ack.max_forwards
+        if mf is not None and mf <= 0:
+            return
+        ack.max_forwards = 69 if mf is None else mf - 1
+        try:
+            target = await resolve_uri(hop)
+        except ResolveError as exc:
+            log.info("ACK not forwarded: %s", exc)
+            return
+        transports = self.services.stack.transports
+        host, port = transports.local_address(target.transport, target.host)
+        ack.headers.prepend("Via", str(Via(target.transport.upper(), host, port,
+                                           [("branch", new_branch())])))
+        try:
+            await transports.send(ack.serialise(), target)
+        except (ConnectionError, OSError) as exc:
+            log.info("ACK not forwarded to %s: %s", target, exc)
+
+    async def on_stray_response(self, response: Response, flow: Flow) -> None:
+        """Forward a response no transaction wants (2xx retransmissions, §16.7)."""
+        vias = response.vias
+        if len(vias) < 2:
+            return
+        transports = self.services.stack.transports
+        ours = {(h, p) for _, h, p in transports.bound()}
+        top = vias[0]
+        if (top.host, top.port or 5060) not in ours:
+            return  # not sent by us: drop (§18.1.2)
+        response.headers.pop_first_value("Via")
+        nxt = vias[1]
+        host = nxt.received or nxt.host
+        port = nxt.rport_value or nxt.port or 5060
+        try:
+            if nxt.transport.lower() == "udp":
+                transports.send_on_flow(response.serialise(), Flow("udp", flow.local, (host, port)))
+            else:
+                await transports.send(response.serialise(), Target("tcp", host, port))
+        except (ConnectionError, OSError) as exc:
+            log.info("response not forwarded to %s:%s: %s", host, port, exc)

@@ -1,0 +1,172 @@
+"""Everything a route can reach, built once by the app and shared by requests.
+
+Also the small policies several routing functions need: what "myself" is,
+how a binding is reached, where the offline notice goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sipsilo.config import Config
+from sipsilo.metrics import Counters
+from sipsilo.proxy.relay import Relay
+from sipsilo.registrar.binding import Binding
+from sipsilo.registrar.location import LocationService
+from sipsilo.registrar.registrar import Registrar
+from sipsilo.silo.compose import offline_notice
+from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
+from sipsilo.silo.store import SiloStore
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.message import Request
+from sipsilo.sip.uri import SipUri
+from sipsilo.stack.core import SipStack
+from sipsilo.stack.resolve import ResolveError, resolve_uri
+from sipsilo.transport.flow import Flow, Target
+
+log = logging.getLogger(__name__)
+
+
+def _canon_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+@dataclass
+class Services:
+    config: Config
+    stack: SipStack
+    registrar: Registrar
+    location: LocationService
+    store: SiloStore
+    delivery: DeliveryEngine
+    relay: Relay
+    counters: Counters
+    server_header: str | None
+    listen_ports: set[int] = field(default_factory=set)
+    domains: set[str] = field(default_factory=set)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # ------------------------------------------------------------- myself
+    def is_myself_host(self, host: str) -> bool:
+        return _canon_host(host) in self.domains
+
+    def is_myself(self, uri: SipUri | str | None) -> bool:
+        """uri==myself: a served domain, on one of our ports when a port is given."""
+        if not isinstance(uri, SipUri):
+            return False
+        if not self.is_myself_host(uri.host):
+            return False
+        return uri.port is None or uri.port in self.listen_ports
+
+    def is_silo_origin(self, request: Request) -> bool:
+        registrar = self.config.msilo.registrar
+        if registrar is None:
+            return False
+        try:
+            ours = SipUri.parse(registrar).aor()
+        except ParseError:
+            return False
+        uris = (request.from_.uri, request.to.uri)
+        return any(isinstance(u, SipUri) and u.aor() == ours for u in uris)
+
+    def record_route(self, flow: Flow) -> str:
+        host, port = flow.local
+        host = f"[{host}]" if ":" in host else host
+        transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
+        return f"<sip:{host}:{port}{transport};lr>"
+
+    # ----------------------------------------------------------- targets
+    async def target_for_binding(
+        self, binding: Binding, next_hop: str | None = None
+    ) -> Target | None:
+        """How to reach a registered contact.
+
+        Through next_hop (an outbound proxy) when given. Otherwise: a client
+        on a stream transport is reached over the connection it registered
+        on (it usually cannot accept a new one); a client that asked for RFC
+        5626 outbound (reg-id) is reached at the address its REGISTER came
+        from; anyone else at its Contact address.
+        """
+        hop = next_hop or self.config.msilo.outbound_proxy
+        if hop:
+            try:
+                return await resolve_uri(SipUri.parse(hop))
+            except (ResolveError, ParseError) as exc:
+                log.warning("outbound proxy %s unusable: %s", hop, exc)
+                return None
+        flow = binding.flow
+        if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
+            return Target(flow.transport, flow.remote_host, flow.remote_port, flow.conn_id)
+        if binding.reg_id is not None and flow.transport == "udp":
+            return Target("udp", flow.remote_host, flow.remote_port)
+        try:
+            return await resolve_uri(SipUri.parse(binding.contact))
+        except (ResolveError, ParseError) as exc:
+            log.info("contact %s of %s unreachable: %s", binding.contact, binding.aor, exc)
+            return None
+
+    # -------------------------------------------------------------- silo
+    async def dump_to(self, binding: Binding, next_hop: str | None = None) -> bool:
+        target = await self.target_for_binding(binding, next_hop)
+        if target is None:
+            return False
+        aor = SipUri.parse(binding.aor)
+        self.delivery.kick(
+            aor.user or "", aor.host, DeliveryTarget(SipUri.parse(binding.contact), target)
+        )
+        return True
+
+    def after_store(self, request: Request, next_hop: str | None) -> None:
+        """Send the offline notice, if configured, without delaying the 202."""
+        msilo = self.config.msilo
+        if msilo.registrar is None or not msilo.notify_offline:
+            return
+        task = asyncio.create_task(self._notify(request, msilo.registrar, next_hop))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self, request: Request, registrar: str, next_hop: str | None) -> None:
+        uri: SipUri | str | None = None
+        if self.config.msilo.use_contact:
+            contacts = request.contacts
+            if contacts != "*" and contacts and isinstance(contacts[0].uri, SipUri):
+                uri = contacts[0].uri
+        if uri is None:
+            uri = request.from_.uri
+        if not isinstance(uri, SipUri):
+            return
+        target: Target | None
+        if self.is_myself(uri) and uri.user:
+            # A local sender: reach it where it is registered. If it is offline
+            # the notice is dropped, never stored (it is ours, not a message).
+            bindings = await self.location.lookup(uri.aor(), time.time())
+            if not bindings:
+                return
+            uri = SipUri.parse(bindings[0].contact)
+            target = await self.target_for_binding(bindings[0], next_hop)
+        else:
+            try:
+                hop = next_hop or self.config.msilo.outbound_proxy
+                target = await resolve_uri(SipUri.parse(hop) if hop else uri)
+            except (ResolveError, ParseError) as exc:
+                log.info("offline notice to %s not sent: %s", uri, exc)
+                return
+        if target is None:
+            return
+        notice = offline_notice(request, registrar, uri, self.server_header)
+        response = await self.stack.send_request(notice, target)
+        log.debug("offline notice to %s answered %s", uri, response.status)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,354 @@
+"""The SIP stack: transports in, transactions in the middle, the router on top.
+
+The transaction machines in `sipsilo.transaction` are pure: they return effects
+(send this, start that timer, pass this up). This module is the only place
+that carries those effects out with asyncio: timers become `call_later`
+handles, sends go to the transports, "pass up" calls the router. Keeping the
+glue here and the protocol rules there means the rules are tested with a fake
+clock and the glue stays small enough to read in one sitting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.ids import new_branch
+from sipsilo.sip.message import Request, Response
+from sipsilo.sip.parser import parse_message
+from sipsilo.sip.via import Via
+from sipsilo.stack.edge import answer_unparsable, fix_via_received
+from sipsilo.stack.handles import ServerTransaction
+from sipsilo.transaction import effects as fx
+from sipsilo.transaction.client import InviteClientTransaction, NonInviteClientTransaction
+from sipsilo.transaction.keys import client_key, server_key
+from sipsilo.transaction.server import InviteServerTransaction, NonInviteServerTransaction
+from sipsilo.transaction.timers import TimerConfig
+from sipsilo.transport.flow import Flow, Target
+from sipsilo.transport.manager import Transports
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[[ServerTransaction], Awaitable[None] | None]
+StrayHandler = Callable[[Any, Flow], Awaitable[None] | None]
+
+
+class _Machine(Protocol):
+    def on_timer(self, name: str) -> list[fx.Effect]: ...
+    def on_transport_error(self) -> list[fx.Effect]: ...
+
+
+class _Entry:
+    """Book-keeping for one live transaction: its machine, timers and peer."""
+
+    __slots__ = ("flow", "future", "handle", "key", "machine", "on_provisional", "target", "timers")
+
+    def __init__(self, key: tuple[str, ...], machine: Any) -> None:
+        self.key = key
+        self.machine = machine
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.flow: Flow | None = None  # server: request's flow; client: flow once sent
+        self.target: Target | None = None  # client only
+        self.future: asyncio.Future[Response] | None = None  # client only
+        self.handle: ServerTransaction | None = None  # server only
+        self.on_provisional: Callable[[Response], None] | None = None
+
+
+class SipStack:
+    def __init__(
+        self,
+        transports: Transports | None,
+        timers: TimerConfig,
+        on_request: RequestHandler,
+        *,
+        on_stray_ack: StrayHandler | None = None,
+        on_stray_response: StrayHandler | None = None,
+        server_header: str | None = None,
+    ) -> None:
+        self.transports: Transports = transports  # type: ignore[assignment]
+        self.timers = timers
+        self.server_header = server_header
+        self._on_request = on_request
+        self._on_stray_ack = on_stray_ack
+        self._on_stray_response = on_stray_response
+        self._server: dict[tuple[str, ...], _Entry] = {}
+        self._client: dict[tuple[str, ...], _Entry] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters = {"rx_requests": 0, "rx_responses": 0, "rx_errors": 0, "retransmissions": 0}
+
+    # ------------------------------------------------------------------ input
+    def receive(self, data: bytes, flow: Flow) -> None:
+        """Entry point for every message the transports read."""
+        try:
+            message = parse_message(data)
+        except ParseError as exc:
+            self.counters["rx_errors"] += 1
+            log.info("unparsable message from %s: %s %s", flow, exc.status, exc.reason)
+            self._answer_error(data, flow, exc)
+            return
+        if isinstance(message, Request):
+            self.counters["rx_requests"] += 1
+            self._receive_request(message, flow)
+        else:
+            self.counters["rx_responses"] += 1
+            self._receive_response(message, flow)
+
+    def on_framing_error(self, data: bytes, flow: Flow, exc: ParseError) -> None:
+        self.counters["rx_errors"] += 1
+        self._answer_error(data, flow, exc)
+
+    def _answer_error(self, data: bytes, flow: Flow, exc: ParseError) -> None:
+        response = answer_unparsable(data, exc, self.server_header)
+        if response is None:
+            return  # not even enough to answer: dropped (and logged above)
+        self._send_on_flow(response, flow)
+
+    def _receive_request(self, request: Request, flow: Flow) -> None:
+        fix_via_received(request, flow)
+        key = server_key(request)
+        entry = self._server.get(key)
+        if entry is not None:
+            self.counters["retransmissions"] += 1
+            self._run(entry, entry.machine.on_request(request))
+            return
+        if request.method == "ACK":
+            # An ACK that matches no transaction acknowledges a 2xx: it belongs to
+            # the dialog, not to us, and a proxy forwards it statelessly.
+            if self._on_stray_ack is not None:
+                self._spawn(self._on_stray_ack(request, flow))
+            return
+        cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
+        entry = _Entry(key, cls(request, flow.reliable, self.timers))
+        entry.flow = flow
+        entry.handle = ServerTransaction(
+            self, request, flow, key, lambda resp, e=entry: self._tu_response(e, resp)
+        )
+        self._server[key] = entry
+        self._run(entry, entry.machine.start())
+
+    def _receive_response(self, response: Response, flow: Flow) -> None:
+        try:
+            key = client_key(response)
+        except ParseError:
+            return
+        entry = self._client.get(key)
+        if entry is None:
+            # e.g. a 2xx retransmission to an INVITE whose transaction ended.
+            if self._on_stray_response is not None:
+                self._spawn(self._on_stray_response(response, flow))
+            return
+        self._run(entry, entry.machine.on_response(response))
+
+    def _tu_response(self, entry: _Entry, response: Response) -> None:
+        if entry.key not in self._server:
+            # The transaction already ended (e.g. timer H); answer statelessly.
+            if entry.flow is not None:
+                self._send_response(response, entry.flow)
+            return
+        self._run(entry, entry.machine.on_tu_response(response))
+
+    def find_server_transaction(self, key: tuple[str, ...]) -> ServerTransaction | None:
+        entry = self._server.get(key)
+        return entry.handle if entry is not None else None
+
+    # ------------------------------------------------------------ client side
+    async def send_request(
+        self,
+        request: Request,
+        target: Target,
+        *,
+        on_provisional: Callable[[Response], None] | None = None,
+        keep_via: bool = False,
+    ) -> Response:
+        """Send a request in a new client transaction; return its final response.
+
+        A Via with a fresh branch is put on top, unless keep_via: a CANCEL must
+        carry the very Via of the INVITE it cancels (§9.1). A timeout gives a
+        synthetic 408, a transport failure a synthetic 503, so callers handle
+        one kind of result.
+        """
+        if keep_via:
+            top = request.top_via
+            assert top is not None and top.branch is not None
+            via = top
+        else:
+            host, port = self.transports.local_address(target.transport, target.host)
+            via = Via(target.transport.upper(), host, port, [("branch", new_branch())])
+            if target.transport == "udp":
+                via.set_param("rport", None)
+            request.headers.prepend("Via", str(via))
+        cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
+        key = (str(via.branch), request.method if request.method != "ACK" else "INVITE")
+        entry = _Entry(key, cls(request, target.reliable, self.timers))
+        entry.target = target
+        entry.future = asyncio.get_running_loop().create_future()
+        entry.on_provisional = on_provisional
+        self._client[key] = entry
+        self._run(entry, entry.machine.start())
+        return await entry.future
+
+    def _finish_client(self, entry: _Entry, response: Response) -> None:
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_result(response)
+
+    def _synthetic(self, entry: _Entry, status: int, reason: str) -> Response:
+        request: Request = entry.machine.request
+        response = request.make_response(status, reason)
+        return response
+
+    # ---------------------------------------------------------------- effects
+    def _run(self, entry: _Entry, effects: list[fx.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, fx.Send):
+                self._send_effect(entry, effect.message)
+            elif isinstance(effect, fx.StartTimer):
+                old = entry.timers.pop(effect.name, None)
+                if old is not None:
+                    old.cancel()
+                entry.timers[effect.name] = asyncio.get_running_loop().call_later(
+                    effect.delay, self._fire, entry, effect.name
+                )
+            elif isinstance(effect, fx.CancelTimer):
+                handle = entry.timers.pop(effect.name, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(effect, fx.PassToTU):
+                self._pass_up(entry, effect.message)
+            elif isinstance(effect, fx.Timeout):
+                if entry.future is not None:
+                    self._finish_client(entry, self._synthetic(entry, 408, "Request Timeout"))
+            elif isinstance(effect, fx.TransportFailed):
+                if entry.future is not None:
+                    self._finish_client(entry, self._synthetic(entry, 503, "Service Unavailable"))
+            elif isinstance(effect, fx.Terminated):
+                self._terminate(entry)
+
+    def _fire(self, entry: _Entry, name: str) -> None:
+        entry.timers.pop(name, None)
+        try:
+            self._run(entry, entry.machine.on_timer(name))
+        except Exception:
+            log.exception("timer %s of transaction %s failed", name, entry.key)
+
+    def _terminate(self, entry: _Entry) -> None:
+        for handle in entry.timers.values():
+            handle.cancel()
+        entry.timers.clear()
+        table = self._server if entry.handle is not None else self._client
+        if table.get(entry.key) is entry:
+            del table[entry.key]
+        if entry.future is not None and not entry.future.done():
+            # A client transaction that ended without a final answer timed out.
+            self._finish_client(entry, self._synthetic(entry, 408, "Request Timeout"))
+
+    def _pass_up(self, entry: _Entry, message: Request | Response) -> None:
+        if isinstance(message, Request):
+            assert entry.handle is not None and entry.flow is not None
+            if message.method == "ACK":
+                # The ACK of a 2xx matched the INVITE server transaction while it
+                # waits in Accepted (RFC 6026): it goes on end to end.
+                if self._on_stray_ack is not None:
+                    self._spawn(self._on_stray_ack(message, entry.flow))
+                return
+            self._spawn(self._handle_request(entry.handle))
+            return
+        if message.status < 200:
+            if entry.on_provisional is not None:
+                entry.on_provisional(message)
+            return
+        if entry.future is not None and entry.future.done():
+            # A further 2xx (retransmission or another fork) after the first:
+            # the proxy relays it upstream statelessly.
+            if 200 <= message.status < 300 and self._on_stray_response is not None:
+                self._spawn(self._on_stray_response(message, entry.flow))
+            return
+        self._finish_client(entry, message)
+
+    def _send_effect(self, entry: _Entry, message: Request | Response) -> None:
+        data = message.serialise()
+        if isinstance(message, Response):
+            assert entry.flow is not None
+            self._send_response(message, entry.flow, data)
+            return
+        if entry.flow is not None:
+            try:
+                self.transports.send_on_flow(data, entry.flow)
+                return
+            except (ConnectionError, OSError) as exc:
+                log.info("send to %s failed: %s", entry.flow, exc)
+                self._run(entry, entry.machine.on_transport_error())
+                return
+        self._spawn(self._first_send(entry, data))
+
+    async def _first_send(self, entry: _Entry, data: bytes) -> None:
+        assert entry.target is not None
+        try:
+            entry.flow = await self.transports.send(data, entry.target)
+        except (ConnectionError, OSError) as exc:
+            log.info("send to %s failed: %s", entry.target, exc)
+            self._run(entry, entry.machine.on_transport_error())
+
+    def _send_response(self, response: Response, flow: Flow, data: bytes | None = None) -> None:
+        """RFC 3261 §18.2.2: back over the connection, or to received/rport."""
+        data = data if data is not None else response.serialise()
+        if flow.reliable:
+            self._send_on_flow(data, flow)
+            return
+        vias = response.vias
+        if not vias:
+            return
+        top = vias[0]
+        host = top.received or top.host
+        rport = top.rport
+        port = int(rport) if rport else (top.port or 5060)
+        if (host, port) == flow.remote:
+            self._send_on_flow(data, flow)
+        else:
+            self._send_on_flow(data, Flow("udp", flow.local, (host, port)))
+
+    def _send_on_flow(self, data: bytes, flow: Flow) -> None:
+        try:
+            self.transports.send_on_flow(data, flow)
+        except (ConnectionError, OSError) as exc:
+            log.info("cannot send to %s: %s", flow, exc)
+
+    async def _handle_request(self, handle: ServerTransaction) -> None:
+        try:
+            result = self._on_request(handle)
+            if result is not None:
+                await result
+        except Exception:
+            log.exception("error routing %s from %s", handle.request.method, handle.flow)
+            if handle.final is None and handle.request.method != "ACK":
+                handle.reply(500, "Server Internal Error")
+
+    # ------------------------------------------------------------------ tasks
+    def _spawn(self, result: Awaitable[None] | None) -> None:
+        if result is None or not asyncio.iscoroutine(result):
+            return
+        task = asyncio.ensure_future(result)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request handler failed", exc_info=task.exception())
+
+    async def aclose(self) -> None:
+        for table in (self._server, self._client):
+            for entry in list(table.values()):
+                for handle in entry.timers.values():
+                    handle.cancel()
+            table.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def live_transactions(self) -> int:
+        return len(self._server) + len(self._client)

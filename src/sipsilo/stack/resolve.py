@@ -1,0 +1,50 @@
+"""Turning a SIP URI into somewhere to send a request (RFC 3263, reduced).
+
+sipsilo serves registered users and loopback deployments, so the full NAPTR/SRV
+dance is not done: a URI's host is an IP address or a name resolved with the
+system resolver, the port defaults to 5060 (5061 for sips), and the transport
+comes from `;transport=`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+from sipsilo.sip.uri import SipUri
+from sipsilo.transport.flow import Target
+
+
+class ResolveError(Exception):
+    pass
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve_uri(uri: SipUri) -> Target:
+    transport = (uri.param("transport") or "udp").lower()
+    if uri.scheme == "sips":
+        transport = "tls"
+    if transport not in ("udp", "tcp"):
+        raise ResolveError(f"transport {transport} is not supported")
+    host = uri.param("maddr") or uri.host
+    port = uri.port or 5060
+    if not _is_ip(host):
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise ResolveError(f"cannot resolve {host}: {exc}") from exc
+        if not infos:
+            raise ResolveError(f"cannot resolve {host}")
+        host = str(infos[0][4][0])
+    return Target(transport, host, port)

@@ -1,0 +1,50 @@
+"""Where a message came from or goes to, independent of sockets.
+
+A Flow names the path a message travelled: which transport, our local address,
+the peer's address and, for stream transports, which connection. Responses go
+back along the request's flow (RFC 3261 §18.2.2) and the registrar remembers
+the flow a REGISTER came on, so that a client behind NAT or on TCP can be
+reached over that same path later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    transport: str  # "udp" or "tcp" (lower-case)
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    conn_id: int | None = None  # stream connection the message came on
+
+    @property
+    def reliable(self) -> bool:
+        # Reliable transports never retransmit at the transaction layer (§17).
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{_hostport(self.remote)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to send a new request: a transport and a numeric address."""
+
+    transport: str
+    host: str
+    port: int
+    conn_id: int | None = None  # reuse this connection when it is still open
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{_hostport((self.host, self.port))}"
+
+
+def _hostport(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,162 @@
+"""TCP: a listener, the connections it accepts and those we open.
+
+Stream transports need framing: a message ends after its headers plus
+Content-Length bytes (RFC 3261 §18.3). Every connection, accepted or opened,
+is registered under an id so that a response, or a later request to a client
+that registered over TCP, goes back over the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.parser import StreamFramer
+from sipsilo.transport.flow import Flow
+
+log = logging.getLogger(__name__)
+
+Receiver = Callable[[bytes, Flow], None]
+FramingErrorHandler = Callable[[bytes, Flow, ParseError], None]
+
+_ids = itertools.count(1)
+
+
+class TcpConnection(asyncio.Protocol):
+    def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None) -> None:
+        self.id = next(_ids)
+        self._registry = registry
+        self._framer = StreamFramer(max_size=registry.max_message_size)
+        self._transport: asyncio.Transport | None = None
+        self.local: tuple[str, int] = local or ("", 0)
+        self.remote: tuple[str, int] = ("", 0)
+        self.closed = asyncio.get_event_loop().create_future()
+
+    @property
+    def flow(self) -> Flow:
+        return Flow("tcp", self.local, self.remote, self.id)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.remote = (str(peer[0]), int(peer[1]))
+        if not self.local[1]:
+            self.local = (str(sock[0]), int(sock[1]))
+        self._registry.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._framer.feed(data)
+        except ParseError as exc:
+            # Framing is lost for good: nothing after this point can be trusted.
+            log.warning("closing tcp connection from %s: %s", self.flow, exc.reason)
+            self._registry.on_framing_error(data, self.flow, exc)
+            self.close()
+            return
+        for message in messages:
+            try:
+                self._registry.receiver(message, self.flow)
+            except Exception:  # the server never dies on input
+                log.exception("error handling message on %s", self.flow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._registry.remove(self)
+        self._transport = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError(f"tcp connection {self.id} to {self.remote} is closed")
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class TcpRegistry:
+    """Every open TCP connection, by id and by peer address."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        on_framing_error: FramingErrorHandler,
+        max_message_size: int = 65535,
+    ) -> None:
+        self.receiver = receiver
+        self.on_framing_error = on_framing_error
+        self.max_message_size = max_message_size
+        self._by_id: dict[int, TcpConnection] = {}
+        self._by_remote: dict[tuple[str, int], TcpConnection] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
+
+    def add(self, conn: TcpConnection) -> None:
+        self._by_id[conn.id] = conn
+        self._by_remote[conn.remote] = conn
+
+    def remove(self, conn: TcpConnection) -> None:
+        self._by_id.pop(conn.id, None)
+        if self._by_remote.get(conn.remote) is conn:
+            del self._by_remote[conn.remote]
+
+    def get(self, conn_id: int | None) -> TcpConnection | None:
+        return None if conn_id is None else self._by_id.get(conn_id)
+
+    def by_remote(self, remote: tuple[str, int]) -> TcpConnection | None:
+        return self._by_remote.get(remote)
+
+    async def connect(self, host: str, port: int) -> TcpConnection:
+        """An open connection to host:port: an existing one, else a new one."""
+        existing = self._by_remote.get((host, port))
+        if existing is not None:
+            return existing
+        pending = self._connecting.get((host, port))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TcpConnection] = loop.create_future()
+        self._connecting[(host, port)] = fut
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: TcpConnection(self), host, port), timeout=5.0
+            )
+            fut.set_result(proto)
+            return proto
+        except BaseException as exc:
+            fut.set_exception(ConnectionError(f"cannot connect to {host}:{port}: {exc}"))
+            fut.exception()  # mark retrieved: waiters get it through shield()
+            raise ConnectionError(f"cannot connect to {host}:{port}: {exc}") from exc
+        finally:
+            del self._connecting[(host, port)]
+
+    def close_all(self) -> None:
+        for conn in list(self._by_id.values()):
+            conn.close()
+
+
+class TcpListener:
+    def __init__(self, host: str, port: int, registry: TcpRegistry) -> None:
+        self.host = host
+        self.port = port
+        self._registry = registry
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        local = (self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: TcpConnection(self._registry, local), self.host, self.port, reuse_address=True
+        )
+        if not self.port:
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,71 @@
+"""UDP listener: one datagram is one SIP message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+
+from sipsilo.transport.flow import Flow
+
+log = logging.getLogger(__name__)
+
+Receiver = Callable[[bytes, Flow], None]
+
+# A burst of a few thousand MESSAGEs must not be dropped by the kernel while
+# the event loop is busy committing a batch: ask for a large receive buffer.
+RCVBUF_BYTES = 8 * 1024 * 1024
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, host: str, port: int, receiver: Receiver) -> None:
+        self.host = host
+        self.port = port
+        self._receiver = receiver
+        self._transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = (host, port)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # A kernel that caps the size gives less, which is fine.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
+        sock.bind((self.host, self.port))
+        sock.setblocking(False)
+        await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        bound = sock.getsockname()
+        self.local = (self.host, bound[1])
+        self.port = bound[1]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+        if not data.strip(b"\r\n\0 "):
+            return  # NAT keep-alive (RFC 5626 §3.5.1 CRLF, or empty)
+        try:
+            self._receiver(data, Flow("udp", self.local, (host, port)))
+        except Exception:  # the server never dies on input
+            log.exception("error handling datagram from %s:%s", host, port)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transaction timers handle loss.
+        log.debug("udp error on %s:%s: %s", self.host, self.port, exc)
+
+    def send(self, data: bytes, remote: tuple[str, int]) -> None:
+        if self._transport is None:
+            raise ConnectionError("UDP listener is not running")
+        self._transport.sendto(data, remote)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
