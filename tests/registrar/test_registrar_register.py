@@ -16,6 +16,7 @@ from sipsilo.registrar import (
 )
 from sipsilo.sip import parse_message
 from sipsilo.sip.dates import format_rfc1123
+from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
 
 T0 = 1_700_000_000.0
@@ -270,11 +271,23 @@ def test_wildcard_removes_everything() -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ("Contact: *",),  # no Expires
-        ("Contact: *", "Expires: 60"),
         ("Contact: *", f"Contact: <{UA1}>", "Expires: 0"),
         (f"Contact: <{UA1}>", "Contact: *", "Expires: 0"),
         ("Contact: *", "Contact: *", "Expires: 0"),
+    ],
+)
+def test_wildcard_mixed_with_contacts_is_refused_by_the_parser(extra: tuple[str, ...]) -> None:
+    with pytest.raises(ParseError) as err:
+        register(*extra, cseq=2)
+    assert (err.value.status, err.value.reason) == (400, "Invalid wildcard Contact")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("Contact: *",),  # no Expires
+        ("Contact: *", "Expires: 60"),
+        ("Contact: *", "Expires: 3600"),
     ],
 )
 def test_invalid_wildcard_is_400(extra: tuple[str, ...]) -> None:
@@ -375,10 +388,12 @@ def test_valid_q_values(q: str) -> None:
     assert result.added[0].q == float(q)
 
 
-def test_unparsable_contact_is_400_naming_contact() -> None:
-    result = handle(make_registrar(), register("Contact: <sip:alice@192.0.2.10"))
-    assert result.response.status == 400
-    assert "Contact" in result.response.reason
+def test_unparsable_contact_is_refused_naming_contact() -> None:
+    # Contact is checked when the REGISTER is parsed, before the registrar.
+    with pytest.raises(ParseError) as err:
+        register("Contact: <sip:alice@192.0.2.10")
+    assert err.value.status == 400
+    assert "Contact" in err.value.reason
 
 
 def test_bad_reg_id_is_400() -> None:

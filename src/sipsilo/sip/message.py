@@ -170,7 +170,7 @@ class Message:
                 parsed = parse_contacts(line)
                 if parsed == "*":
                     if len(lines) != 1:
-                        raise ParseError(400, "Bad Contact header")
+                        raise ParseError(400, "Invalid wildcard Contact")
                     return "*"
                 out.extend(parsed)
             return out

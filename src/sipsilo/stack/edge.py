@@ -10,12 +10,10 @@ dies on input.
 from __future__ import annotations
 
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.headers import canonical_name
 from sipsilo.sip.ids import new_tag
 from sipsilo.sip.message import Request
+from sipsilo.sip.parser import error_response
 from sipsilo.transport.flow import Flow
-
-_ECHOED = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 def fix_via_received(request: Request, flow: Flow) -> None:
@@ -41,46 +39,14 @@ def fix_via_received(request: Request, flow: Flow) -> None:
 
 
 def answer_unparsable(data: bytes, exc: ParseError, server: str | None) -> bytes | None:
-    """A response to a request the parser refused, or None to drop it.
-
-    Built from the raw header lines, because the parsed message does not
-    exist: only the headers §8.2.6 echoes are needed, taken verbatim.
-    """
-    if not exc.answerable or data.startswith(b"SIP/"):
+    """The wire answer to a request the parser refused, or None to drop it."""
+    response = error_response(data, exc)
+    if response is None:
         return None
-    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    try:
-        text = head.decode("utf-8", "replace")
-    except Exception:  # pragma: no cover
-        return None
-    lines: list[str] = []
-    for raw in text.replace("\r\n", "\n").split("\n")[1:]:
-        if raw[:1] in (" ", "\t") and lines:
-            lines[-1] += " " + raw.strip()
-        else:
-            lines.append(raw)
-    found: dict[str, list[str]] = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        try:
-            canon = canonical_name(name.strip())
-        except Exception:
-            continue
-        if canon in _ECHOED:
-            found.setdefault(canon, []).append(value.strip())
-    if not all(found.get(name) for name in _ECHOED):
-        return None
-    to = found["To"][0]
+    to = response.headers.get("To") or ""
     if ";tag=" not in to.replace(" ", "").lower():
-        to = f"{to};tag={new_tag()}"
-    reason = exc.reason.replace("\r", " ").replace("\n", " ")
-    out = [f"SIP/2.0 {exc.status} {reason}"]
-    out += [f"Via: {v}" for v in found["Via"]]
-    out += [f"From: {found['From'][0]}", f"To: {to}", f"Call-ID: {found['Call-ID'][0]}",
-            f"CSeq: {found['CSeq'][0]}"]
+        # §8.2.6.2: a final response carries a To tag, even an error.
+        response.headers.set("To", f"{to};tag={new_tag()}")
     if server:
-        out.append(f"Server: {server}")
-    out.append("Content-Length: 0")
-    return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", "replace")
+        response.headers.add("Server", server)
+    return response.serialise()

@@ -40,8 +40,8 @@ class TcpConnection(asyncio.Protocol):
         return Flow("tcp", self.local, self.remote, self.id)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance.
+        self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.remote = (str(peer[0]), int(peer[1]))

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the tests need (Debian: SIPp, sipsak, baresip; Python: the
+# package with its test extras) and run every check: ruff, mypy, pytest.
+# This is the test command of the README's quick start; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing Debian packages: ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq || echo "apt-get update failed; trying the install anyway"
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "missing Debian packages (${need[*]}): run as root or install them" >&2
+    fi
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
+
+echo "== ruff"
+python3 -m ruff check src tests
+echo "== mypy --strict (sip, transaction)"
+python3 -m mypy --strict src/sipsilo/sip src/sipsilo/transaction
+echo "== pytest"
+python3 -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,5 @@
+"""`python -m sipsilo` is the `sipsilo` command."""
+
+from sipsilo.cli import main
+
+main()

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real `sipsilo serve` processes: make_server(**{"msilo.registrar": "sip:..."})."""
+    started: list[ServerProcess] = []
+
+    def make(data_dir: Path | None = None, port: int = 0, **settings: Any) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / f"srv{len(started)}", port, settings)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return make_server()
