@@ -16,8 +16,10 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start real `sipsilo serve` processes: make_server(**{"msilo.registrar": "sip:..."})."""
     started: list[ServerProcess] = []
 
-    def make(data_dir: Path | None = None, port: int = 0, **settings: Any) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / f"srv{len(started)}", port, settings)
+    def make(data_dir: Path | None = None, port: int = 0, env: dict[str, str] | None = None,
+             **settings: Any) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / f"srv{len(started)}", port, settings,
+                               env=env or {})
         started.append(server)
         return server.start()
 

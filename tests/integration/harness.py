@@ -48,6 +48,7 @@ class ServerProcess:
     port: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment, e.g. PYTHONPATH
 
     @property
     def log_path(self) -> Path:
@@ -86,6 +87,7 @@ class ServerProcess:
         config.write_text(self.config_text())
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSILO_")}
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipsilo", "serve", "--config", str(config),
              "--data-dir", str(self.data_dir)],
