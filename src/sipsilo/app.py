@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from sipsilo import __version__
+from sipsilo.auth import start_auth
 from sipsilo.config import Config
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
@@ -110,6 +111,8 @@ class Server:
             store=self.store, delivery=self.delivery, relay=self.relay, counters=self.counters,
             server_header=server_header, domains=domains,
         )
+        # Before the transports start: no request is routed while auth is undecided.
+        self.services.auth, self.subscribers = start_auth(cfg)
         self.dispatcher = Dispatcher(self.services, route)
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response
@@ -151,11 +154,16 @@ class Server:
                 await component.aclose()
         if hasattr(self, "store"):
             await self.store.close()
+        subscribers = getattr(self, "subscribers", None)
+        if subscribers is not None:
+            subscribers.close()
 
     # ------------------------------------------------------------ periodic jobs
     async def _expire_bindings(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            if self.services.auth is not None:
+                self.services.auth.nonces.forget_expired(time.time())
             try:
                 for binding in await self.location.expire(time.time()):
                     log.info("binding %s of %s expired", binding.contact, binding.aor)

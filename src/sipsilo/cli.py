@@ -382,3 +382,61 @@ def db_migrate(config: Config) -> None:
                                                 else f" (was {before})"))
     else:
         _emit(versions)
+
+
+@main.group()
+def user() -> None:
+    """Subscribers who authenticate (works on the database directly)."""
+
+
+def _read_password(password_stdin: bool) -> str:
+    # Never an argument or an option value: those end up in shell history and ps.
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    if not password:
+        raise CliError("empty password")
+    return password
+
+
+_password_stdin_option = click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the password from the first line of standard input instead of prompting.",
+)
+
+
+@user.command("add")
+@click.argument("aor", metavar="USER@DOMAIN")
+@_password_stdin_option
+@config_options
+def user_add(config: Config, aor: str, password_stdin: bool) -> None:
+    """Add a user; the password is asked twice (no echo) or read with --password-stdin."""
+    password = _read_password(password_stdin)
+    _emit(_call("sipsilo.auth.admin", "user_add", config, aor, password))
+
+
+@user.command("passwd")
+@click.argument("aor", metavar="USER@DOMAIN")
+@_password_stdin_option
+@config_options
+def user_passwd(config: Config, aor: str, password_stdin: bool) -> None:
+    """Change a user's password."""
+    password = _read_password(password_stdin)
+    _emit(_call("sipsilo.auth.admin", "user_passwd", config, aor, password))
+
+
+@user.command("remove")
+@click.argument("aor", metavar="USER@DOMAIN")
+@config_options
+def user_remove(config: Config, aor: str) -> None:
+    """Remove a user."""
+    _emit(_call("sipsilo.auth.admin", "user_remove", config, aor))
+
+
+@user.command("list")
+@config_options
+def user_list(config: Config) -> None:
+    """List users (and which password hashes they have)."""
+    _emit(_call("sipsilo.auth.admin", "user_list", config))

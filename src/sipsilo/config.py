@@ -14,6 +14,7 @@ since TOML, the environment and the command line have no null.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,7 @@ from sipsilo.config_values import (
 
 __all__ = [
     "SECTIONS",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
@@ -231,6 +233,58 @@ class ControlConfig(_Section):
     socket: Annotated[str, Field(min_length=1)] = "sipsilo.ctl"
 
 
+def _check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"not a network in CIDR notation {quote(value)}") from None
+
+
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+# Strongest first: a client takes the first challenge it understands (RFC 8760 §2.4).
+_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
+
+
+def _check_auth_enabled(value: Any) -> Literal["auto"] | bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() == "auto":
+        return "auto"
+    raise ValueError(f'expected true, false or "auto" (got {quote(value)})')
+
+
+def _check_realm(value: str) -> str:
+    # Spliced into a quoted-string of the challenge; a quote or backslash there
+    # would need escaping every client gets wrong.
+    if not value or any(c in value for c in '"\\\r\n'):
+        raise ValueError(f"bad realm {quote(value)}")
+    return value
+
+
+class AuthConfig(_Section):
+    """Digest authentication (RFC 3261 §22) of local users against the subscriber table."""
+
+    # "auto": on when the subscriber table has users (checked at start-up).
+    enabled: Annotated[Literal["auto"] | bool, PlainValidator(_check_auth_enabled)] = "auto"
+    realm: Annotated[str | None, BeforeValidator(_empty_to_none),
+                     AfterValidator(lambda v: None if v is None else _check_realm(v))] = None
+    trusted: Annotated[list[Annotated[str, AfterValidator(_check_cidr)]],
+                       BeforeValidator(_one_to_list)] = Field(default_factory=list)
+    nonce_expires: Annotated[int, Field(ge=10, le=86400)] = 300
+    max_failures: Annotated[int, Field(ge=0)] = 5   # 0: never block
+    block_time: Seconds = 60
+    algorithms: Annotated[list[DigestAlgorithm], BeforeValidator(_one_to_list),
+                          Field(min_length=1)] = Field(default_factory=lambda: [*_ALGORITHMS])
+    db_table: Annotated[str, AfterValidator(_check_table_name)] = "subscriber"
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_duplicate_algorithms(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate algorithm")
+        return value
+
+
 class Config(_Section):
     """The whole configuration. Sections are attributes: ``config.msilo.expire_time``."""
 
@@ -240,6 +294,7 @@ class Config(_Section):
     tm: TmConfig = Field(default_factory=TmConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -252,6 +307,10 @@ class Config(_Section):
         if self.registrar.db_url is None:
             return ":memory:"
         return sqlite_path(self.registrar.db_url, self.data_dir)
+
+    def auth_realm(self) -> str:
+        """The digest realm: ``[auth] realm``, else the first served domain."""
+        return self.auth.realm or self.server.effective_domains()[0]
 
     def control_socket_path(self) -> Path:
         return self.data_dir / self.control.socket

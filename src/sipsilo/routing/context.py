@@ -17,11 +17,13 @@ set when a relayed request ended with a final answer >= 300 or a timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from sipsilo.auth.policy import consume_credentials
 from sipsilo.proxy.relay import Branch
 from sipsilo.registrar.binding import Binding, FlowRef
 from sipsilo.silo.compose import Refusal, StoreLimits, message_to_store, owner_uri
@@ -51,6 +53,8 @@ class RouteContext:
         self.failed_reply: Response | None = None
         self._failure: FailureHandler | None = None
         self._dump_contacts: list[Binding] = []
+        # "sip:user@domain" once auth_check() succeeded (Kamailio's $au@$ar).
+        self.auth_identity: str | None = None
 
     # ---------------------------------------------------------------- facts
     @property
@@ -67,6 +71,35 @@ class RouteContext:
     def request_uri_has_no_user(self) -> bool:
         uri = self.request.uri
         return isinstance(uri, SipUri) and not uri.user
+
+    def from_is_myself(self) -> bool:
+        """from_uri==myself: the request claims to come from one of our users."""
+        return self.services.is_myself(self.request.from_.uri)
+
+    async def auth_check(self) -> bool:
+        """Digest-authenticate the sender; False once it has been answered.
+
+        Like Kamailio's ``auth_check("$fd", "subscriber", "1")``: a REGISTER is
+        challenged with 401 and must come from the owner of its To; any other
+        request with 407 and the owner of its From (403 otherwise). True without
+        a challenge when authentication is off or the source is in [auth] trusted.
+        On success our credentials are removed before the request goes on.
+        """
+        auth = self.services.auth
+        if auth is None or self.auth_identity is not None:
+            return True
+        if self.method in ("ACK", "CANCEL"):
+            return True  # cannot be challenged (RFC 3261 §22.1)
+        source = self.flow.remote
+        if auth.is_trusted(source[0]):
+            return True
+        verdict = await auth.check(self.request, source, www=self.method == "REGISTER")
+        if not verdict.ok:
+            self.t_reply(verdict.status, verdict.reason, headers=verdict.headers)
+            return False
+        self.auth_identity = verdict.identity
+        consume_credentials(self.request, auth.realm)
+        return True
 
     def loose_route(self) -> bool:
         """RFC 3261 §16.4: drop our own Route entries; True if the request was
@@ -157,6 +190,9 @@ class RouteContext:
         if isinstance(row, Refusal):
             self.t_reply(row.status, row.reason)
             return False
+        if self.auth_identity is not None:
+            # Who sent it is who authenticated, not whatever the From decorates.
+            row = dataclasses.replace(row, src_addr=self.auth_identity)
         try:
             max_messages = svc.config.msilo.max_messages
             if max_messages:
@@ -169,7 +205,7 @@ class RouteContext:
             log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
             return False
         svc.counters.inc("stored_messages")
-        svc.after_store(req, next_hop)
+        svc.after_store(req, next_hop, self.auth_identity)
         return True
 
     async def m_dump(self, next_hop: str | None = None) -> bool:

@@ -7,7 +7,9 @@ three differences a production server needs:
   keep-alive pings and monitoring work;
 * requests for foreign domains are relayed only when `[proxy] relay_foreign`
   is on (the seed's "forward anything else" made this an open relay);
-* in-dialog requests that carry our own Record-Route are relayed.
+* in-dialog requests that carry our own Record-Route are relayed;
+* with [auth] on, a REGISTER and any request From a local user is digest-
+  authenticated (`ctx.auth_check()`) before it is saved, stored or relayed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ async def route(ctx: RouteContext) -> None:
 
     if ctx.uri_is_myself():
         if ctx.method == "REGISTER":
+            # only the owner of the AoR may bind contacts to it (and get its messages)
+            if not await ctx.auth_check():
+                return
             await ctx.save("location")
             ctx.log("REGISTER received -> dumping messages with MSILO")
             if await ctx.m_dump():
@@ -38,6 +43,10 @@ async def route(ctx: RouteContext) -> None:
 
         if ctx.method == "OPTIONS" and ctx.request_uri_has_no_user():
             ctx.t_reply(200, "OK", headers=[("Allow", ALLOW), ("Accept", "*/*")])
+            return
+
+        # a request claiming to be from one of our users must prove it
+        if ctx.from_is_myself() and not await ctx.auth_check():
             return
 
         # domestic SIP destinations are handled using our location service
@@ -66,6 +75,8 @@ async def route(ctx: RouteContext) -> None:
         return
     if not ctx.services.config.proxy.relay_foreign:
         ctx.t_reply(403, "Relaying denied")
+        return
+    if ctx.from_is_myself() and not await ctx.auth_check():
         return
     # forward anything else
     await ctx.t_relay()

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipsilo.auth.policy import Authenticator
 from sipsilo.config import Config
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
@@ -52,6 +53,7 @@ class Services:
     server_header: str | None
     listen_ports: set[int] = field(default_factory=set)
     domains: set[str] = field(default_factory=set)
+    auth: Authenticator | None = None   # None: authentication is off
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # ------------------------------------------------------------- myself
@@ -124,18 +126,30 @@ class Services:
         )
         return True
 
-    def after_store(self, request: Request, next_hop: str | None) -> None:
-        """Send the offline notice, if configured, without delaying the 202."""
+    def after_store(
+        self, request: Request, next_hop: str | None, identity: str | None = None
+    ) -> None:
+        """Send the offline notice, if configured, without delaying the 202.
+
+        With authentication on, the notice goes only to the authenticated sender
+        (*identity*), where it is registered: never to a Contact or From the
+        request merely claims.
+        """
         msilo = self.config.msilo
         if msilo.registrar is None or not msilo.notify_offline:
             return
-        task = asyncio.create_task(self._notify(request, msilo.registrar, next_hop))
+        if self.auth is not None and identity is None:
+            log.debug("offline notice not sent: sender not authenticated")
+            return
+        task = asyncio.create_task(self._notify(request, msilo.registrar, next_hop, identity))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _notify(self, request: Request, registrar: str, next_hop: str | None) -> None:
-        uri: SipUri | str | None = None
-        if self.config.msilo.use_contact:
+    async def _notify(
+        self, request: Request, registrar: str, next_hop: str | None, identity: str | None = None
+    ) -> None:
+        uri: SipUri | str | None = SipUri.parse(identity) if identity else None
+        if uri is None and self.config.msilo.use_contact:
             contacts = request.contacts
             if contacts != "*" and contacts and isinstance(contacts[0].uri, SipUri):
                 uri = contacts[0].uri

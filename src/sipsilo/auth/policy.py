@@ -1,0 +1,212 @@
+"""Who must authenticate, and the verdict on one request.
+
+:class:`Authenticator` is what ``RouteContext.auth_check()`` calls. It decides nothing
+about routing; it answers "is this request from the user it claims, and may that
+user do this": a verdict of OK (with the authenticated AoR) or the response to send
+(401/407 with challenges, 403).
+
+Choices that matter for security:
+
+* The challenge never depends on the user: existing and unknown users, right and
+  wrong passwords all get the same 401/407, so the answers do not enumerate users.
+  An unknown user's digest is still computed (against a dummy HA1) to keep the
+  timing alike.
+* A source with ``max_failures`` failed attempts is answered 403 without any
+  verification for ``block_time`` seconds (a reply, not a drop: an unanswered
+  transaction would be retransmitted for 32 s and hold server state).
+* Stale or replayed nonces are not failures: clients retry them silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sipsilo.auth.nonce import NonceManager, NonceState
+from sipsilo.auth.subscribers import Subscriber
+from sipsilo.sip.digest import Challenge, Credentials, expected_response, parse_credentials
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.message import Request
+from sipsilo.sip.uri import SipUri
+
+log = logging.getLogger("sipsilo.auth")
+
+_DUMMY = Subscriber(0, "", "", "", "0" * 32, "", "0" * 64)
+
+
+class SubscriberLookup(Protocol):
+    def get(self, username: str, domain: str) -> Subscriber | None: ...
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    identity: str | None = None            # "sip:user@domain" when authenticated
+    status: int = 0                        # the answer when not ok
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class FailureTracker:
+    """Failed attempts per source address; bounded (oldest sources forgotten first)."""
+
+    def __init__(self, max_failures: int, block_time: float, max_sources: int = 50_000) -> None:
+        self.max_failures = max_failures
+        self.block_time = block_time
+        self.max_sources = max_sources
+        self._by_source: OrderedDict[str, tuple[int, float]] = OrderedDict()  # count, last
+
+    def blocked_until(self, source: str, now: float) -> float | None:
+        entry = self._by_source.get(source)
+        if entry is None or not self.max_failures:
+            return None
+        count, last = entry
+        if now - last >= self.block_time:
+            del self._by_source[source]  # quiet for block_time: forgiven
+            return None
+        return last + self.block_time if count >= self.max_failures else None
+
+    def failure(self, source: str, now: float) -> bool:
+        """Record a failure; True when the source is now blocked."""
+        if not self.max_failures:
+            return False
+        self.blocked_until(source, now)  # expire an old entry first
+        count, _ = self._by_source.pop(source, (0, now))
+        self._by_source[source] = (count + 1, now)
+        while len(self._by_source) > self.max_sources:
+            self._by_source.popitem(last=False)
+        return count + 1 >= self.max_failures
+
+    def success(self, source: str) -> None:
+        self._by_source.pop(source, None)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        subscribers: SubscriberLookup,
+        realm: str,
+        nonces: NonceManager,
+        *,
+        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        trusted: tuple[str, ...] = (),
+        max_failures: int = 5,
+        block_time: float = 60,
+    ) -> None:
+        self.subscribers = subscribers
+        self.realm = realm
+        self.nonces = nonces
+        self.algorithms = algorithms
+        self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        self.failures = FailureTracker(max_failures, block_time)
+
+    def is_trusted(self, source_ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(source_ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
+
+    def challenge(self, www: bool, now: float, stale: bool = False) -> Verdict:
+        """401 (REGISTER) or 407 with one challenge per algorithm, strongest first.
+
+        One nonce serves every offered algorithm: the client answers one of them.
+        """
+        nonce = self.nonces.issue(now)
+        name = "WWW-Authenticate" if www else "Proxy-Authenticate"
+        headers = [(name, Challenge(self.realm, nonce, algorithm=a, stale=stale).to_header())
+                   for a in self.algorithms]
+        if www:
+            return Verdict(False, status=401, reason="Unauthorized", headers=headers)
+        return Verdict(False, status=407, reason="Proxy Authentication Required",
+                       headers=headers)
+
+    async def check(self, request: Request, source: tuple[str, int], *, www: bool,
+                    now: float | None = None) -> Verdict:
+        """Authenticate *request* as the owner of its To (``www``: REGISTER) or From."""
+        now = time.time() if now is None else now
+        ip = source[0]
+        where = f"{ip}:{source[1]}"
+        until = self.failures.blocked_until(ip, now)
+        if until is not None:
+            log.info("auth: %s %s refused unverified: source blocked for %ds more",
+                     request.method, where, int(until - now) + 1)
+            return Verdict(False, status=403, reason="Forbidden - too many failed attempts")
+        claimed = request.to.uri if www else request.from_.uri
+        if not isinstance(claimed, SipUri) or not claimed.user:
+            return Verdict(False, status=403, reason="Forbidden - no user to authenticate")
+        creds = self._credentials(request, www)
+        if creds is None:
+            return self.challenge(www, now)
+        state = self.nonces.check(creds.nonce, now)
+        if state is NonceState.INVALID:
+            # Ours or not, a nonce we cannot vouch for gets a fresh challenge.
+            return self.challenge(www, now)
+        username, _, domain = creds.username.partition("@")
+        # "bob" or "bob@example.com" (some clients send the AoR; sipsak even "bob@").
+        domain = (domain or claimed.host).lower()
+        subscriber = await asyncio.to_thread(self.subscribers.get, username, domain)
+        stored = (subscriber or _DUMMY).hash_for(creds.algorithm, self.realm)
+        try:
+            expected = expected_response(creds, stored or _DUMMY.ha1, request.method)
+        except ValueError:
+            log.info("auth: %s from %s: unsupported algorithm/qop %s/%s", request.method,
+                     where, creds.algorithm, creds.qop)
+            return self.challenge(www, now)
+        if subscriber is None or stored is None or not hmac.compare_digest(
+                expected.encode(), creds.response.lower().encode()):
+            why = ("unknown user" if subscriber is None else
+                   f"no {creds.algorithm} hash stored" if stored is None else "wrong password")
+            blocked = self.failures.failure(ip, now)
+            log.warning("auth failure from %s: %s as %s@%s (%s)%s", where, request.method,
+                        username, domain, why,
+                        "; source blocked" if blocked else "")
+            return self.challenge(www, now)
+        if state is NonceState.STALE:
+            # Right password, old nonce: RFC 7616 §3.3 stale=true, the client retries.
+            return self.challenge(www, now, stale=True)
+        if not self.nonces.use(creds.nonce, creds.nc_value if creds.qop else None):
+            log.warning("auth: replayed nonce from %s (%s@%s, nc=%s)", where, username, domain,
+                        creds.nc)
+            return self.challenge(www, now, stale=True)
+        self.failures.success(ip)
+        identity = f"sip:{username}@{domain}"
+        if claimed.user != username or claimed.host.lower() != domain:
+            log.warning("auth: %s from %s authenticated as %s but claims %s", request.method,
+                        where, identity, claimed.aor())
+            return Verdict(False, status=403,
+                           reason=f"Forbidden - {'To' if www else 'From'} is not yours")
+        return Verdict(True, identity=identity)
+
+    def _credentials(self, request: Request, www: bool) -> Credentials | None:
+        """The client's credentials for our realm, None when it sent none usable."""
+        name = "Authorization" if www else "Proxy-Authorization"
+        for value in request.headers.get_all(name):
+            try:
+                creds = parse_credentials(value)
+            except ParseError:
+                continue
+            if creds.realm == self.realm:
+                return creds
+        return None
+
+
+def consume_credentials(request: Request, realm: str) -> None:
+    """Remove our Proxy-Authorization before relaying (Kamailio's consume_credentials)."""
+    keep = []
+    for value in request.headers.get_all("Proxy-Authorization"):
+        try:
+            ours = parse_credentials(value).realm == realm
+        except ParseError:
+            ours = False
+        if not ours:
+            keep.append(value)
+    request.headers.remove("Proxy-Authorization")
+    for value in keep:
+        request.headers.add("Proxy-Authorization", value)

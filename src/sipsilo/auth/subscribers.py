@@ -1,0 +1,226 @@
+"""The subscriber table: Kamailio's, plus one column, in the silo's database.
+
+Kamailio's ``subscriber`` table (schema version 7) column for column, so that an
+existing Kamailio user base works as is and Kamailio's ``auth_db`` can use users
+created here: ``ha1`` = MD5(user:realm:password), ``ha1b`` = MD5(user@domain:realm:
+password), as kamctl writes them. Our addition, ``ha1_sha256`` = SHA-256(user:realm:
+password), is defaulted, so Kamailio's INSERTs (which name their columns) still work.
+
+The plaintext ``password`` column stays empty when sipsilo writes a user; a row that has
+one (kamctl with STORE_PLAINTEXT_PW=1) is accepted and used for whatever hash is missing.
+
+The DDL is built from the same dialect-neutral :class:`Column` descriptions as the silo
+table, so the MySQL/PostgreSQL backends get it for free; the store below is SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sipsilo.silo.schema import (
+    KAMAILIO_VERSION_TABLE,
+    SIPSILO_VERSION_TABLE,
+    Column,
+    Dialect,
+    MigrationContext,
+    check_identifier,
+    column_ddl,
+    kamailio_version_table_sql,
+    sipsilo_version_table_sql,
+)
+from sipsilo.sip.digest import ha1 as digest_ha1
+
+#: Kamailio's version row for the subscriber table (Kamailio 5.x).
+KAMAILIO_SUBSCRIBER_VERSION = 7
+SUBSCRIBER_SCHEMA_VERSION = 1
+
+KAMAILIO_COLUMNS: tuple[Column, ...] = (
+    Column("id", "id", not_null=True),
+    Column("username", "varchar", 64, "", True),
+    Column("domain", "varchar", 64, "", True),
+    Column("password", "varchar", 64, "", True),
+    Column("ha1", "varchar", 128, "", True),
+    Column("ha1b", "varchar", 128, "", True),
+)
+EXTRA_COLUMNS: tuple[Column, ...] = (
+    Column("ha1_sha256", "varchar", 128, "", True, kamailio=False),
+)
+COLUMNS = KAMAILIO_COLUMNS + EXTRA_COLUMNS
+
+
+def _unique_name(table: str, dialect: Dialect) -> str:
+    # Same naming rule as Kamailio's DDL (and silo.schema): per table on MySQL only.
+    return "account_idx" if dialect == "mysql" else f"{table}_account_idx"
+
+
+def _username_index_name(table: str, dialect: Dialect) -> str:
+    return "username_idx" if dialect == "mysql" else f"{table}_username_idx"
+
+
+def create_table_sql(table: str, dialect: Dialect) -> str:
+    check_identifier(table)
+    cols = ",\n    ".join(column_ddl(c, dialect) for c in COLUMNS)
+    return (f"CREATE TABLE IF NOT EXISTS {table} (\n    {cols},\n"
+            f"    CONSTRAINT {_unique_name(table, dialect)} UNIQUE (username, domain)\n)")
+
+
+def create_index_sql(table: str, dialect: Dialect) -> str:
+    ine = "" if dialect == "mysql" else "IF NOT EXISTS "
+    return f"CREATE INDEX {ine}{_username_index_name(table, dialect)} ON {table} (username)"
+
+
+def full_ddl(table: str = "subscriber", dialect: Dialect = "sqlite") -> list[str]:
+    return [kamailio_version_table_sql(dialect), create_table_sql(table, dialect),
+            create_index_sql(table, dialect), sipsilo_version_table_sql(dialect)]
+
+
+def ensure_schema(ctx: MigrationContext) -> None:
+    """Create the table, or adopt Kamailio's by adding our column; idempotent.
+
+    Runs inside the caller's transaction (``ctx.table`` is the subscriber table).
+    """
+    ctx.execute(kamailio_version_table_sql(ctx.dialect))
+    ctx.execute(sipsilo_version_table_sql(ctx.dialect))
+    existing = ctx.columns()
+    if not existing:
+        ctx.execute(create_table_sql(ctx.table, ctx.dialect))
+    else:
+        missing = [c.name for c in KAMAILIO_COLUMNS if c.name not in existing]
+        if missing:
+            raise ValueError(f"table {ctx.table!r} exists but lacks Kamailio subscriber "
+                             f"columns {missing}")
+        for col in EXTRA_COLUMNS:
+            if col.name not in existing:
+                ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    if _username_index_name(ctx.table, ctx.dialect) not in ctx.indexes():
+        ctx.execute(create_index_sql(ctx.table, ctx.dialect))
+    ctx.execute(f"SELECT table_version FROM {KAMAILIO_VERSION_TABLE} WHERE table_name = ?",
+                (ctx.table,))
+    if ctx.cur.fetchone() is None:
+        ctx.execute(f"INSERT INTO {KAMAILIO_VERSION_TABLE} (table_name, table_version) "
+                    "VALUES (?, ?)", (ctx.table, KAMAILIO_SUBSCRIBER_VERSION))
+    component = f"auth:{ctx.table}"
+    ctx.execute(f"SELECT version FROM {SIPSILO_VERSION_TABLE} WHERE component = ?", (component,))
+    if ctx.cur.fetchone() is None:
+        ctx.execute(f"INSERT INTO {SIPSILO_VERSION_TABLE} (component, version) VALUES (?, ?)",
+                    (component, SUBSCRIBER_SCHEMA_VERSION))
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    username: str
+    domain: str
+    password: str   # plaintext, normally "" (only Kamailio tools may set it)
+    ha1: str        # MD5(username:realm:password)
+    ha1b: str       # MD5(username@domain:realm:password), Kamailio's
+    ha1_sha256: str  # SHA-256(username:realm:password), ours
+
+    def hash_for(self, algorithm: str, realm: str) -> str | None:
+        """The stored HA1 for a digest *algorithm* ("MD5", "SHA-256", "-sess" too).
+
+        Falls back to the plaintext password when the hash column is empty; None if
+        neither is there (a Kamailio-made user has no SHA-256 hash until a passwd).
+        """
+        sha = algorithm.upper().startswith("SHA-256")
+        stored = self.ha1_sha256 if sha else self.ha1
+        if stored:
+            return stored.lower()
+        if self.password:
+            return digest_ha1("SHA-256" if sha else "MD5", self.username, realm, self.password)
+        return None
+
+
+def hashes(username: str, domain: str, realm: str, password: str) -> tuple[str, str, str]:
+    """(ha1, ha1b, ha1_sha256) as stored."""
+    return (digest_ha1("MD5", username, realm, password),
+            digest_ha1("MD5", f"{username}@{domain}", realm, password),
+            digest_ha1("SHA-256", username, realm, password))
+
+
+_SELECT = "SELECT id, username, domain, password, ha1, ha1b, ha1_sha256 FROM {t}"
+
+
+def _row(r: Sequence[object]) -> Subscriber:
+    return Subscriber(int(str(r[0])), *(str(v or "") for v in r[1:7]))
+
+
+class SqliteSubscribers:
+    """Subscriber rows in a SQLite file; synchronous, thread-safe (one connection).
+
+    The server calls :meth:`get` through ``asyncio.to_thread``; the CLI calls it
+    directly. Writes use ``BEGIN IMMEDIATE`` and ``busy_timeout``, so they wait for a
+    running server's silo writer instead of failing.
+    """
+
+    def __init__(self, path: str, table: str = "subscriber", busy_timeout: float = 10.0) -> None:
+        self.table = check_identifier(table)
+        self.path = path
+        self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                ensure_schema(MigrationContext(cur, "sqlite", self.table))
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def get(self, username: str, domain: str) -> Subscriber | None:
+        with self._lock:
+            r = self._conn.execute(_SELECT.format(t=self.table) +
+                                   " WHERE username = ? AND domain = ?",
+                                   (username, domain)).fetchone()
+        return _row(r) if r else None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
+
+    def list(self) -> list[Subscriber]:
+        with self._lock:
+            rows = self._conn.execute(_SELECT.format(t=self.table) +
+                                      " ORDER BY domain, username").fetchall()
+        return [_row(r) for r in rows]
+
+    def add(self, username: str, domain: str, realm: str, password: str) -> None:
+        ha1, ha1b, ha1_sha256 = hashes(username, domain, realm, password)
+        with self._lock:
+            try:
+                self._conn.execute(
+                    f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b,"
+                    " ha1_sha256) VALUES (?, ?, '', ?, ?, ?)",
+                    (username, domain, ha1, ha1b, ha1_sha256))
+            except sqlite3.IntegrityError:
+                raise ValueError(f"user {username}@{domain} exists already "
+                                 "(use 'sipsilo user passwd')") from None
+
+    def set_password(self, username: str, domain: str, realm: str, password: str) -> bool:
+        ha1, ha1b, ha1_sha256 = hashes(username, domain, realm, password)
+        with self._lock:
+            # The plaintext column is cleared: it would otherwise hold the old password.
+            cur = self._conn.execute(
+                f"UPDATE {self.table} SET password = '', ha1 = ?, ha1b = ?, ha1_sha256 = ?"
+                " WHERE username = ? AND domain = ?",
+                (ha1, ha1b, ha1_sha256, username, domain))
+            return cur.rowcount > 0
+
+    def remove(self, username: str, domain: str) -> bool:
+        with self._lock:
+            cur = self._conn.execute(
+                f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
+                (username, domain))
+            return cur.rowcount > 0
