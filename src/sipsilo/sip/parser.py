@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sipsilo.sip.dates import parse_rfc1123
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.grammar import TOKEN_CHARS, is_token
+from sipsilo.sip.grammar import is_token
 from sipsilo.sip.headers import _CANONICAL, Headers
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri, parse_uri
@@ -53,7 +53,7 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
         if colon <= 0:
             raise ParseError(400, "Malformed header line", answerable=False)
         raw_name = line[:colon].rstrip(" \t")
-        if not raw_name or any(c not in TOKEN_CHARS for c in raw_name):
+        if not is_token(raw_name):
             raise ParseError(400, "Malformed header name", answerable=False)
         low = raw_name.lower()
         name = canonical.get(low, raw_name)
@@ -81,11 +81,14 @@ def error_response(data: bytes, error: ParseError) -> Response | None:
         return None
     try:
         start_line, headers, _ = _parse_head(data)
-        if start_line[:4].upper() == "SIP/":
+        if start_line[:4].upper() == "SIP/" or "Via" not in headers:
             return None
         return Request("ERROR", "invalid:", headers).make_response(error.status, error.reason)
     except ParseError:
         return None
+
+
+_MANDATORY = tuple((n, n.lower()) for n in ("Via", "From", "To", "Call-ID", "CSeq"))
 
 
 def _check_mandatory(msg: Request | Response) -> ParseError | None:
@@ -95,9 +98,12 @@ def _check_mandatory(msg: Request | Response) -> ParseError | None:
     not re-serialised) and a parseable top Via to be routed back, so a bad
     *value* in the others still leaves the error answerable.
     """
-    h = msg.headers
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name not in h:
+    # One pass over the header list instead of a scan per mandatory name.
+    counts: dict[str, int] = {}
+    for key, _, _ in msg.headers._items:
+        counts[key] = counts.get(key, 0) + 1
+    for name, key in _MANDATORY:
+        if key not in counts:
             return ParseError(400, f"Missing {name} header", answerable=False)
     try:
         if not msg.vias:
@@ -105,11 +111,14 @@ def _check_mandatory(msg: Request | Response) -> ParseError | None:
     except ParseError as exc:
         return ParseError(exc.status, exc.reason, answerable=False)
     for name in _SINGLE:
-        if len(h.get_lines(name)) > 1:
+        if counts.get(name.lower(), 0) > 1:
             return ParseError(400, f"Multiple {name} headers")
     try:
-        msg.from_  # noqa: B018 - parse now so a bad value is caught here
-        msg.to  # noqa: B018
+        if isinstance(msg, Request):
+            # A response is only matched (Via, CSeq) and relayed: its From and
+            # To are parsed if and when someone reads them.
+            msg.from_  # noqa: B018 - parse now so a bad value is caught here
+            msg.to  # noqa: B018
         msg.call_id  # noqa: B018
         msg.cseq  # noqa: B018
     except ParseError as exc:
@@ -250,6 +259,11 @@ class StreamFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def pending(self) -> bytes:
+        """The unframed bytes; after a ParseError they start with the bad message."""
+        return bytes(self._buf)
+
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
         out: list[bytes] = []
@@ -285,10 +299,12 @@ def _stream_content_length(head: bytes) -> int:
         if colon and name.strip().lower() in (b"content-length", b"l"):
             v = rest.strip()
             if value is not None and v != value:
-                raise ParseError(400, "Multiple Content-Length headers", answerable=False)
+                raise ParseError(400, "Multiple Content-Length headers")
             value = v
+    # The header block is complete, so a request can still be answered (the
+    # connection is closed after: the stream cannot be resynchronised).
     if value is None:
-        raise ParseError(400, "Missing Content-Length header", answerable=False)
+        raise ParseError(400, "Missing Content-Length header")
     if not value.isdigit() or len(value.lstrip(b"0")) > _MAX_CONTENT_LENGTH_DIGITS:
-        raise ParseError(400, "Bad Content-Length header", answerable=False)
+        raise ParseError(400, "Bad Content-Length header")
     return int(value)

@@ -55,7 +55,7 @@ class TcpConnection(asyncio.Protocol):
         except ParseError as exc:
             # Framing is lost for good: nothing after this point can be trusted.
             log.warning("closing tcp connection from %s: %s", self.flow, exc.reason)
-            self._registry.on_framing_error(data, self.flow, exc)
+            self._registry.on_framing_error(self._framer.pending, self.flow, exc)
             self.close()
             return
         for message in messages:
