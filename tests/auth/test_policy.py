@@ -151,7 +151,8 @@ def test_failures_block_the_source_without_verifying() -> None:
     assert v.status == 403 and "too many" in v.reason
     assert auth.subscribers.lookups == before  # type: ignore[attr-defined]
     # another source is not affected; the blocked one is let in again after block_time
-    assert check(auth, request(auth=answer(check(auth, request()))), src=("192.0.2.8", 1)).ok
+    other = ("192.0.2.8", 1)
+    assert check(auth, request(auth=answer(check(auth, request(), src=other))), src=other).ok
     assert check(auth, request(auth=good), now=NOW + 61).ok
 
 
