@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import math
 import os
@@ -28,13 +27,15 @@ from sipsilo.config import Config
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
-from sipsilo.registrar.location import MemoryLocationService
 from sipsilo.registrar.registrar import Registrar
+from sipsilo.registrar.sql_location import open_location
 from sipsilo.routing.dispatch import Dispatcher
 from sipsilo.routing.loader import load_route
 from sipsilo.routing.services import Services
 from sipsilo.silo.admin import open_store
 from sipsilo.silo.delivery import DeliveryEngine
+from sipsilo.silo.sqlbase import StoreUnavailable
+from sipsilo.sip.uri import canonical_host
 from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
@@ -52,13 +53,6 @@ def run(config: Config) -> None:
     event_loop.run(serve(config))
 
 
-def _canon(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host.lower()
-
-
 class Server:
     """A running sipsilo: every component, started and stopped together."""
 
@@ -74,16 +68,20 @@ class Server:
             log.warning("workers = %d: only one worker process is supported so far; "
                         "running one", cfg.server.workers)
         route = load_route(cfg.server.route)
-        self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir)
-        await self.store.open()
-        self.location = MemoryLocationService()
-        domains = {_canon(d) for d in cfg.server.effective_domains()}
+        self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
+                                pool_min=cfg.msilo.db_pool_min, pool_max=cfg.msilo.db_pool_max)
+        try:
+            await self.store.open()
+        except StoreUnavailable as exc:  # one line naming the key, not a traceback
+            raise StoreUnavailable(f"msilo.db_url: {exc}") from None
+        self.location = await open_location(cfg)
+        domains = {canonical_host(d) for d in cfg.server.effective_domains()}
         self.registrar = Registrar(
             self.location,
             cfg.registrar.default_expires,
             cfg.registrar.min_expires,
             cfg.registrar.max_expires,
-            domains=lambda host: _canon(host) in domains,
+            domains=lambda host: canonical_host(host) in domains,
         )
         timers = TimerConfig(
             fr_timer=cfg.tm.fr_timer, fr_inv_timer=cfg.tm.fr_inv_timer, wt_timer=cfg.tm.wt_timer
@@ -154,6 +152,9 @@ class Server:
                 await component.aclose()
         if hasattr(self, "store"):
             await self.store.close()
+        close_location = getattr(getattr(self, "location", None), "aclose", None)
+        if close_location is not None:  # a SQL location service's pool
+            await close_location()
         subscribers = getattr(self, "subscribers", None)
         if subscribers is not None:
             subscribers.close()

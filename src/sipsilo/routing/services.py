@@ -7,7 +7,6 @@ how a binding is reached, where the offline notice goes.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,19 +24,12 @@ from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
 from sipsilo.silo.store import SiloStore
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, canonical_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.resolve import ResolveError, resolve_uri
 from sipsilo.transport.flow import Flow, Target
 
 log = logging.getLogger(__name__)
-
-
-def _canon_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host.lower()
 
 
 @dataclass
@@ -58,7 +50,7 @@ class Services:
 
     # ------------------------------------------------------------- myself
     def is_myself_host(self, host: str) -> bool:
-        return _canon_host(host) in self.domains
+        return canonical_host(host) in self.domains
 
     def is_myself(self, uri: SipUri | str | None) -> bool:
         """uri==myself: a served domain, on one of our ports when a port is given."""

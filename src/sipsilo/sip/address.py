@@ -7,6 +7,7 @@ from typing import Literal
 
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.grammar import (
+    HAS_WS,
     WS,
     format_params,
     get_param,
@@ -80,7 +81,7 @@ class NameAddr:
             if "?" in uri_text:
                 # RFC 3261 §20.10: a URI with headers must be in <...>.
                 raise ParseError(400, f"URI with headers not in <> in {header} header")
-        if not uri_text or any(c in WS for c in uri_text):
+        if not uri_text or HAS_WS(uri_text):
             raise ParseError(400, f"Bad URI in {header} header")
         try:
             uri = parse_uri(uri_text)

@@ -1,10 +1,15 @@
 """Small RFC 3261 lexical helpers shared by the header-value parsers.
 
 Everything here is a linear scan: the parser sees untrusted input, so no
-backtracking regular expressions are used on header values.
+backtracking regular expressions are used on header values. The only regular
+expressions are single character classes (`[...]+` with fullmatch), which run
+in linear time in C and are an order of magnitude faster than a Python loop
+over the characters.
 """
 
 from __future__ import annotations
+
+import re
 
 from sipsilo.sip.errors import ParseError
 
@@ -16,12 +21,17 @@ WORD_CHARS = TOKEN_CHARS | frozenset('()<>:\\"/[]?{}')
 WS = " \t"
 
 
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_WORD_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+")
+HAS_WS = re.compile(r"[ \t]").search
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def is_word(text: str) -> bool:
-    return bool(text) and all(c in WORD_CHARS for c in text)
+    return _WORD_RE.fullmatch(text) is not None
 
 
 def split_quoted(text: str, sep: str, header: str = "header") -> list[str]:

@@ -8,6 +8,7 @@ and in order, and the common case costs one list append per line.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 from sipsilo.sip.grammar import split_list
 
@@ -82,6 +83,7 @@ def canonical_name(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=1024)
 def _key(name: str) -> str:
     low = name.lower()
     canon = _CANONICAL.get(low)
@@ -91,16 +93,19 @@ def _key(name: str) -> str:
 class Headers:
     """Ordered multi-map of header fields.
 
-    ``version`` increases on every mutation so messages can cache parsed
-    views of header values and notice when they go stale.
+    ``version`` increases on every mutation, and ``changed(name)`` tells the
+    version at which that one header last changed, so messages can cache
+    parsed views of header values and notice when they go stale -- without
+    re-parsing From and CSeq because a proxy touched the Via.
     """
 
-    __slots__ = ("_items", "version")
+    __slots__ = ("_changed", "_items", "version")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # Each entry: [lower-case canonical key, canonical name, value]
         self._items: list[tuple[str, str, str]] = []
         self.version = 0
+        self._changed: dict[str, int] = {}
         for name, value in items:
             self.add(name, value)
 
@@ -110,7 +115,17 @@ class Headers:
         h = cls.__new__(cls)
         h._items = entries
         h.version = 0
+        h._changed = {}
         return h
+
+    def _bump(self, key: str) -> None:
+        self.version += 1
+        self._changed[key] = self.version
+
+    def changed(self, key: str) -> int:
+        """Version at which the header with lower-case canonical ``key`` last
+        changed (0: never since parsing)."""
+        return self._changed.get(key, 0)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field value for ``name`` (the whole line, not split)."""
@@ -138,8 +153,9 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         canon = canonical_name(name)
-        self._items.append((canon.lower(), canon, value))
-        self.version += 1
+        key = canon.lower()
+        self._items.append((key, canon, value))
+        self._bump(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of ``name`` (or at the top if absent)."""
@@ -151,7 +167,7 @@ class Headers:
                 break
         else:
             self._items.insert(0, (key, canon, value))
-        self.version += 1
+        self._bump(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of ``name`` with one, keeping the first position."""
@@ -169,7 +185,7 @@ class Headers:
         if not placed:
             out.append((key, canon, value))
         self._items = out
-        self.version += 1
+        self._bump(key)
 
     def set_all(self, name: str, values: Iterable[str]) -> None:
         """Replace every field of ``name`` with one line per value, at the
@@ -181,12 +197,12 @@ class Headers:
         kept = [e for e in self._items[:pos] if e[0] != key]
         tail = [e for e in self._items[pos:] if e[0] != key]
         self._items = kept + new + tail
-        self.version += 1
+        self._bump(key)
 
     def remove(self, name: str) -> None:
         key = _key(name)
         self._items = [e for e in self._items if e[0] != key]
-        self.version += 1
+        self._bump(key)
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first field line of ``name`` and return its value."""
@@ -194,7 +210,7 @@ class Headers:
         for i, (k, _, v) in enumerate(self._items):
             if k == key:
                 del self._items[i]
-                self.version += 1
+                self._bump(key)
                 return v
         return None
 
@@ -212,7 +228,7 @@ class Headers:
                     del self._items[i]
                 else:
                     self._items[i] = (k, canon, ", ".join(parts[1:]))
-                self.version += 1
+                self._bump(key)
                 return parts[0] if parts else ""
         return None
 
@@ -220,7 +236,11 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = _key(name)
-        return any(k == key for k, _, _ in self._items)
+        # A plain loop: any() over a generator costs a frame per item here.
+        for k, _, _ in self._items:  # noqa: SIM110
+            if k == key:
+                return True
+        return False
 
     def items(self) -> list[tuple[str, str]]:
         """All fields as (canonical name, value), in order."""
@@ -230,6 +250,7 @@ class Headers:
         h = Headers.__new__(Headers)
         h._items = list(self._items)
         h.version = 0
+        h._changed = {}
         return h
 
     def __iter__(self) -> Iterator[tuple[str, str]]:

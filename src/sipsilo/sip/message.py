@@ -9,6 +9,7 @@ assign it back (``msg.to = to``) or edit ``msg.headers``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Literal, TypeVar
 
@@ -23,6 +24,13 @@ from sipsilo.sip.via import Via
 __all__ = ["Message", "Request", "Response", "reason_phrase"]
 
 SIP_VERSION = "SIP/2.0"
+_HAS_SPACE = re.compile(r"\s").search
+# Cache key of a parsed view -> lower-case canonical name of its header.
+_HEADER_OF = {
+    "call_id": "call-id", "cseq": "cseq", "from": "from", "to": "to", "vias": "via",
+    "max_forwards": "max-forwards", "contacts": "contact", "routes": "route",
+    "record_routes": "record-route",
+}
 _MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: the sequence number is < 2**31
 
 T = TypeVar("T")
@@ -64,7 +72,10 @@ class Message:
         self._cache: dict[str, tuple[tuple[int, int], object]] = {}
 
     def _cached(self, key: str, build: Callable[[], T]) -> T:
-        stamp = (id(self.headers), self.headers.version)
+        # Stale only when *this* header changed (or the Headers object was
+        # replaced): relaying rewrites Via and Route, not From or CSeq.
+        headers = self.headers
+        stamp = (id(headers), headers._changed.get(_HEADER_OF.get(key, key), 0))
         hit = self._cache.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1]  # type: ignore[return-value]
@@ -86,7 +97,7 @@ class Message:
             if not lines:
                 raise ParseError(400, "Missing Call-ID header", answerable=False)
             value = lines[0].strip()
-            if not value or any(c.isspace() for c in value):
+            if not value or _HAS_SPACE(value):
                 raise ParseError(400, "Bad Call-ID header", answerable=False)
             return value
 

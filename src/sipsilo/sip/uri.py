@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from sipsilo.sip.errors import ParseError
 
@@ -20,6 +21,22 @@ HEADER_SAFE = frozenset(_UNRESERVED + "[]/?:+$")
 _HOST_CHARS = frozenset(_ALNUM + "-.")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _SCHEME_CHARS = frozenset(_ALNUM + "+-.")
+
+
+def _class_re(chars: frozenset[str]) -> re.Pattern[str]:
+    # One character class, fullmatch: linear, and run in C.
+    return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]*")
+
+
+_SAFE_RE = {
+    USER_SAFE: _class_re(USER_SAFE | {"%"}),
+    PASSWORD_SAFE: _class_re(PASSWORD_SAFE | {"%"}),
+    PARAM_SAFE: _class_re(PARAM_SAFE | {"%"}),
+    HEADER_SAFE: _class_re(HEADER_SAFE | {"%"}),
+}
+_UNESCAPED_RE = {safe: _class_re(safe) for safe in _SAFE_RE}
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+")
+_BAD_URI_CHAR = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]").search
 
 
 def unescape(text: str, what: str = "URI") -> str:
@@ -48,7 +65,8 @@ def unescape(text: str, what: str = "URI") -> str:
 
 def escape(text: str, safe: frozenset[str]) -> str:
     """%-escape every character of ``text`` not in ``safe``."""
-    if all(c in safe for c in text):
+    fast = _UNESCAPED_RE.get(safe)
+    if fast is not None and fast.fullmatch(text) is not None:
         return text
     out: list[str] = []
     for c in text:
@@ -60,6 +78,9 @@ def escape(text: str, safe: frozenset[str]) -> str:
 
 
 def _check_chars(text: str, safe: frozenset[str], what: str) -> None:
+    fast = _SAFE_RE.get(safe)
+    if fast is not None and fast.fullmatch(text) is not None:
+        return
     for c in text:
         if c not in safe and c != "%":
             raise ParseError(400, f"Bad character in {what}")
@@ -77,7 +98,7 @@ def parse_host(text: str, what: str = "URI") -> str:
         except ValueError:
             raise ParseError(400, f"Bad IPv6 reference in {what}") from None
         return text[1:-1].lower()
-    if not all(c in _HOST_CHARS for c in text):
+    if _HOST_RE.fullmatch(text) is None:
         raise ParseError(400, f"Bad host in {what}")
     if text[0] in "-." or ".." in text:
         raise ParseError(400, f"Bad host in {what}")
@@ -129,6 +150,14 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        # SipUri is immutable, so one parse of a given text can be shared: the
+        # same From, Contact and domain URIs arrive again and again.
+        if cls is SipUri:
+            return _parse_cached(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> SipUri:
         scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
         if not colon or scheme not in ("sip", "sips"):
@@ -136,9 +165,8 @@ class SipUri:
                              if colon else "Bad URI")
         if not rest:
             raise ParseError(400, "Bad URI")
-        for c in rest:
-            if c <= " " or c == "\x7f" or c in '"<>\\^`{|}':
-                raise ParseError(400, "Bad character in URI")
+        if _BAD_URI_CHAR(rest):
+            raise ParseError(400, "Bad character in URI")
         user = password = None
         at = rest.find("@")
         if at >= 0:
@@ -256,17 +284,17 @@ class SipUri:
 
     @property
     def host_is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
+        return _is_ip(self.host)
 
     @property
     def maddr(self) -> str | None:
         return self.param("maddr") or None
 
     def aor(self) -> str:
+        return self._aor
+
+    @cached_property
+    def _aor(self) -> str:
         """``sip:user@host`` without port or parameters: the location-service key.
 
         sips is folded into sip so a user registered over TLS and reached over
@@ -296,3 +324,27 @@ def parse_uri(text: str) -> SipUri | str:
         if c <= " " or c == "\x7f" or c in '"<>':
             raise ParseError(400, "Bad character in URI")
     return text
+
+
+@lru_cache(maxsize=16384)
+def _parse_cached(text: str) -> SipUri:
+    return SipUri._parse(text)
+
+
+@lru_cache(maxsize=4096)
+def canonical_host(host: str) -> str:
+    """A host in one spelling for comparisons: IP addresses normalised
+    (``::0001`` is ``::1``), names lower-cased."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+@lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.grammar import (
+    HAS_WS,
     WS,
     format_params,
     get_param,
@@ -57,7 +58,7 @@ class Via:
             if tail.startswith(":"):
                 tail = ":" + tail[1:].strip(WS)
             sent_by = sent_by[: end + 1] + tail
-        if not sent_by or any(c in WS for c in sent_by):
+        if not sent_by or HAS_WS(sent_by):
             raise ParseError(400, "Bad Via header")
         try:
             host, port = split_hostport(sent_by, "Via header")
