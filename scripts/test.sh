@@ -23,7 +23,7 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
 
 echo "== ruff"
-python3 -m ruff check src tests
+python3 -m ruff check src tests examples
 echo "== mypy --strict (sip, transaction)"
 python3 -m mypy --strict src/sipsilo/sip src/sipsilo/transaction
 echo "== pytest"
