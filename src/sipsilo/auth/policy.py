@@ -135,7 +135,9 @@ class Authenticator:
         where = f"{ip}:{source[1]}"
         until = self.failures.blocked_until(ip, now)
         if until is not None:
-            log.info("auth: %s %s refused unverified: source blocked for %ds more",
+            # debug only: a blocked brute-forcer must not flood the log (the block
+            # itself was logged as a warning when it began)
+            log.debug("auth: %s %s refused unverified: source blocked for %ds more",
                      request.method, where, int(until - now) + 1)
             return Verdict(False, status=403, reason="Forbidden - too many failed attempts")
         claimed = request.to.uri if www else request.from_.uri
