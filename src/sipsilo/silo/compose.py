@@ -23,7 +23,8 @@ from sipsilo.sip.uri import SipUri
 # Headers that describe the transport or the transaction, or that the
 # delivery rebuilds itself; everything else in the MESSAGE (Subject,
 # P-Asserted-Identity, Privacy, X-..., IMDN's Message-ID headers carried
-# outside CPIM, ...) is kept verbatim and re-emitted on delivery.
+# outside CPIM, Content-Encoding, which the stored body needs to be read,
+# ...) is kept verbatim and re-emitted on delivery.
 _NOT_KEPT = frozenset(
     h.lower()
     for h in (
@@ -31,7 +32,7 @@ _NOT_KEPT = frozenset(
         "Content-Type", "Contact", "Route", "Record-Route", "Expires", "Date",
         "User-Agent", "Server", "Authorization", "Proxy-Authorization", "Allow",
         "Supported", "Require", "Proxy-Require", "Accept", "Accept-Encoding",
-        "Accept-Language", "Path", "Min-Expires", "Content-Encoding",
+        "Accept-Language", "Path", "Min-Expires",
     )
 )
 
@@ -140,9 +141,6 @@ def delivery_request(
     """The MESSAGE that delivers a stored row to the user's contact."""
     body = msg.body
     ctype = msg.ctype or "text/plain"
-    if add_date and media_type(ctype) == "text/plain":
-        # Kamailio's exact prefix, so users see what msilo always showed them.
-        body = f"[Offline message - {ctime_prefix(msg.inc_time)}] ".encode() + body
     headers = Headers()
     headers.add("Max-Forwards", "70")
     headers.add("From", f"<{msg.src_addr}>;tag={new_tag()}")
@@ -159,6 +157,11 @@ def delivery_request(
         name, sep, value = line.partition(":")
         if sep and name.strip():
             headers.add(name.strip(), value.strip())
+    # A coded (e.g. gzip) body cannot take a text prefix without being corrupted.
+    coding = (headers.get("Content-Encoding") or "identity").strip().lower()
+    if add_date and media_type(ctype) == "text/plain" and coding == "identity":
+        # Kamailio's exact prefix, so users see what msilo always showed them.
+        body = f"[Offline message - {ctime_prefix(msg.inc_time)}] ".encode() + body
     return Request("MESSAGE", request_uri, headers, body)
 
 
