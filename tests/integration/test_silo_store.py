@@ -3,6 +3,7 @@ about it; what cannot be stored is refused with the status that says why."""
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import ServerProcess
-from tests.integration.silo_helpers import send_message, start_ua, wait_for
+from tests.integration.silo_helpers import register, send_message, start_ua, wait_for
 
 REGISTRAR = "sip:registrar@127.0.0.1"
 OFFLINE_TEXT = "User [{}] is offline. The message will be delivered when user goes online."
@@ -172,3 +173,28 @@ def test_full_mailbox_gets_486_with_a_reason(make_server: MakeServer) -> None:
     assert reply.start.startswith("SIP/2.0 486 ") and "full" in reply.start.lower()
     wait_for(lambda: len(server.rows()) == 2, 2)
     assert [r["body"] for r in server.rows()] == [b"fits 1\r\n", b"fits 2\r\n"]
+
+
+def test_coded_body_keeps_its_content_encoding_and_no_prefix(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    server = make_server(**{"msilo.check_time": 1})
+    gz = gzip.compress(b"compressed hello\n", mtime=0)
+    gz_file = tmp_path / "body.gz"
+    gz_file.write_bytes(gz)
+    result, _ = send_message(server, body=f'[file name="{gz_file}"]',
+                             headers="Content-Type: text/plain\nContent-Encoding: gzip\n")
+    assert result.returncode == 0, result.stdout
+    (row,) = server.rows()
+    assert row["body"] == gz + b"\r\n"  # SIPp ends the body with CRLF
+    assert "Content-Encoding: gzip\r\n" in row["extra_hdrs"]
+
+    ua = start_ua(server, calls=1)
+    register(server, ua.port)
+    ua.finish(10)
+    (got,) = ua.received()
+    assert got.header("Content-Encoding") == "gzip"
+    # Byte-exact, no "[Offline message ...]" in front of the compressed data.
+    # (SIPp's log stops at the body's first NUL, so compare length and start.)
+    assert got.header("Content-Length") == str(len(row["body"]))
+    assert got.body.startswith(b"\x1f\x8b")
