@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need (Debian: SIPp, sipsak, baresip; Python: the
+# Install what the tests need (Debian: SIPp, sipsak, baresip, sipvicious; Python: the
 # package with its test extras) and run every check: ruff, mypy, pytest.
 # This is the test command of the README's quick start; .ci/run calls it.
 set -euo pipefail
@@ -9,6 +9,7 @@ need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing Debian packages: ${need[*]}"
