@@ -168,7 +168,8 @@ def test_wrong_password_gets_401_again_and_no_dump(make_server: Make, tmp_path: 
     time.sleep(0.5)
     assert len(server.rows()) == 1
     listing = server.cli("location", "list")
-    assert "bob" not in listing.stdout
+    assert listing.returncode == 0, listing.stderr
+    assert "bob" not in listing.stdout  # no binding without an authenticated REGISTER
 
 
 def test_bobs_credentials_for_alices_aor_is_403(make_server: Make, tmp_path: Path) -> None:
