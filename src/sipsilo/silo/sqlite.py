@@ -179,6 +179,56 @@ class SqliteOps:
         self.conn.execute(self.sql_claim, (owner, now + claim_ttl, chosen))
         return self.get(chosen)
 
+    def claim_batch(
+        self, username: str, domain: str, owner: str, now: int, claim_ttl: int, limit: int
+    ) -> builtins.list[StoredMessage]:
+        """claim_next for a run of rows; inside a write transaction."""
+        chosen: builtins.list[int] = []
+        for rid, holder, until in self.conn.execute(self.sql_claim_scan, (username, domain, now)):
+            if holder is None or until < now:
+                chosen.append(rid)
+                if len(chosen) >= limit:
+                    break
+            elif holder != owner:
+                break  # an earlier message is in flight elsewhere: keep order
+        if not chosen:
+            return []
+        marks = ",".join("?" * len(chosen))
+        self.conn.execute(
+            f"UPDATE {self.table} SET claim_owner = ?, claim_until = ?, attempts = attempts + 1"
+            f" WHERE id IN ({marks})",
+            (owner, now + claim_ttl, *chosen),
+        )
+        rows = self.conn.execute(
+            f"SELECT {_COLS} FROM {self.table} WHERE id IN ({marks}) ORDER BY id", chosen
+        )
+        return [_row(r) for r in rows]
+
+    def confirm_many(self, ids: builtins.list[int], owner: str | None) -> int:
+        return self._by_ids(f"DELETE FROM {self.table}", ids, owner)
+
+    def release_many(self, ids: builtins.list[int], owner: str | None) -> int:
+        return self._by_ids(
+            f"UPDATE {self.table} SET claim_owner = NULL, claim_until = 0", ids, owner
+        )
+
+    def _by_ids(self, head: str, ids: builtins.list[int], owner: str | None) -> int:
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        sql = f"{head} WHERE id IN ({marks})"
+        args: builtins.list[Any] = list(ids)
+        if owner is not None:
+            sql += " AND claim_owner = ?"
+            args.append(owner)
+        return self.conn.execute(sql, args).rowcount
+
+    def release_owner(self, owner: str) -> int:
+        return self.conn.execute(
+            f"UPDATE {self.table} SET claim_owner = NULL, claim_until = 0 WHERE claim_owner = ?",
+            (owner,),
+        ).rowcount
+
     def confirm(self, id: int, owner: str | None = None) -> bool:
         if owner is None:
             cur = self.conn.execute(f"DELETE FROM {self.table} WHERE id = ?", (id,))
@@ -447,6 +497,23 @@ class SqliteSiloStore(SiloStore):
             lambda o: o.claim_next(username, domain, owner, int(now), int(claim_ttl))
         )
         return res
+
+    async def claim_batch(
+        self, username: str, domain: str, owner: str, now: int, claim_ttl: int, limit: int
+    ) -> builtins.list[StoredMessage]:
+        res: builtins.list[StoredMessage] = await self._submit(
+            lambda o: o.claim_batch(username, domain, owner, int(now), int(claim_ttl), limit)
+        )
+        return res
+
+    async def confirm_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
+        return int(await self._submit(lambda o: o.confirm_many(list(ids), owner)))
+
+    async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
+        return int(await self._submit(lambda o: o.release_many(list(ids), owner)))
+
+    async def release_owner(self, owner: str) -> int:
+        return int(await self._submit(lambda o: o.release_owner(owner)))
 
     async def confirm(self, id: int, owner: str | None = None) -> bool:
         return bool(await self._submit(lambda o: o.confirm(id, owner)))

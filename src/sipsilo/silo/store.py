@@ -144,6 +144,37 @@ class SiloStore(ABC):
     async def release(self, id: int, owner: str | None = None) -> bool:
         """Delivery failed: drop the claim, keep the row.  With *owner*, only if held by it."""
 
+    async def claim_batch(
+        self, username: str, domain: str, owner: str, now: int, claim_ttl: int, limit: int
+    ) -> builtins.list[StoredMessage]:
+        """Claim up to *limit* of the account's next messages, in order, for *owner*.
+
+        The same rule as claim_next, applied row after row: a dump claims a run
+        of messages in one database round trip instead of one per message.
+        Backends override this; the default calls claim_next.
+        """
+        out: builtins.list[StoredMessage] = []
+        while len(out) < limit:
+            msg = await self.claim_next(username, domain, owner, now, claim_ttl)
+            if msg is None:
+                break
+            out.append(msg)
+        return out
+
+    async def confirm_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
+        """confirm() for several rows at once (deletes batched after their 2xx)."""
+        return sum([await self.confirm(i, owner) for i in ids])
+
+    async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
+        """release() for several rows at once."""
+        return sum([await self.release(i, owner) for i in ids])
+
+    async def release_owner(self, owner: str) -> int:
+        """Drop every claim held by *owner*: a restarted instance reclaims nothing
+        it held before, so its users' messages are not blocked until the lease
+        lapses. Backends override this; the default does nothing."""
+        return 0
+
     @abstractmethod
     async def purge_expired(self, now: int) -> int:
         """Delete every row with ``exp_time <= now``; return how many.
