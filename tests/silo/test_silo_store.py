@@ -267,3 +267,39 @@ def test_lock_timeout_fails_batch_with_store_error(tmp_path: Path) -> None:
         await s.close()
 
     run(body)
+
+
+def test_claim_batch_in_order_and_stops_at_a_foreign_claim(tmp_path: Path) -> None:
+    async def body() -> None:
+        s = await opened(tmp_path / "m.db")
+        ids = [await s.store(msg(i)) for i in range(6)]
+        now = 2000
+        first = await s.claim_batch("bob", "example.com", "A", now, 30, 4)
+        assert [m.id for m in first] == ids[:4]
+        assert all(m.claim_owner == "A" and m.attempts == 1 for m in first)
+        # B sees the account's next row held by A: nothing, order is kept.
+        assert await s.claim_batch("bob", "example.com", "B", now, 30, 10) == []
+        # A delivered two, failed the third: those two go, the rest is freed.
+        assert await s.confirm_many(ids[:2], "A") == 2
+        assert await s.release_many(ids[2:4], "A") == 2
+        assert await s.confirm_many(ids[2:4], "B") == 0  # nobody's claim: nothing
+        again = await s.claim_batch("bob", "example.com", "B", now, 30, 10)
+        assert [m.id for m in again] == ids[2:]
+        await s.close()
+
+    run(body)
+
+
+def test_release_owner_frees_only_that_owners_claims(tmp_path: Path) -> None:
+    async def body() -> None:
+        s = await opened(tmp_path / "m.db")
+        await s.store(msg(1))
+        await s.store(msg(2, user="carol"))
+        await s.claim_batch("bob", "example.com", "A", 100, 30, 5)
+        await s.claim_batch("carol", "example.com", "B", 100, 30, 5)
+        assert await s.release_owner("A") == 1
+        held = {m.username: m.claim_owner for m in await s.list()}
+        assert held == {"bob": None, "carol": "B"}
+        await s.close()
+
+    run(body)
