@@ -140,6 +140,23 @@ class Message:
     def vias(self, value: Iterable[Via]) -> None:
         self.headers.set_all("Via", [str(v) for v in value])
 
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the top Via, leaving the others byte for byte.
+
+        The cached parse of the Via list is updated rather than dropped: the
+        stack stamps received/rport on every request and then reads the Vias
+        again to match the transaction.
+        """
+        vias = list(self.vias)
+        self.headers.pop_first_value("Via")
+        self.headers.prepend("Via", str(via))
+        if vias:
+            vias[0] = via
+        else:
+            vias = [via]
+        stamp = (id(self.headers), self.headers._changed.get("via", 0))
+        self._cache["vias"] = (stamp, vias)
+
     @property
     def top_via(self) -> Via | None:
         vias = self.vias

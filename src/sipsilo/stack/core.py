@@ -20,6 +20,7 @@ from sipsilo.sip.ids import new_branch
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.parser import parse_message
 from sipsilo.sip.via import Via
+from sipsilo.stack.completed import CompletedTransactions
 from sipsilo.stack.edge import answer_unparsable, fix_via_received
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction import effects as fx
@@ -31,6 +32,10 @@ from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import Transports
 
 log = logging.getLogger(__name__)
+
+# Timers a non-INVITE transaction arms when it completes over UDP (J for a
+# server, K for a client): from then on it only absorbs retransmissions.
+_LINGER_TIMERS = frozenset({"J", "K"})
 
 RequestHandler = Callable[[ServerTransaction], Awaitable[None] | None]
 StrayHandler = Callable[[Any, Flow], Awaitable[None] | None]
@@ -44,7 +49,10 @@ class _Machine(Protocol):
 class _Entry:
     """Book-keeping for one live transaction: its machine, timers and peer."""
 
-    __slots__ = ("flow", "future", "handle", "key", "machine", "on_provisional", "target", "timers")
+    __slots__ = (
+        "flow", "future", "handle", "key", "last_sent", "machine", "on_provisional", "sent_to",
+        "target", "timers",
+    )
 
     def __init__(self, key: tuple[str, ...], machine: Any) -> None:
         self.key = key
@@ -55,6 +63,8 @@ class _Entry:
         self.future: asyncio.Future[Response] | None = None  # client only
         self.handle: ServerTransaction | None = None  # server only
         self.on_provisional: Callable[[Response], None] | None = None
+        self.last_sent: bytes | None = None  # server: the last response, as sent
+        self.sent_to: Flow | None = None  # server: where it went (§18.2.2)
 
 
 class SipStack:
@@ -76,6 +86,8 @@ class SipStack:
         self._on_stray_response = on_stray_response
         self._server: dict[tuple[str, ...], _Entry] = {}
         self._client: dict[tuple[str, ...], _Entry] = {}
+        self._completed = CompletedTransactions()
+        self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"rx_requests": 0, "rx_responses": 0, "rx_errors": 0, "retransmissions": 0}
 
@@ -109,6 +121,14 @@ class SipStack:
     def _receive_request(self, request: Request, flow: Flow) -> None:
         fix_via_received(request, flow)
         key = server_key(request)
+        done = self._completed.get(key)
+        if done is not None:
+            # A retransmission after the final answer: the same answer again.
+            self.counters["retransmissions"] += 1
+            final, sent_to = done
+            if final is not None and sent_to is not None:
+                self._send_on_flow(final, sent_to)
+            return
         entry = self._server.get(key)
         if entry is not None:
             self.counters["retransmissions"] += 1
@@ -135,6 +155,8 @@ class SipStack:
         except ParseError:
             return
         entry = self._client.get(key)
+        if entry is None and key in self._completed:
+            return  # a retransmitted final response, already handled
         if entry is None:
             # e.g. a 2xx retransmission to an INVITE whose transaction ended.
             if self._on_stray_response is not None:
@@ -205,6 +227,9 @@ class SipStack:
             if isinstance(effect, fx.Send):
                 self._send_effect(entry, effect.message)
             elif isinstance(effect, fx.StartTimer):
+                if effect.name in _LINGER_TIMERS:
+                    self._linger(entry, effect.delay)
+                    continue
                 old = entry.timers.pop(effect.name, None)
                 if old is not None:
                     old.cancel()
@@ -225,6 +250,26 @@ class SipStack:
                     self._finish_client(entry, self._synthetic(entry, 503, "Service Unavailable"))
             elif isinstance(effect, fx.Terminated):
                 self._terminate(entry)
+
+    def _linger(self, entry: _Entry, delay: float) -> None:
+        """Completed non-INVITE transaction: keep only what absorbs retransmissions."""
+        for handle in entry.timers.values():
+            handle.cancel()
+        entry.timers.clear()
+        server = entry.handle is not None
+        table = self._server if server else self._client
+        if table.get(entry.key) is entry:
+            del table[entry.key]
+        final = entry.last_sent if server else None
+        self._completed.add(entry.key, final, entry.sent_to, delay)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def _sweep(self) -> None:
+        self._completed.expire()
+        self._sweeper = None
+        if len(self._completed):
+            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
     def _fire(self, entry: _Entry, name: str) -> None:
         entry.timers.pop(name, None)
@@ -271,7 +316,8 @@ class SipStack:
         data = message.serialise()
         if isinstance(message, Response):
             assert entry.flow is not None
-            self._send_response(message, entry.flow, data)
+            entry.last_sent = data
+            entry.sent_to = self._send_response(message, entry.flow, data)
             return
         if entry.flow is not None:
             try:
@@ -291,23 +337,26 @@ class SipStack:
             log.info("send to %s failed: %s", entry.target, exc)
             self._run(entry, entry.machine.on_transport_error())
 
-    def _send_response(self, response: Response, flow: Flow, data: bytes | None = None) -> None:
-        """RFC 3261 §18.2.2: back over the connection, or to received/rport."""
+    def _send_response(
+        self, response: Response, flow: Flow, data: bytes | None = None
+    ) -> Flow | None:
+        """RFC 3261 §18.2.2: back over the connection, or to received/rport.
+
+        Returns the flow it was sent on, so retransmissions can follow it.
+        """
         data = data if data is not None else response.serialise()
         if flow.reliable:
             self._send_on_flow(data, flow)
-            return
-        vias = response.vias
-        if not vias:
-            return
-        top = vias[0]
+            return flow
+        top = response.top_via
+        if top is None:
+            return None
         host = top.received or top.host
         rport = top.rport
         port = int(rport) if rport else (top.port or 5060)
-        if (host, port) == flow.remote:
-            self._send_on_flow(data, flow)
-        else:
-            self._send_on_flow(data, Flow("udp", flow.local, (host, port)))
+        dest = flow if (host, port) == flow.remote else Flow("udp", flow.local, (host, port))
+        self._send_on_flow(data, dest)
+        return dest
 
     def _send_on_flow(self, data: bytes, flow: Flow) -> None:
         try:
@@ -339,6 +388,9 @@ class SipStack:
             log.error("request handler failed", exc_info=task.exception())
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._completed.clear()
         for table in (self._server, self._client):
             for entry in list(table.values()):
                 for handle in entry.timers.values():
@@ -351,4 +403,4 @@ class SipStack:
 
     @property
     def live_transactions(self) -> int:
-        return len(self._server) + len(self._client)
+        return len(self._server) + len(self._client) + len(self._completed)

@@ -33,9 +33,7 @@ def fix_via_received(request: Request, flow: Flow) -> None:
             top.set_param("received", host)
         changed = True
     if changed:
-        # Replace only the top element: the other Vias stay byte-for-byte.
-        request.headers.pop_first_value("Via")
-        request.headers.prepend("Via", str(top))
+        request.replace_top_via(top)
 
 
 def answer_unparsable(data: bytes, exc: ParseError, server: str | None) -> bytes | None:

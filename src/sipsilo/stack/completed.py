@@ -1,0 +1,57 @@
+"""Transactions that have finished their work but must still absorb retransmissions.
+
+A non-INVITE transaction over UDP lingers after its final response: a server
+transaction for timer J (64*T1, 32 s) to answer a retransmitted request with
+the same final response, a client transaction for timer K to swallow
+retransmitted responses. At thousands of messages per second that is tens of
+thousands of transactions whose whole remaining behaviour is "re-send these
+bytes" or "drop it". Keeping the full machine, the parsed request and
+response and a timer handle for each costs several kilobytes apiece; this
+table keeps only the key, the bytes and the flow, and expires entries in
+arrival order from one queue (every entry of a kind has the same lifetime).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from sipsilo.transport.flow import Flow
+
+Key = tuple[str, ...]
+
+
+class CompletedTransactions:
+    __slots__ = ("_entries", "_queue")
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, tuple[bytes | None, Flow | None]] = {}
+        self._queue: deque[tuple[float, Key]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
+    def add(self, key: Key, final: bytes | None, flow: Flow | None, linger: float) -> None:
+        """Absorb retransmissions for `linger` seconds (final: the bytes to re-send)."""
+        self._entries[key] = (final, flow)
+        self._queue.append((time.monotonic() + linger, key))
+
+    def get(self, key: Key) -> tuple[bytes | None, Flow | None] | None:
+        return self._entries.get(key)
+
+    def expire(self) -> int:
+        """Drop entries whose time is up; cheap enough to call on every tick."""
+        now = time.monotonic()
+        queue, entries, dropped = self._queue, self._entries, 0
+        while queue and queue[0][0] <= now:
+            _, key = queue.popleft()
+            entries.pop(key, None)
+            dropped += 1
+        return dropped
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._queue.clear()
