@@ -1,0 +1,1 @@
+"""sipsilo performance harness: SIPp runs, log parsing, results (see bench/README.md)."""

@@ -1,0 +1,96 @@
+"""Process control for the bench: every process is started in a session of its own
+and stopped through its process group id, never by name, and every wait is bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def _bound_ports(table: str, want_state: str | None) -> set[int]:
+    ports: set[int] = set()
+    for path in (f"/proc/net/{table}", f"/proc/net/{table}6"):
+        try:
+            with open(path) as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) < 4 or (want_state and cols[3] != want_state):
+                        continue
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
+
+
+def udp_bound(port: int) -> bool:
+    """Some socket of this network namespace is bound to UDP *port*."""
+    return port in _bound_ports("udp", None)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+def start(cmd: Sequence[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start *cmd* as the leader of a new session, so stop() can signal its whole group."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> int | None:
+    """SIGTERM to the group, SIGKILL after *grace* seconds; returns the exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    else:
+        # The leader exited; children it left in its group must not outlive the run.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM: the highest resident set size the process ever had (kernel-tracked)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def loadavg() -> list[float]:
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return []

@@ -1,0 +1,78 @@
+"""Starting and stopping the sipsilo server under test, one fresh process per measurement."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import dbtools, procs
+
+# Kamailio's reference configuration sends the notice from this address.
+REGISTRAR = "sip:registrar@mydomain.com"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    port: int = 5060
+    db_url: str | None = None
+    extra_sets: tuple[str, ...] = field(default_factory=tuple)  # --set KEY=VALUE from the user
+
+    def command(self, data_dir: Path, notify: bool) -> list[str]:
+        listen = f'["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]'
+        cmd = [
+            sys.executable,
+            "-m",
+            "sipsilo",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--set",
+            "server.log_level=warning",
+            "--set",
+            f"server.listen={listen}",
+            # An empty value unsets the key: no registrar, no notice.
+            "--set",
+            f"msilo.registrar={REGISTRAR if notify else ''}",
+            *dbtools.server_sets(self.db_url),
+        ]
+        for s in self.extra_sets:
+            cmd += ["--set", s]
+        return cmd
+
+
+class RunningServer:
+    """``with RunningServer(...) as srv:`` -- started, bound, and at exit stopped,
+    with its peak RSS read just before the SIGTERM (``srv.peak_rss_mb``)."""
+
+    def __init__(self, spec: ServerSpec, data_dir: Path, log: Path, notify: bool) -> None:
+        self.spec, self.data_dir, self.log, self.notify = spec, data_dir, log, notify
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.peak_rss_mb: float | None = None
+        self.exited_early = False
+
+    def __enter__(self) -> RunningServer:
+        port = self.spec.port
+        if not procs.wait_until(lambda: not procs.udp_bound(port), 10):
+            raise RuntimeError(f"UDP port {port} is already in use")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        proc = self.proc = procs.start(self.spec.command(self.data_dir, self.notify), self.log)
+        up = procs.wait_until(lambda: procs.udp_bound(port) or proc.poll() is not None, 60)
+        if not up or proc.poll() is not None:
+            procs.stop(proc)
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"sipsilo did not start on UDP {port}:\n{tail}")
+        time.sleep(0.5)  # let it finish its start-up after the bind (timers, control socket)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        self.exited_early = self.proc.poll() is not None
+        self.peak_rss_mb = procs.peak_rss_mb(self.proc.pid)
+        procs.stop(self.proc)
