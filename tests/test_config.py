@@ -50,6 +50,7 @@ def test_defaults_follow_the_seed_and_kamailio() -> None:
     assert (m.expire_time, m.check_time, m.clean_period, m.use_contact) == (259200, 30, 5, 1)
     assert (m.add_date, m.max_messages, m.max_body) == (1, 0, 65536)
     assert (m.outbound_proxy, m.notify_offline, m.claim_ttl) == (None, True, 60)
+    assert (m.db_pool_min, m.db_pool_max) == (1, 10)
     r = c.registrar
     assert (r.default_expires, r.min_expires, r.max_expires, r.db_url) == (3600, 60, 86400, None)
     assert (c.tm.fr_timer, c.tm.fr_inv_timer, c.tm.wt_timer) == (10, 15, 10)
@@ -188,6 +189,10 @@ def test_cli_value_parsing(text: str, value: object) -> None:
         (["tm.fr_timer=fast"], 'config error: tm.fr_timer: Input should be a valid number'),
         (["registrar.default_expires=30"], "config error: registrar.default_expires: must be"),
         (["registrar.min_expires=90000"], "config error: registrar.min_expires: must not"),
+        (["msilo.db_pool_min=11"], "config error: msilo.db_pool_min: must not exceed"),
+        (["msilo.db_pool_max=0"], "config error: msilo.db_pool_max: Input should be greater"),
+        (["msilo.db_pool_min=-1"], "config error: msilo.db_pool_min: Input should be greater"),
+        (["msilo.db_pool_max=many"], "config error: msilo.db_pool_max: Input should be a valid"),
         (["badset"], "config error: --set \"badset\": expected section.key=value"),
     ],
 )
@@ -205,6 +210,14 @@ def test_database_urls_accepted() -> None:
                 "mysql://user:pass@127.0.0.1/msilo", "mysql+asyncmy://u:p@db:3306/msilo",
                 "postgres://u@h/db", "postgresql://u:p@[::1]:5432/db"]:
         assert load(f"msilo.db_url={url}").msilo.db_url == url
+
+
+def test_database_pool_sizes() -> None:
+    m = load("msilo.db_pool_min=0", "msilo.db_pool_max=3").msilo
+    assert (m.db_pool_min, m.db_pool_max) == (0, 3)
+    m = load("msilo.db_pool_min=20", "msilo.db_pool_max=20").msilo
+    assert (m.db_pool_min, m.db_pool_max) == (20, 20)
+    assert "db_pool_min = 20" in load("msilo.db_pool_min=20", "msilo.db_pool_max=20").dump_toml()
 
 
 def test_env_errors_name_the_key() -> None:

@@ -4,7 +4,8 @@ Commands and the functions they call (imported lazily, so the CLI works, and
 says clearly what is missing, before every package exists):
 
 * ``serve`` → ``sipsilo.app.run(config)``
-* ``check-config FILE`` → prints the effective configuration as TOML
+* ``check-config FILE [--check-db]`` → prints the effective configuration as TOML;
+  with ``--check-db`` also ``sipsilo.silo.admin.check_db(config)`` (connects)
 * ``location list [AOR]`` → ``sipsilo.control.client.request(config,
   {"cmd": "location.list", "aor": AOR or None})``
 * ``stats`` → ``sipsilo.control.client.request(config, {"cmd": "stats"})``
@@ -275,12 +276,19 @@ def serve(config: Config) -> None:
 
 @main.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--check-db", is_flag=True,
+              help="Also connect to the configured databases (exit 1 if one is unreachable).")
 @_set_option
 @_data_dir_option
-def check_config(file: str, sets: tuple[str, ...], data_dir: str | None) -> None:
+def check_config(file: str, sets: tuple[str, ...], data_dir: str | None, check_db: bool) -> None:
     """Validate FILE and print the effective configuration (file + environment + --set)."""
     config = load_config(file, list(sets), data_dir=data_dir)
     click.echo(config.dump_toml(), nl=False)
+    if check_db:
+        # Opt-in: validating a file must keep working where the database is not reachable
+        # (a CI job, a laptop); the results go to stderr so stdout stays loadable TOML.
+        for line in _call("sipsilo.silo.admin", "check_db", config):
+            click.echo(line, err=True)
 
 
 @main.group()

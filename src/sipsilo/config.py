@@ -193,6 +193,17 @@ class MsiloConfig(_Section):
     outbound_proxy: SipUriStr = None
     notify_offline: bool = True
     claim_ttl: Seconds = 60
+    # Connections per pool for MySQL/PostgreSQL (the message store's, and the
+    # location store's when [registrar] db_url is a server too); unused by SQLite.
+    db_pool_min: Annotated[int, Field(ge=0, le=1000)] = 1
+    db_pool_max: Annotated[int, Field(ge=1, le=1000)] = 10
+
+    @model_validator(mode="after")
+    def _pool_ordered(self) -> MsiloConfig:
+        if self.db_pool_min > self.db_pool_max:
+            raise KeyedValueError("db_pool_min", f"must not exceed msilo.db_pool_max "
+                                  f"({self.db_pool_min} > {self.db_pool_max})")
+        return self
 
     def sqlite_path(self, data_dir: str | Path | None = None) -> str | None:
         """The SQLite file of ``db_url`` (":memory:" for memory), None if not SQLite."""

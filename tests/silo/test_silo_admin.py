@@ -30,7 +30,7 @@ def test_parse_db_url(tmp_path: Path) -> None:
         admin.parse_db_url("mysql://kam:secret@db/kamailio")
     assert "secret" not in str(ei.value)
     with pytest.raises(StoreConfigError):
-        admin.open_store("postgresql://u@h/db", "silo", None)
+        admin.open_store("oracle://u@h/db", "silo", None)
     with pytest.raises(StoreConfigError):
         admin.open_store("sqlite:///x.db", "bad name", None)
 

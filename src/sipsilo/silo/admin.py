@@ -5,25 +5,37 @@ while a server is running on the same database: SQLite's WAL lets them read besi
 server, and ``busy_timeout`` makes their writes wait for the server's write lock instead
 of failing.  From the configuration only ``config.msilo.db_url``,
 ``config.msilo.db_table`` and ``config.data_dir`` are used.
+
+A MySQL/MariaDB or PostgreSQL ``db_url`` is dispatched to the same operations of
+:class:`~sipsilo.silo.sqlstore.SqlSiloStore`, run on a private event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from .schema import LATEST_VERSION, check_identifier, current_version, migrate
+from .sqlbase import StoreUnavailable, dialect_of, open_pool, parse_sql_url
 from .sqlite import SqliteOps, SqliteSiloStore, connect, write_txn
 from .store import SiloStore, StoreConfigError, StoreError
 
+if TYPE_CHECKING:
+    from .sqlstore import SqlSiloStore
+
+T = TypeVar("T")
+
 __all__ = [
     "SqliteUrl",
+    "check_db",
     "db_init",
     "db_migrate",
     "delete_message",
@@ -82,13 +94,28 @@ def _mask(url: str) -> str:
     return f"{scheme}://{cred.split(':', 1)[0]}:***@{tail}"
 
 
-def open_store(db_url: str, table: str = "silo", data_dir: str | Path | None = None) -> SiloStore:
-    """The store backend for *db_url* (not opened yet: ``await store.open()``)."""
-    url = parse_db_url(db_url, data_dir)
+def open_store(
+    db_url: str,
+    table: str = "silo",
+    data_dir: str | Path | None = None,
+    *,
+    pool_min: int = 1,
+    pool_max: int = 10,
+) -> SiloStore:
+    """The store backend for *db_url* (not opened yet: ``await store.open()``).
+
+    ``sqlite:///...`` -> :class:`SqliteSiloStore`; ``mysql[+asyncmy]://`` and
+    ``postgres[ql]://`` -> :class:`~sipsilo.silo.sqlstore.SqlSiloStore` with a pool of
+    *pool_min*..*pool_max* connections."""
     try:
         check_identifier(table)
     except ValueError as e:
         raise StoreConfigError(str(e)) from None
+    if dialect_of(db_url) in ("mysql", "postgresql"):
+        from .sqlstore import SqlSiloStore
+
+        return SqlSiloStore(open_pool(parse_sql_url(db_url), pool_min, pool_max), table)
+    url = parse_db_url(db_url, data_dir)
     return SqliteSiloStore(
         url.path, table, synchronous=url.synchronous, busy_timeout=url.busy_timeout
     )
@@ -157,6 +184,105 @@ def _session(config: Any, *, create: bool = False) -> Iterator[SqliteOps]:
         conn.close()
 
 
+def _is_server(config: Any) -> bool:
+    return dialect_of(str(config.msilo.db_url)) in ("mysql", "postgresql")
+
+
+def _arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Run *coro* to completion from synchronous code, even when a loop is running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def _server_op(config: Any, op: Callable[[SqlSiloStore], Awaitable[T]]) -> T:
+    """Run *op(store)* on a short-lived SqlSiloStore (pool of one connection)."""
+    from .sqlstore import SqlSiloStore
+
+    _, table = _server_settings(config)
+    url = parse_sql_url(str(config.msilo.db_url))
+
+    async def main() -> T:
+        store = SqlSiloStore(open_pool(url, 1, 1), table, flushers=1, auto_migrate=False)
+        try:
+            await store.open()
+        except StoreUnavailable as e:
+            raise StoreUnavailable(f"msilo.db_url: {e}") from e
+        try:
+            return await op(store)
+        finally:
+            await store.close()
+
+    return _arun(main())
+
+
+def _server_migrate(config: Any) -> tuple[int, int]:
+    from .sqlstore import migrate_pool
+
+    _, table = _server_settings(config)
+    url = parse_sql_url(str(config.msilo.db_url))
+
+    async def main() -> tuple[int, int]:
+        pool = open_pool(url, 1, 1)
+        try:
+            await pool.open()
+            return await migrate_pool(pool, table)
+        except StoreUnavailable as e:
+            raise StoreUnavailable(f"msilo.db_url: {e}") from e
+        finally:
+            await pool.close()
+
+    return _arun(main())
+
+
+def _server_settings(config: Any) -> tuple[str, str]:
+    table = str(getattr(config.msilo, "db_table", None) or "silo")
+    try:
+        check_identifier(table)
+    except ValueError as e:
+        raise StoreConfigError(str(e)) from None
+    return str(config.msilo.db_url), table
+
+
+def check_db(config: Any) -> list[str]:
+    """Connect to every configured database server (``check-config --check-db``).
+
+    Returns one line per database; raises StoreError naming the config key on failure.
+    """
+    from .sqlstore import schema_version
+
+    async def probe(key: str, db_url: str, table: str | None) -> str:
+        url = parse_sql_url(db_url)
+        pool = open_pool(url, 1, 1)
+        try:
+            await pool.open()
+            line = f"{key}: connected to {url.masked}"
+            if table is not None:
+                v = await schema_version(pool, table)
+                line += f", table {table} at schema version {v}" + (
+                    "" if v else " (run 'sipsilo db init')"
+                )
+            return line
+        except StoreUnavailable as e:
+            raise StoreUnavailable(f"{key}: {e}") from e
+        finally:
+            await pool.close()
+
+    lines = []
+    if _is_server(config):
+        _, table = _server_settings(config)
+        lines.append(_arun(probe("msilo.db_url", str(config.msilo.db_url), table)))
+    else:
+        lines.append(f"msilo.db_url: sqlite file {_settings(config)[0].path}")
+    reg_url = getattr(getattr(config, "registrar", None), "db_url", None)
+    if reg_url and dialect_of(str(reg_url)) in ("mysql", "postgresql"):
+        lines.append(_arun(probe("registrar.db_url", str(reg_url), None)))
+    return lines
+
+
 def _as_dict(msg: Any) -> dict[str, Any]:
     d = dataclasses.asdict(msg)
     d["aor"] = f"{msg.username}@{msg.domain}"
@@ -168,12 +294,16 @@ def _as_dict(msg: Any) -> dict[str, Any]:
 
 def db_init(config: Any) -> int:
     """Create the database and tables if missing (idempotent); return the schema version."""
+    if _is_server(config):
+        return db_migrate(config)[1]
     with _session(config, create=True) as ops:
         return migrate(ops.conn, "sqlite", ops.table)[1]
 
 
 def db_migrate(config: Any) -> tuple[int, int]:
     """Apply pending migrations; return (version before, version after)."""
+    if _is_server(config):
+        return _server_migrate(config)
     with _session(config, create=True) as ops:
         return migrate(ops.conn, "sqlite", ops.table)
 
@@ -182,17 +312,25 @@ def list_messages(config: Any, aor: str | None = None, limit: int = 10000) -> li
     """Stored rows in id order, of one AoR or all.  Each dict has the StoredMessage fields
     (``body`` as bytes, ``ctype`` the full Content-Type) plus ``aor`` = "user@domain"."""
     user, domain = parse_aor(aor) if aor else (None, None)
+    if _is_server(config):
+        rows = _server_op(config, lambda s: s.list(user, domain, limit))
+        return [_as_dict(m) for m in rows]
     with _session(config) as ops:
         return [_as_dict(m) for m in ops.list(user, domain, limit)]
 
 
 def show_message(config: Any, id: int) -> dict[str, Any] | None:
+    if _is_server(config):
+        m = _server_op(config, lambda s: s.get(int(id)))
+        return _as_dict(m) if m else None
     with _session(config) as ops:
         m = ops.get(int(id))
         return _as_dict(m) if m else None
 
 
 def delete_message(config: Any, id: int) -> bool:
+    if _is_server(config):
+        return bool(_server_op(config, lambda s: s.delete(int(id))))
     with _session(config) as ops, write_txn(ops.conn):
         return ops.delete(int(id))
 
@@ -205,6 +343,8 @@ def purge(config: Any, aor: str | None = None, expired: bool = False) -> int:
     * neither: EVERY row of the table (the CLI should confirm first).
     """
     now = int(time.time())
+    if _is_server(config):
+        return _server_purge(config, aor, expired, now)
     with _session(config) as ops, write_txn(ops.conn):
         t = ops.table
         if aor:
@@ -218,3 +358,19 @@ def purge(config: Any, aor: str | None = None, expired: bool = False) -> int:
         if expired:
             return ops.purge_expired(now)
         return ops.conn.execute(f"DELETE FROM {t}").rowcount
+
+
+def _server_purge(config: Any, aor: str | None, expired: bool, now: int) -> int:
+    if aor:
+        user, domain = parse_aor(aor)
+        if expired:
+            return _server_op(
+                config,
+                lambda s: s.purge_where(
+                    "username = %s AND domain = %s AND exp_time <= %s", (user, domain, now)
+                ),
+            )
+        return _server_op(config, lambda s: s.purge_account(user, domain))
+    if expired:
+        return _server_op(config, lambda s: s.purge_expired(now))
+    return _server_op(config, lambda s: s.purge_where("1 = 1"))

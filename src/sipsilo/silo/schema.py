@@ -133,7 +133,15 @@ def create_table_sql(table: str, dialect: Dialect, *, if_not_exists: bool = True
     check_identifier(table)
     cols = ",\n    ".join(column_ddl(c, dialect) for c in COLUMNS)
     ine = "IF NOT EXISTS " if if_not_exists else ""
-    return f"CREATE TABLE {ine}{table} (\n    {cols}\n)"
+    return f"CREATE TABLE {ine}{table} (\n    {cols}\n){_table_options(dialect)}"
+
+
+def _table_options(dialect: Dialect) -> str:
+    # Kamailio's kamdbctl creates its MySQL database with a UTF-8 charset; say so per
+    # table so a server whose default is latin1 still stores UTF-8 URIs and headers.
+    # utf8mb4 rather than the 3-byte "utf8": a 4-byte character in extra_hdrs must not
+    # make the INSERT fail under strict mode.
+    return " DEFAULT CHARSET=utf8mb4" if dialect == "mysql" else ""
 
 
 def create_index_sql(table: str, dialect: Dialect) -> list[str]:
@@ -154,7 +162,7 @@ def kamailio_version_table_sql(dialect: Dialect) -> str:
         "    table_name VARCHAR(32) NOT NULL,\n"
         f"    table_version {itype}{unsigned} DEFAULT 0 NOT NULL,\n"
         "    CONSTRAINT version_table_name_idx UNIQUE (table_name)\n"
-        ")"
+        f"){_table_options(dialect)}"
     )
 
 
@@ -164,7 +172,7 @@ def sipsilo_version_table_sql(dialect: Dialect) -> str:
         f"CREATE TABLE IF NOT EXISTS {SIPSILO_VERSION_TABLE} (\n"
         "    component VARCHAR(64) PRIMARY KEY NOT NULL,\n"
         f"    version {itype} DEFAULT 0 NOT NULL\n"
-        ")"
+        f"){_table_options(dialect)}"
     )
 
 
@@ -212,8 +220,11 @@ class MigrationContext:
         if self.dialect == "sqlite":
             self.cur.execute(f"PRAGMA table_info({self.table})")
             return {str(r[1]) for r in self.cur.fetchall()}
+        # Only this database/schema: a same-named table elsewhere is not ours.
+        here = "DATABASE()" if self.dialect == "mysql" else "current_schema()"
         self.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+            "SELECT column_name FROM information_schema.columns"
+            f" WHERE table_schema = {here} AND table_name = ?",
             (self.table,),
         )
         return {str(r[0]) for r in self.cur.fetchall()}
@@ -229,7 +240,11 @@ class MigrationContext:
                 (self.table,),
             )
         else:
-            self.execute("SELECT indexname FROM pg_indexes WHERE tablename = ?", (self.table,))
+            self.execute(
+                "SELECT indexname FROM pg_indexes"
+                " WHERE schemaname = current_schema() AND tablename = ?",
+                (self.table,),
+            )
         return {str(r[0]) for r in self.cur.fetchall()}
 
 
