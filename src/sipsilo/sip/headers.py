@@ -74,6 +74,7 @@ LIST_HEADERS = frozenset(
 )
 
 
+@lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     """``"v"`` -> ``"Via"``, ``"call-id"`` -> ``"Call-ID"``; unknown names unchanged."""
     low = name.lower()
@@ -153,9 +154,10 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         canon = canonical_name(name)
-        key = canon.lower()
+        key = _key(canon)
         self._items.append((key, canon, value))
-        self._bump(key)
+        self.version += 1
+        self._changed[key] = self.version
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of ``name`` (or at the top if absent)."""

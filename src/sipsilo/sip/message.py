@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sipsilo.sip.address import NameAddr, parse_contacts
 from sipsilo.sip.errors import ParseError
@@ -69,18 +69,24 @@ class Message:
             headers = Headers(headers)
         self.headers = headers
         self.body = body
-        self._cache: dict[str, tuple[tuple[int, int], object]] = {}
+        self._cache: dict[str, tuple[Headers, int, Any]] = {}
 
     def _cached(self, key: str, build: Callable[[], T]) -> T:
-        # Stale only when *this* header changed (or the Headers object was
-        # replaced): relaying rewrites Via and Route, not From or CSeq.
+        # An entry is (headers object, headers.version when checked, value).
+        # It is stale only when *this* header changed since (or the Headers
+        # object was replaced): relaying rewrites Via and Route, not From or
+        # CSeq. The first test is the common case: nothing changed at all.
         headers = self.headers
-        stamp = (id(headers), headers._changed.get(_HEADER_OF.get(key, key), 0))
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]  # type: ignore[return-value]
+        if hit is not None and hit[0] is headers:
+            seen = hit[1]
+            if seen == headers.version:
+                return hit[2]  # type: ignore[no-any-return]
+            if headers._changed.get(_HEADER_OF.get(key, key), 0) <= seen:
+                self._cache[key] = (headers, headers.version, hit[2])
+                return hit[2]  # type: ignore[no-any-return]
         value = build()
-        self._cache[key] = (stamp, value)
+        self._cache[key] = (headers, headers.version, value)
         return value
 
     def _required(self, name: str) -> str:
@@ -154,8 +160,7 @@ class Message:
             vias[0] = via
         else:
             vias = [via]
-        stamp = (id(self.headers), self.headers._changed.get("via", 0))
-        self._cache["vias"] = (stamp, vias)
+        self._cache["vias"] = (self.headers, self.headers.version, vias)
 
     @property
     def top_via(self) -> Via | None:
