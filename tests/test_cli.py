@@ -228,12 +228,23 @@ def _fake_admin(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     return calls
 
 
+def test_results_print_as_a_table_or_aligned_lines_for_people(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_admin(monkeypatch)
+    lines = invoke("silo", "list", "sip:bob@example.com").stdout.splitlines()
+    assert lines[0].split()[:2] == ["id", "for"]
+    assert lines[1].split()[0] == "1" and lines[1].endswith("hi")
+    assert lines[2].split()[0] == "2" and lines[2].endswith("there")
+    assert invoke("silo", "show", "7").stdout.strip() == "id  7"
+
+
 def test_silo_commands_call_the_admin_module(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _fake_admin(monkeypatch)
-    result = invoke("silo", "list", "sip:bob@example.com")
+    result = invoke("--json", "silo", "list", "sip:bob@example.com")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ['{"id": 1, "body": "hi"}', '{"id": 2, "body": "there"}']
-    assert invoke("silo", "show", "7").stdout.strip() == '{"id": 7}'  # async function
+    assert invoke("--json", "silo", "show", "7").stdout.strip() == '{"id": 7}'  # async
     result = invoke("silo", "show", "404")
     assert result.exit_code == 1
     assert one_error_line(result) == "sipsilo: error: no stored message 404"
@@ -295,7 +306,7 @@ def test_control_commands_send_the_documented_requests(
     client.request = request  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipsilo.control.client", client)
     dd = ["--data-dir", str(tmp_path)]
-    assert invoke("location", "list", "sip:alice@example.com", *dd).stdout.strip() == (
+    assert invoke("--json", "location", "list", "sip:alice@example.com", *dd).stdout.strip() == (
         '{"ok": true}')
     assert invoke("location", "list", *dd).exit_code == 0
     assert invoke("stats", *dd).exit_code == 0

@@ -36,7 +36,6 @@ import dataclasses
 import functools
 import importlib
 import inspect
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +44,7 @@ from typing import Any, TypeVar
 
 import click
 
-from sipsilo import __version__
+from sipsilo import __version__, cli_format
 from sipsilo.config import Config, ConfigError, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -211,19 +210,23 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _json_wanted() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("json_output"))
+
+
 def _emit(result: Any) -> None:
-    """Print what an admin or control function returned (see the module doc)."""
+    """Print what an admin or control function returned: a table or aligned
+    lines for people, one JSON document per item with ``sipsilo --json``."""
     if result is None:
         return
-    if isinstance(result, str):
-        click.echo(result)
-    elif isinstance(result, Mapping) or dataclasses.is_dataclass(result):
-        click.echo(json.dumps(result, default=_json_default, ensure_ascii=False))
-    elif isinstance(result, Iterable):
+    if not _json_wanted():
+        click.echo(cli_format.as_text(result))
+    elif isinstance(result, Iterable) and not isinstance(result, (str, Mapping)):
         for item in result:
-            _emit(item)
+            click.echo(cli_format.as_json(item))
     else:
-        click.echo(str(result))
+        click.echo(cli_format.as_json(result))
 
 
 def _control(config: Config, message: dict[str, Any]) -> None:
@@ -246,7 +249,9 @@ def _control(config: Config, message: dict[str, Any]) -> None:
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="sipsilo",
                       message="%(prog)s %(version)s")
-def main() -> None:
+@click.option("--json", "json_output", is_flag=True,
+              help="Print results as JSON (one document per line) for scripts.")
+def main(json_output: bool) -> None:
     """sipsilo: a SIP registrar and proxy that stores MESSAGEs for offline users."""
 
 
@@ -321,7 +326,11 @@ def silo() -> None:
 @config_options
 def silo_list(config: Config, aor: str | None) -> None:
     """List stored messages, all or for one AOR."""
-    _emit(_call("sipsilo.silo.admin", "list_messages", config, aor))
+    rows = _call("sipsilo.silo.admin", "list_messages", config, aor)
+    if _json_wanted() or not rows:
+        _emit(rows)
+    else:
+        _emit([cli_format.message_summary(r) for r in rows])
 
 
 @silo.command("show")

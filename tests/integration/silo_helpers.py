@@ -224,6 +224,6 @@ def count_202(entries: list[SipEntry]) -> int:
 def stats(server: ServerProcess) -> dict[str, Any]:
     import json
 
-    result = server.cli("stats")
+    result = server.cli("--json", "stats")
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))

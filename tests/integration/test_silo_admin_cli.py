@@ -24,13 +24,15 @@ def test_silo_commands_against_a_running_server(make_server: MakeServer) -> None
     send_message(server, to_user="carol", body="for carol\n")
     bob = f"sip:bob@{server.uri_host}"
 
-    listed = [json.loads(line) for line in _ok(server, "silo", "list").splitlines()]
+    listed = [json.loads(line) for line in _ok(server, "--json", "silo", "list").splitlines()]
     assert [m["aor"] for m in listed] == ["bob@127.0.0.1"] * 3 + ["carol@127.0.0.1"]
-    listed_bob = [json.loads(line) for line in _ok(server, "silo", "list", bob).splitlines()]
+    listed_bob = [
+        json.loads(line) for line in _ok(server, "--json", "silo", "list", bob).splitlines()
+    ]
     assert [m["body"] for m in listed_bob] == [f"for bob {n}\r\n" for n in (1, 2, 3)]
 
     first = listed_bob[0]["id"]
-    shown = json.loads(_ok(server, "silo", "show", str(first)))
+    shown = json.loads(_ok(server, "--json", "silo", "show", str(first)))
     assert shown["src_addr"] == f"sip:alice@{server.uri_host}"
     assert shown["dst_addr"] == bob
     assert shown["body"] == "for bob 1\r\n"
