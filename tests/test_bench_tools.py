@@ -43,9 +43,10 @@ def test_uac_stats_counts_codes_retransmissions_and_latency() -> None:
         line(10.510, "S", "b", MSG),  # retransmission
         line(10.520, "R", "b", "SIP/2.0 503 Service Unavailable"),
         line(10.020, "S", "c", MSG),  # never answered
+        line(10.030, "R", "old", "SIP/2.0 202 Accepted"),  # late reply to an earlier run
     ]
     st = uac_stats(parse_shortmsg(lines), 202)
-    assert (st.sent, st.ok, st.other, st.noreply, st.retrans) == (3, 1, 1, 1, 1)
+    assert (st.sent, st.ok, st.other, st.noreply, st.retrans, st.stray) == (3, 1, 1, 1, 1, 1)
     assert st.codes == {202: 1, 503: 1}
     assert math.isclose(st.p50_ms, 2.0, abs_tol=1e-6)
     assert math.isclose(st.duration_s, 0.52, abs_tol=1e-6)

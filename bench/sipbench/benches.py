@@ -75,6 +75,9 @@ def store_step(
 ) -> dict[str, Any]:
     """One run at a fixed offered rate, judged by the kit's pass criteria."""
     short = out / f"{tag}.short.log"
+    # A failed step leaves the server working off a backlog; let it finish, so the
+    # next run neither pays for it nor sees its late replies.
+    time.sleep(2.0)
     load = [round(x, 2) for x in procs.loadavg()]
     rc = sipp.run_uac(
         "store_distinct",

@@ -45,15 +45,23 @@ def _cmd_out(cmd: list[str]) -> str:
         return "?"
 
 
+def git_rev() -> str:
+    """The server code a measurement ran: sipsilo is installed editable and others
+    commit while a run goes on, so this is recorded per measurement."""
+    repo = str(Path(__file__).resolve().parents[2])
+    rev = _cmd_out(["git", "-C", repo, "rev-parse", "--short", "HEAD"])
+    dirty = _cmd_out(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no", "src"])
+    return rev + (" + uncommitted changes in src/" if dirty else "")
+
+
 def meta(plan: Plan) -> dict[str, Any]:
-    repo = Path(__file__).resolve().parents[2]
-    sipp_v = _cmd_out(["sipp", "-v"]).split("SIPp ")[-1].split()[0] if shutil.which("sipp") else "?"
+    sipp_v = (
+        _cmd_out(["sipp", "-v"]).split("SIPp ")[-1].split()[0].rstrip(".")
+        if shutil.which("sipp")
+        else "?"
+    )
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / 1048576
-    git = _cmd_out(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
-    dirty = _cmd_out(
-        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "src"]
-    )
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "command": plan.command,
@@ -61,7 +69,7 @@ def meta(plan: Plan) -> dict[str, Any]:
         "versions": (
             f"Python {platform.python_version()}, SIPp {sipp_v}, SQLite {sqlite3.sqlite_version}"
         ),
-        "git": git + (" + uncommitted changes in src/" if dirty else ""),
+        "git": git_rev(),
         "db_url": plan.server.db_url or dbtools.DEFAULT_DB_URL + " (in a fresh data dir per run)",
         "netns": "private network namespace (unshare -n)"
         if plan.netns
@@ -101,6 +109,7 @@ class Run:
             )
             r["server_exited_early"] = not srv.alive()
         r["peak_rss_mb"] = srv.peak_rss_mb
+        r["git"] = git_rev()
         r["rows_at_end"] = dbtools.count_rows(self.plan.server.db_url, data)
         log(
             f"{name}: {r['rate_msgs_per_s']} msg/s, p50/p99 {r['p50_ms']}/{r['p99_ms']} ms,"
@@ -121,6 +130,7 @@ class Run:
             )
             r["server_exited_early"] = not srv.alive()
         r["peak_rss_mb"] = srv.peak_rss_mb
+        r["git"] = git_rev()
         return r
 
     def ceiling(self) -> dict[str, Any]:

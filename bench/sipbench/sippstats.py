@@ -82,12 +82,14 @@ class UacStats:
     p99_ms: float = math.nan
     max_ms: float = math.nan
     codes: dict[int, int] = field(default_factory=dict)
+    stray: int = 0  # final replies to Call-IDs this run never sent
 
 
 def uac_stats(msgs: Iterable[ShortMsg], expected: int) -> UacStats:
     first_send: dict[str, float] = {}
     first_line: dict[str, str] = {}
     sends = 0
+    stray = 0
     final: dict[str, tuple[float, int]] = {}
     for m in msgs:
         if m.direction == "S" and not m.is_response:
@@ -99,9 +101,14 @@ def uac_stats(msgs: Iterable[ShortMsg], expected: int) -> UacStats:
                 sends += 1  # same request again: a retransmission
         elif m.direction == "R":
             code = m.status
-            if code is not None and code >= 200 and m.call_id not in final:
+            if code is None or code < 200:
+                continue
+            if m.call_id not in first_send:
+                # A late reply to the previous run on the same port: not ours to count.
+                stray += 1
+            elif m.call_id not in final:
                 final[m.call_id] = (m.ts, code)
-    st = UacStats(sent=len(first_send), retrans=sends - len(first_send))
+    st = UacStats(sent=len(first_send), retrans=sends - len(first_send), stray=stray)
     for _, code in final.values():
         st.codes[code] = st.codes.get(code, 0) + 1
     ok_ids = [c for c, (_, code) in final.items() if code == expected]
