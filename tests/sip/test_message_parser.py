@@ -233,3 +233,18 @@ def test_stream_framer_errors() -> None:
     with pytest.raises(ParseError) as info:
         StreamFramer(max_size=1000).feed(MSG.replace(b"l: 5", b"l: 5000"))
     assert info.value.status == 413
+
+
+def test_invalid_utf8_in_headers_is_refused_with_answerable_400() -> None:
+    # A lone surrogate from surrogateescape cannot be encoded again downstream
+    # (a To tag hash, the database): the parser must refuse it, answerably.
+    for old, new in [(b'"Alice"', b'"Al\xffice"'), (b"i: abc@", b"i: a\xb1c@"),
+                     (b"X-Foo: a, b", b"X-Foo: \xc3\x28")]:
+        e = _bad(MSG.replace(old, new, 1))
+        assert (e.status, e.reason, e.answerable) == (400, "Invalid UTF-8 in headers", True)
+        r = error_response(MSG.replace(old, new, 1), e)
+        assert r is not None and r.status == 400
+    # Valid UTF-8 and binary bodies stay accepted.
+    assert parse_message(MSG.replace(b'"Alice"', '"Älice"'.encode())).from_.display_name == "Älice"
+    binary = MSG.replace(b"l: 5\r\n\r\nhello", b"l: 2\r\n\r\n\xff\x00")
+    assert parse_message(binary).body == b"\xff\x00"

@@ -136,6 +136,24 @@ def _check_optional(msg: Request) -> None:
         parse_rfc1123(date)
 
 
+def _head_is_utf8(data: bytes, body_start: int) -> bool:
+    """Whether the start line and headers are UTF-8 (RFC 3261 §25.1: TEXT-UTF8).
+
+    The head is decoded with surrogateescape so that the error answer can
+    still echo it, but a lone surrogate cannot be encoded again by anything
+    downstream (hashing a To tag, digest, the database): such a request is
+    refused here instead of failing deep inside a route.
+    """
+    head = data[:body_start]
+    if head.isascii():  # the common case, checked in C
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _content_length(h: Headers) -> int | None:
     lines = h.get_lines("Content-Length")
     if not lines:
@@ -192,6 +210,8 @@ def parse_message(
             raise line_error
         if req.cseq[1] != req.method:
             raise ParseError(400, "CSeq method does not match request method")
+        if not _head_is_utf8(data, body_start):
+            raise ParseError(400, "Invalid UTF-8 in headers")
         _check_optional(req)
     length = _content_length(headers)
     body = data[body_start:]

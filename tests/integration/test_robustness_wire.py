@@ -1,0 +1,62 @@
+"""Hostile input found by fuzzing a real server, one test per defect.
+
+Every test sends the bad input over the wire, checks the answer (a clear SIP
+error, or nothing when nothing can be answered), and ends like the fuzzer:
+no traceback in the server log and the server still answers OPTIONS.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from tests.integration.harness import ServerProcess
+from tests.integration.sipwire import status_line, tcp_exchange, udp_exchange
+
+TRANSPORTS = ["udp", "tcp"]
+
+
+def raw(port: int, method: str, uri: str, *, transport: str = "UDP", extra: str = "",
+        body: bytes = b"", via: str | None = None, call_id: str = "robust-1",
+        from_: str = "<sip:alice@127.0.0.1>;tag=r1", branch: str = "") -> bytes:
+    """A request whose every interesting part can be made hostile (str or bytes)."""
+    branch = branch or f"z9hG4bK-{zlib.crc32(call_id.encode('utf-8', 'surrogateescape'))}"
+    via = via or f"SIP/2.0/{transport} 127.0.0.1:5999;rport;branch={branch}"
+    lines = [f"{method} {uri} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
+             f"From: {from_}", f"To: <{uri}>", f"Call-ID: {call_id}", f"CSeq: 1 {method}"]
+    lines += [ln for ln in extra.split("\n") if ln]
+    if body:
+        lines.append("Content-Type: text/plain")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+def exchange(server: ServerProcess, data: bytes, transport: str, wait: float = 2.0) -> bytes:
+    if transport == "udp":
+        return udp_exchange(server.port, data, wait) or b""
+    return tcp_exchange(server.port, data.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), wait)[0]
+
+
+def assert_healthy(server: ServerProcess) -> None:
+    """No traceback logged, and a fresh OPTIONS is still answered 200."""
+    options = raw(server.port, "OPTIONS", f"sip:{server.uri_host}", call_id="alive-check")
+    reply = udp_exchange(server.port, options, wait=3.0)
+    assert reply is not None and status_line(reply) == "SIP/2.0 200 OK", server.log()[-3000:]
+    assert "Traceback" not in server.log(), server.log()[-6000:]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_non_utf8_header_bytes_get_400(server: ServerProcess, transport: str) -> None:
+    # Once decoded with surrogateescape, these bytes made the registrar's To
+    # tag hash and the silo's INSERT raise UnicodeEncodeError (500 + traceback).
+    uri = f"sip:{server.uri_host}"
+    register = raw(server.port, "REGISTER", uri, call_id="reg-\udcff",
+                   extra="Contact: <sip:bob@127.0.0.1:5999>")
+    message = raw(server.port, "MESSAGE", f"sip:nobody@{server.uri_host}", body=b"hi",
+                  call_id=f"msg-{transport}", from_='"Al\udcb1ce" <sip:alice@127.0.0.1>;tag=r1')
+    for data in (register, message):
+        reply = exchange(server, data, transport)
+        assert status_line(reply) == "SIP/2.0 400 Invalid UTF-8 in headers", reply
+    assert server.rows() == []
+    assert_healthy(server)
