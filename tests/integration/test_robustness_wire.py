@@ -60,3 +60,22 @@ def test_non_utf8_header_bytes_get_400(server: ServerProcess, transport: str) ->
         assert status_line(reply) == "SIP/2.0 400 Invalid UTF-8 in headers", reply
     assert server.rows() == []
     assert_healthy(server)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "rport=junk",  # int('junk') raised while sending the answer: no answer at all
+        "rport=99999999999",
+        "rport;received=nowhere.invalid",  # a name: the UDP socket raised ValueError
+        "rport=1;received=127.0.0.1",  # answer sent to port 1, not back to the sender
+    ],
+)
+def test_sender_written_received_and_rport_are_replaced(server: ServerProcess,
+                                                         params: str) -> None:
+    via = f"SIP/2.0/UDP 127.0.0.1:5999;{params};branch=z9hG4bK-rp{len(params)}"
+    data = raw(server.port, "OPTIONS", f"sip:{server.uri_host}", via=via,
+               call_id=f"rport-{len(params)}")
+    reply = udp_exchange(server.port, data, wait=2.0)
+    assert reply is not None and status_line(reply) == "SIP/2.0 200 OK", server.log()[-2000:]
+    assert_healthy(server)

@@ -48,3 +48,9 @@ def test_other_version_still_parses() -> None:
 def test_bad_via(bad: str) -> None:
     with pytest.raises(ParseError, match="Bad Via header"):
         Via.parse(bad)
+
+
+def test_rport_value_ignores_what_no_socket_takes() -> None:
+    for bad in ("junk", "0", "65536", "99999999999", "-1", "1e3"):
+        assert Via.parse(f"SIP/2.0/UDP h;rport={bad}").rport_value is None, bad
+    assert Via.parse("SIP/2.0/UDP h;rport=65535").rport_value == 65535

@@ -101,8 +101,13 @@ class Via:
 
     @property
     def rport_value(self) -> int | None:
+        """The rport as a usable port number; None when absent, a flag or garbage
+        (an out-of-range value would make the socket call raise)."""
         v = self.param("rport")
-        return int(v) if v and v.isdigit() else None
+        if not (v and v.isascii() and v.isdigit() and len(v) <= 5):
+            return None
+        port = int(v)
+        return port if 0 < port < 65536 else None
 
     def sent_by(self) -> str:
         """``host[:port]`` as sent (IPv6 bracketed)."""

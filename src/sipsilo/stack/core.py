@@ -352,8 +352,9 @@ class SipStack:
         if top is None:
             return None
         host = top.received or top.host
-        rport = top.rport
-        port = int(rport) if rport else (top.port or 5060)
+        # rport_value ignores a value no socket takes (the edge overwrites
+        # what senders write, but a TU may build the Via itself).
+        port = top.rport_value or top.port or 5060
         dest = flow if (host, port) == flow.remote else Flow("udp", flow.local, (host, port))
         self._send_on_flow(data, dest)
         return dest

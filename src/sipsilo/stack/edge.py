@@ -24,10 +24,15 @@ def fix_via_received(request: Request, flow: Flow) -> None:
     top = top.copy()
     host, port = flow.remote
     changed = False
-    if top.host != host:
+    # A received or rport the sender wrote itself is never trusted: left in
+    # place it would send our answer wherever the sender liked (a reflection
+    # to a third party) or to a value no socket takes (rport=junk raised).
+    received = top.received
+    if top.host != host or (received is not None and received != host):
         top.set_param("received", host)
         changed = True
-    if top.has_param("rport") and not top.rport:
+    rport = top.rport
+    if rport is not None and rport != str(port):
         top.set_param("rport", str(port))
         if top.received is None:
             top.set_param("received", host)
