@@ -171,7 +171,7 @@ def test_baresip_registers_sends_and_receives_message(
 ) -> None:
     wait_registered(server, f"@127.0.0.1:{baresip.sip_port}")
     listing = server.cli("location", "list").stdout
-    assert '"aor": "sip:alice@127.0.0.1"' in listing and "baresip" in listing, listing
+    assert "sip:alice@127.0.0.1" in listing and "baresip" in listing, listing
 
     # alice (baresip) -> carol, who is offline: stored.
     answer = baresip.command("message", "hi carol from baresip")

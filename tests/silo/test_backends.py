@@ -266,7 +266,8 @@ def test_two_instances_never_claim_the_same_row_and_keep_order(server: Backend) 
             await asyncio.gather(instance(a, "A"), instance(b, "B"))
             assert not set(claims["A"]) & set(claims["B"])
             assert delivered == ids  # each once, in stored order across instances
-            assert claims["A"] and claims["B"]  # both took part
+            # Which instance wins each race depends on scheduling, so whether
+            # both took part is not asserted: exactly-once and order are.
         finally:
             await a.close()
             await b.close()
