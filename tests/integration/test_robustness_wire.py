@@ -79,3 +79,19 @@ def test_sender_written_received_and_rport_are_replaced(server: ServerProcess,
     reply = udp_exchange(server.port, data, wait=2.0)
     assert reply is not None and status_line(reply) == "SIP/2.0 200 OK", server.log()[-2000:]
     assert_healthy(server)
+
+
+@pytest.mark.parametrize("next_hop", ["1.2.-1.4:5060", "127.0.0.1:0", "localhost:5060",
+                                      "127.0.0.1;rport=99999999999"])
+def test_stray_response_to_unusable_via_is_dropped(server: ServerProcess, next_hop: str) -> None:
+    # A response no transaction wants is forwarded to its second Via; a
+    # destination the UDP socket refuses raised ValueError/OverflowError.
+    response = (
+        f"SIP/2.0 200 OK\r\n"
+        f"Via: SIP/2.0/UDP {server.uri_host};branch=z9hG4bK-ours\r\n"
+        f"Via: SIP/2.0/UDP {next_hop};branch=z9hG4bK-theirs\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bob@127.0.0.1>;tag=b\r\n"
+        "Call-ID: stray-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    assert udp_exchange(server.port, response, wait=0.5) is None
+    assert_healthy(server)

@@ -63,7 +63,13 @@ class UdpListener(asyncio.DatagramProtocol):
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
         if self._transport is None:
             raise ConnectionError("UDP listener is not running")
-        self._transport.sendto(data, remote)
+        try:
+            self._transport.sendto(data, remote)
+        except (ValueError, OverflowError, TypeError) as exc:
+            # A destination taken from a Via or URI that is not a numeric
+            # address (a name, "1.2.-1.4", a port beyond 65535): callers
+            # handle ConnectionError, not the socket layer's whole zoo.
+            raise ConnectionError(f"cannot send to {remote[0]}:{remote[1]}: {exc}") from exc
 
     def close(self) -> None:
         if self._transport is not None:
