@@ -95,3 +95,16 @@ def test_stray_response_to_unusable_via_is_dropped(server: ServerProcess, next_h
     ).encode()
     assert udp_exchange(server.port, response, wait=0.5) is None
     assert_healthy(server)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_route_to_host_the_idna_codec_refuses_gets_404(server: ServerProcess,
+                                                        transport: str) -> None:
+    # A label over 63 characters: getaddrinfo raised UnicodeError, not OSError,
+    # so the route died with a traceback and the client got a bare 500.
+    host = "a" * 64 + ".example"
+    data = raw(server.port, "MESSAGE", f"sip:bob@{server.uri_host}", body=b"hi",
+               call_id=f"idna-{transport}", extra=f"Route: <sip:{host};lr>")
+    reply = exchange(server, data, transport)
+    assert status_line(reply).startswith("SIP/2.0 404 Not Found - cannot resolve"), reply
+    assert_healthy(server)

@@ -42,7 +42,9 @@ async def resolve_uri(uri: SipUri) -> Target:
             infos = await loop.getaddrinfo(
                 host, port, type=socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: a name the IDNA codec refuses (an empty label, one
+            # over 63 characters) or one with a NUL never reaches the resolver.
             raise ResolveError(f"cannot resolve {host}: {exc}") from exc
         if not infos:
             raise ResolveError(f"cannot resolve {host}")
