@@ -108,3 +108,14 @@ def test_route_to_host_the_idna_codec_refuses_gets_404(server: ServerProcess,
     reply = exchange(server, data, transport)
     assert status_line(reply).startswith("SIP/2.0 404 Not Found - cannot resolve"), reply
     assert_healthy(server)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stray_ack_with_bad_route_is_dropped(server: ServerProcess, transport: str) -> None:
+    # An ACK matching no transaction is relayed statelessly; its Route was
+    # first parsed there, and a bad one escaped as a ParseError traceback.
+    data = raw(server.port, "ACK", f"sip:bob@{server.uri_host}", call_id=f"ack-{transport}",
+               extra="Route: <sip:%zz@127.0.0.1;lr>")
+    assert exchange(server, data, transport, wait=0.5) == b""
+    assert "ACK from" in server.log() and "dropped: Bad URI in Route header" in server.log()
+    assert_healthy(server)

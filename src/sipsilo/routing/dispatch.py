@@ -56,8 +56,14 @@ class Dispatcher:
     # ------------------------------------------------------- stateless relay
     async def on_stray_ack(self, ack: Request, flow: Flow) -> None:
         """Forward the ACK of a 2xx along its route (§16.11, stateless)."""
-        strip_own_routes(ack, self.services.is_myself)
-        routes = ack.routes
+        try:
+            strip_own_routes(ack, self.services.is_myself)
+            routes = ack.routes
+        except ParseError as exc:
+            # Route is parsed only here, after the transaction layer; an ACK
+            # gets no answer, so a bad one is dropped (and said so).
+            log.info("ACK from %s dropped: %s", flow, exc.reason)
+            return
         hop = routes[0].uri if routes else ack.uri
         if not isinstance(hop, SipUri) or (not routes and self.services.is_myself(hop)):
             return  # an ACK for us: ends a transaction we answered statelessly
