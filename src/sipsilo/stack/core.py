@@ -317,7 +317,11 @@ class SipStack:
         if isinstance(message, Response):
             assert entry.flow is not None
             entry.last_sent = data
-            entry.sent_to = self._send_response(message, entry.flow, data)
+            # The response carries the request's Vias verbatim: route it with
+            # the request's already parsed top Via instead of parsing it again.
+            entry.sent_to = self._send_response(
+                message, entry.flow, data, entry.machine.request.top_via
+            )
             return
         if entry.flow is not None:
             try:
@@ -327,7 +331,20 @@ class SipStack:
                 log.info("send to %s failed: %s", entry.flow, exc)
                 self._run(entry, entry.machine.on_transport_error())
                 return
+        assert entry.target is not None
+        if entry.target.transport == "udp":
+            # No connection to open: send now rather than in a task of its own.
+            try:
+                entry.flow = self.transports.send_datagram(data, entry.target)
+            except (ConnectionError, OSError) as exc:
+                log.info("send to %s failed: %s", entry.target, exc)
+                # Not from inside this run of effects: the machine is mid-step.
+                asyncio.get_running_loop().call_soon(self._transport_error, entry)
+            return
         self._spawn(self._first_send(entry, data))
+
+    def _transport_error(self, entry: _Entry) -> None:
+        self._run(entry, entry.machine.on_transport_error())
 
     async def _first_send(self, entry: _Entry, data: bytes) -> None:
         assert entry.target is not None
@@ -338,7 +355,7 @@ class SipStack:
             self._run(entry, entry.machine.on_transport_error())
 
     def _send_response(
-        self, response: Response, flow: Flow, data: bytes | None = None
+        self, response: Response, flow: Flow, data: bytes | None = None, top: Via | None = None
     ) -> Flow | None:
         """RFC 3261 §18.2.2: back over the connection, or to received/rport.
 
@@ -348,7 +365,8 @@ class SipStack:
         if flow.reliable:
             self._send_on_flow(data, flow)
             return flow
-        top = response.top_via
+        if top is None:
+            top = response.top_via
         if top is None:
             return None
         host = top.received or top.host

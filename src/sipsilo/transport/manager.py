@@ -105,12 +105,16 @@ class Transports:
             raise ConnectionError(f"connection to {flow} is closed")
         conn.send(data)
 
+    def send_datagram(self, data: bytes, target: Target) -> Flow:
+        """Send to a UDP target now (nothing to wait for). Raises ConnectionError."""
+        udp = self._udp_for(target.host)
+        udp.send(data, (target.host, target.port))
+        return Flow("udp", udp.local, (target.host, target.port))
+
     async def send(self, data: bytes, target: Target) -> Flow:
         """Send to a target, opening a TCP connection when none is open."""
         if target.transport == "udp":
-            udp = self._udp_for(target.host)
-            udp.send(data, (target.host, target.port))
-            return Flow("udp", udp.local, (target.host, target.port))
+            return self.send_datagram(data, target)
         if target.transport != "tcp":
             raise ConnectionError(f"transport {target.transport} is not supported")
         conn = self.tcp.get(target.conn_id)
