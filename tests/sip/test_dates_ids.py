@@ -54,3 +54,15 @@ def test_errors() -> None:
     assert ParseError("Bad thing").status == 400
     assert SipError(420, "Bad Extension").status == 420
     assert ParseError(400, "x", False).answerable is False
+
+
+def test_date_with_an_out_of_range_year_is_a_parse_error() -> None:
+    import pytest
+
+    from sipsilo.sip.dates import parse_rfc1123
+    from sipsilo.sip.errors import ParseError
+
+    for text in ("Sat, 13 Nov 20100 23:29:00 GMT", "Sat, 13 Nov 0 23:29:00 GMT"):
+        with pytest.raises(ParseError) as err:
+            parse_rfc1123(text)
+        assert err.value.reason == "Bad Date header"

@@ -54,4 +54,6 @@ def parse_rfc1123(text: str) -> float:
     month = _MONTHS.index(parts[2]) + 1
     if not (1 <= day <= 31 and 0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss <= 60):
         raise ParseError(400, "Bad Date header")
+    if not 1 <= year <= 9999:  # beyond what the calendar functions accept
+        raise ParseError(400, "Bad Date header")
     return float(calendar.timegm((year, month, day, hh, mm, ss, 0, 0, 0)))
