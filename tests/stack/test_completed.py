@@ -20,3 +20,15 @@ def test_entries_answer_until_their_linger_time_then_expire_in_order() -> None:
     assert table.expire() == 1
     assert table.get(("a",)) is None
     assert ("b",) in table
+
+
+def test_a_short_linger_expires_on_time_behind_a_long_one() -> None:
+    # Timer K (short) entries added after a timer J (long) entry must not wait
+    # for the J entry to expire first.
+    table = CompletedTransactions()
+    table.add(("j",), b"SIP/2.0 200 OK\r\n\r\n", None, linger=10.0)
+    table.add(("k",), None, None, linger=0.05)
+    time.sleep(0.06)
+    assert table.expire() == 1
+    assert ("k",) not in table
+    assert ("j",) in table

@@ -7,8 +7,11 @@ retransmitted responses. At thousands of messages per second that is tens of
 thousands of transactions whose whole remaining behaviour is "re-send these
 bytes" or "drop it". Keeping the full machine, the parsed request and
 response and a timer handle for each costs several kilobytes apiece; this
-table keeps only the key, the bytes and the flow, and expires entries in
-arrival order from one queue (every entry of a kind has the same lifetime).
+table keeps only the key, the bytes and the flow. Entries are expired from
+one FIFO queue per linger duration (J's 32 s, K's 5 s, and 0 s where a
+reliable transport needs no lingering): inside one queue every entry has the
+same lifetime, so arrival order is expiry order and each entry goes on time --
+a K entry never waits behind the J entries added before it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ Key = tuple[str, ...]
 
 
 class CompletedTransactions:
-    __slots__ = ("_entries", "_queue")
+    __slots__ = ("_entries", "_queues")
 
     def __init__(self) -> None:
         self._entries: dict[Key, tuple[bytes | None, Flow | None]] = {}
-        self._queue: deque[tuple[float, Key]] = deque()
+        # linger duration -> (deadline, key) in arrival (= expiry) order
+        self._queues: dict[float, deque[tuple[float, Key]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -37,7 +41,10 @@ class CompletedTransactions:
     def add(self, key: Key, final: bytes | None, flow: Flow | None, linger: float) -> None:
         """Absorb retransmissions for `linger` seconds (final: the bytes to re-send)."""
         self._entries[key] = (final, flow)
-        self._queue.append((time.monotonic() + linger, key))
+        queue = self._queues.get(linger)
+        if queue is None:
+            queue = self._queues[linger] = deque()
+        queue.append((time.monotonic() + linger, key))
 
     def get(self, key: Key) -> tuple[bytes | None, Flow | None] | None:
         return self._entries.get(key)
@@ -45,13 +52,14 @@ class CompletedTransactions:
     def expire(self) -> int:
         """Drop entries whose time is up; cheap enough to call on every tick."""
         now = time.monotonic()
-        queue, entries, dropped = self._queue, self._entries, 0
-        while queue and queue[0][0] <= now:
-            _, key = queue.popleft()
-            entries.pop(key, None)
-            dropped += 1
+        entries, dropped = self._entries, 0
+        for queue in self._queues.values():
+            while queue and queue[0][0] <= now:
+                _, key = queue.popleft()
+                entries.pop(key, None)
+                dropped += 1
         return dropped
 
     def clear(self) -> None:
         self._entries.clear()
-        self._queue.clear()
+        self._queues.clear()
