@@ -24,10 +24,10 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 SIPP = shutil.which("sipp")
 
 
-def free_port(exclude: set[int] | None = None) -> int:
+def free_port(exclude: set[int] | None = None, low: int = 20000, high: int = 40000) -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (random, to keep runs apart)."""
     for _ in range(200):
-        port = random.randint(20000, 40000)
+        port = random.randint(low, high)
         if exclude and port in exclude:
             continue
         try:

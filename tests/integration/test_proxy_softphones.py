@@ -29,18 +29,7 @@ BARESIP_MODULES = Path("/usr/lib/baresip/modules")
 
 
 def four_digit_port() -> int:
-    for _ in range(200):
-        port = random.randint(2000, 9999)
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket(
-                socket.AF_INET, socket.SOCK_STREAM
-            ) as t:
-                u.bind(("127.0.0.1", port))
-                t.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free four-digit port")
+    return free_port(low=2000, high=9999)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import json
 import os
 import secrets
@@ -45,7 +44,7 @@ from sipsilo.silo.sqlbase import (
     run_txn,
 )
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, is_ip_address
 
 BindingList = list[Binding]
 
@@ -104,14 +103,6 @@ def _key(aor: str, contact: str) -> str:
     return hashlib.sha256(f"{aor}\0{contact}".encode()).hexdigest()
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _foreign_flow(flow: FlowRef, contact: str) -> FlowRef:
     """The flow as another instance may use it: no connection, UDP straight to the Contact."""
     remote_host, remote_port = flow.remote_host, flow.remote_port
@@ -120,7 +111,7 @@ def _foreign_flow(flow: FlowRef, contact: str) -> FlowRef:
             uri = SipUri.parse(contact)
         except ParseError:
             uri = None
-        if uri is not None and _is_ip(uri.host):
+        if uri is not None and is_ip_address(uri.host):
             remote_host, remote_port = uri.host, uri.port or 5060
     return dataclasses.replace(flow, remote_host=remote_host, remote_port=remote_port, conn_id=None)
 

@@ -284,7 +284,7 @@ class SipUri:
 
     @property
     def host_is_ip(self) -> bool:
-        return _is_ip(self.host)
+        return is_ip_address(self.host)
 
     @property
     def maddr(self) -> str | None:
@@ -342,7 +342,8 @@ def canonical_host(host: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _is_ip(host: str) -> bool:
+def is_ip_address(host: str) -> bool:
+    """True for an IPv4 or IPv6 address literal (without brackets)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

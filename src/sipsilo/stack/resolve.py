@@ -9,23 +9,14 @@ comes from `;transport=`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, is_ip_address
 from sipsilo.transport.flow import Target
 
 
 class ResolveError(Exception):
     pass
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def resolve_uri(uri: SipUri) -> Target:
@@ -36,7 +27,7 @@ async def resolve_uri(uri: SipUri) -> Target:
         raise ResolveError(f"transport {transport} is not supported")
     host = uri.param("maddr") or uri.host
     port = uri.port or 5060
-    if not _is_ip(host):
+    if not is_ip_address(host):
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
