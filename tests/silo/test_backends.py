@@ -313,3 +313,47 @@ def test_unreachable_server_is_one_line(dialect: str) -> None:
     text = str(info.value)
     assert "\n" not in text and "s3cret" not in text
     assert text.endswith(":***@127.0.0.1:1/test: Connection refused"), text
+
+
+def test_extend_claims_renews_only_rows_the_owner_holds(backend: Backend) -> None:
+    async def body(s: SiloStore) -> None:
+        ids = [await s.store(msg(i)) for i in range(4)]
+        run1 = await s.claim_batch("bob", "example.com", "A", 2000, 60, 3)
+        assert [m.id for m in run1] == ids[:3]
+        await s.release_many([ids[2]], "A")
+        assert await s.extend_claims(ids, "A", 2500) == ids[:2]  # ids[2], ids[3]: not A's
+        assert await s.extend_claims([], "A", 2500) == []
+        rows = {m.id: m for m in await s.list()}
+        assert [rows[i].claim_until for i in ids] == [2500, 2500, 0, 0]
+        # renewed: at 2100 (past the first lease) B still cannot take them over
+        run2 = await s.claim_batch("bob", "example.com", "B", 2100, 60, 10)
+        assert run2 == []
+        assert await s.extend_claims(ids[:2], "B", 3000) == []
+
+    with_store(backend, body)
+
+
+def test_purge_expired_runs_in_chunks(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sipsilo.silo.sqlite
+    import sipsilo.silo.sqlstore
+
+    monkeypatch.setattr(sipsilo.silo.sqlite, "PURGE_CHUNK", 7)
+    monkeypatch.setattr(sipsilo.silo.sqlstore, "PURGE_CHUNK", 7)
+
+    async def body(s: SiloStore) -> None:
+        await asyncio.gather(*(s.store(msg(i, exp=1500 + i % 2 * 5000)) for i in range(40)))
+        name = "_submit" if backend.dialect == "sqlite" else "_one"
+        real = getattr(s, name)
+        calls = []
+
+        async def spy(*a: object, **kw: object) -> object:
+            calls.append(a)
+            return await real(*a, **kw)
+
+        setattr(s, name, spy)
+        assert await s.purge_expired(2000) == 20
+        assert len(calls) == 3  # 7 + 7 + 6, each its own statement
+        assert await s.count() == 20
+        assert await s.purge_expired(2000) == 0
+
+    with_store(backend, body)

@@ -10,9 +10,22 @@ Rules, each for a reason:
   at once, a second server on the same database, or a restart mid-dump never
   send it twice concurrently. A claim is a lease (`claim_ttl`): a crashed
   server's claims lapse and are retaken.
-* A row is deleted only after a 2xx. Any other final answer, or a timeout,
-  releases the claim, keeps the row and ends this dump: the rest waits for
-  the next REGISTER rather than overtaking the message that failed.
+* A claim is renewed while the dump runs: before each message, once more
+  than half of claim_ttl has passed since the leases were taken or last
+  renewed, every row this dump still holds gets a fresh lease. A slow UA
+  (each message up to fr_timer) therefore never lets the later rows of a
+  batch lapse to another instance mid-dump. A row whose lease was lost
+  anyway is not sent; the dump ends there.
+* A row is deleted only after a 2xx (or by the expiry purge). A temporary
+  failure (timeout, transport failure, 3xx, 408, 480, 486, 491, 5xx other
+  than 501/505/513) releases the claim, keeps the row and ends this dump:
+  the rest waits for the next REGISTER rather than overtaking the message
+  that failed. A permanent rejection (any other 4xx, 501/505/513, 6xx: the
+  UA will never take that message) keeps the row too, but the dump goes on
+  with the next messages: one bad message must not block the mailbox until
+  it expires. The rejected row stays claimed by this dump (its own claims
+  do not stop claim_batch, so it is skipped) and is released when the
+  worker ends, for the next REGISTER.
 """
 
 from __future__ import annotations
@@ -47,13 +60,31 @@ class DeliveryTarget:
     target: Target
 
 
+# Delivery answers after which the dump stops (the message is retried at the
+# next REGISTER, the rest waits behind it). Every other failure is permanent.
+_TEMPORARY = frozenset({408, 480, 486, 491})
+_PERMANENT_5XX = frozenset({501, 505, 513})
+
+
+def is_temporary(status: int) -> bool:
+    """Is a non-2xx delivery answer worth retrying, order kept, at the next REGISTER?"""
+    if 300 <= status < 400 or status in _TEMPORARY:
+        return True
+    return 500 <= status < 600 and status not in _PERMANENT_5XX
+
+
 class _Worker:
-    __slots__ = ("again", "target", "task")
+    __slots__ = ("again", "leased_at", "skipped", "target", "task")
 
     def __init__(self, target: DeliveryTarget) -> None:
         self.target = target
         self.again = False
         self.task: asyncio.Task[None] | None = None
+        # Rows permanently rejected in this dump: kept claimed (so that this
+        # dump's claims skip them) until the worker ends.
+        self.skipped: list[int] = []
+        # When the leases this worker holds were taken or last renewed.
+        self.leased_at = 0.0
 
 
 class DeliveryEngine:
@@ -77,10 +108,13 @@ class DeliveryEngine:
         self._user_agent = user_agent
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._stopping = False
 
     def kick(self, username: str, domain: str, target: DeliveryTarget) -> None:
         """Start (or continue) delivering the account's messages to target."""
         key = (username, domain.lower())
+        if self._stopping:  # shutting down: the next REGISTER after restart delivers
+            return
         worker = self._workers.get(key)
         if worker is not None:
             # A dump is running: let it pick up the newest contact and look
@@ -97,6 +131,14 @@ class DeliveryEngine:
     def active(self) -> int:
         return len(self._workers)
 
+    def busy(self, username: str, domain: str) -> bool:
+        """Is a dump to this account running (a live MESSAGE must queue behind it)?"""
+        return (username, domain.lower()) in self._workers
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     async def _run(self, key: tuple[str, str], worker: _Worker) -> None:
         username, domain = key
         try:
@@ -109,29 +151,43 @@ class DeliveryEngine:
                 except StoreError as exc:
                     log.warning("cannot read messages of %s@%s: %s", username, domain, exc)
                     return
+                if batch and not worker.skipped:
+                    worker.leased_at = time.time()
+                # A skipped row whose lease lapsed is claimed again: keep it, unsent.
+                batch = [m for m in batch if m.id not in worker.skipped]
                 if not batch:
                     if worker.again:
                         worker.again = False
                         continue
-                    await self._retry_if_blocked(key, worker.target, now)
+                    if self._stopping:
+                        return
+                    await self._retry_if_blocked(key, worker, now)
                     return
                 if not await self._deliver(batch, worker):
                     return
         finally:
             if self._workers.get(key) is worker:
                 del self._workers[key]
+            if worker.skipped:
+                await self._settle([], worker.skipped)
 
     async def _deliver(self, batch: list[StoredMessage], worker: _Worker) -> bool:
-        """Send a claimed run one message at a time; False when one failed.
+        """Send a claimed run one message at a time; False when the dump must end.
 
         Rows are deleted after their 2xx, together at the end of the run (one
         transaction instead of one per message): a crash in between may repeat
         those messages, with their Call-ID, never lose them.
         """
         delivered: list[int] = []
-        failed_at: int | None = None
+        go_on = True
         try:
-            for i, msg in enumerate(batch):
+            for msg in batch:
+                if self._stopping:
+                    go_on = False
+                    break
+                if not await self._renew(batch, worker, msg):
+                    go_on = False
+                    break
                 target = worker.target
                 request = delivery_request(
                     msg, target.request_uri, add_date=self._add_date, user_agent=self._user_agent
@@ -142,18 +198,52 @@ class DeliveryEngine:
                     delivered.append(msg.id)
                     continue
                 self._counters.inc("failed_messages")
-                log.info(
-                    "delivery of message %s to %s failed with %s %s; kept for the next REGISTER",
+                if is_temporary(response.status):
+                    log.info(
+                        "delivery of message %s to %s failed with %s %s (temporary);"
+                        " it and the rest are kept for the next REGISTER",
+                        msg.id, target.request_uri, response.status, response.reason,
+                    )
+                    go_on = False
+                    break
+                log.warning(
+                    "delivery of message %s to %s rejected with %s %s (permanent);"
+                    " kept for the next REGISTER, delivering the next ones",
                     msg.id, target.request_uri, response.status, response.reason,
                 )
-                failed_at = i
-                break
+                worker.skipped.append(msg.id)
         finally:
             # Also on cancellation (shutdown): settle what was claimed.
-            done = set(delivered)
+            done = set(delivered) | set(worker.skipped)
             rest = [m.id for m in batch if m.id not in done]
             await self._settle(delivered, rest)
-        return failed_at is None
+        return go_on
+
+    async def _renew(self, batch: list[StoredMessage], worker: _Worker, msg: StoredMessage) -> bool:
+        """Renew the leases still held once half of claim_ttl has passed.
+
+        False if *msg* may not be sent: its lease was lost (taken over by
+        another instance after it lapsed, or the row is gone) or the renewal
+        failed.
+        """
+        now = time.time()
+        if now - worker.leased_at <= self._claim_ttl / 2:
+            return True
+        # Delivered rows too: their confirm (deferred to the end of the run)
+        # deletes only rows this owner still holds.
+        held = sorted({m.id for m in batch} | set(worker.skipped))
+        try:
+            renewed = await self._store.extend_claims(
+                held, self.owner, int(now) + self._claim_ttl
+            )
+        except StoreError as exc:
+            log.warning("cannot renew delivery claims: %s", exc)
+            return False
+        worker.leased_at = now
+        if msg.id not in renewed:
+            log.info("claim of message %s lost before delivery; ending this dump", msg.id)
+            return False
+        return True
 
     async def _settle(self, delivered: list[int], undelivered: list[int]) -> None:
         try:
@@ -166,9 +256,7 @@ class DeliveryEngine:
             # unreleased claims lapse by themselves after claim_ttl.
             log.warning("delivery bookkeeping not saved: %s", exc)
 
-    async def _retry_if_blocked(
-        self, key: tuple[str, str], target: DeliveryTarget, now: int
-    ) -> None:
+    async def _retry_if_blocked(self, key: tuple[str, str], worker: _Worker, now: int) -> None:
         """Messages left but none claimable: another instance holds the next one.
 
         If that instance died, its claim lapses after claim_ttl; try again then,
@@ -178,8 +266,10 @@ class DeliveryEngine:
             left = await self._store.count_for(key[0], key[1], now)
         except StoreError:
             return
-        if not left or key in self._retries:
+        # Rows this dump rejected permanently wait for the next REGISTER.
+        if left <= len(worker.skipped) or key in self._retries:
             return
+        target = worker.target
         loop = asyncio.get_running_loop()
 
         def again() -> None:
@@ -188,8 +278,17 @@ class DeliveryEngine:
 
         self._retries[key] = loop.call_later(self._claim_ttl + 1, again)
 
+    def stop_starting(self) -> None:
+        """Shutdown, first step: no new dump starts, running ones end after
+        the message in flight (its answer is still awaited and settled)."""
+        self._stopping = True
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+
     async def aclose(self, timeout: float = 2.0) -> None:
         """Stop: give in-flight deliveries a moment, then cancel and release."""
+        self.stop_starting()
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()

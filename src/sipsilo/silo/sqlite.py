@@ -37,6 +37,7 @@ from typing import Any
 
 from .schema import LATEST_VERSION, MigrationError, check_identifier, current_version, migrate
 from .store import (
+    PURGE_CHUNK,
     NewMessage,
     SiloStore,
     StoredMessage,
@@ -137,7 +138,11 @@ class SqliteOps:
             f"UPDATE {t} SET claim_owner = ?, claim_until = ?, attempts = attempts + 1 WHERE id = ?"
         )
         self.sql_get = f"SELECT {_COLS} FROM {t} WHERE id = ?"
-        self.sql_purge_expired = f"DELETE FROM {t} WHERE exp_time <= ?"
+        # In chunks: each runs as its own short job of the writer thread.
+        self.sql_purge_expired = (
+            f"DELETE FROM {t} WHERE id IN"
+            f" (SELECT id FROM {t} WHERE exp_time <= ? LIMIT {PURGE_CHUNK})"
+        )
 
     def insert(self, m: NewMessage) -> int:
         cur = self.conn.execute(
@@ -222,6 +227,23 @@ class SqliteOps:
             sql += " AND claim_owner = ?"
             args.append(owner)
         return self.conn.execute(sql, args).rowcount
+
+    def extend_claims(
+        self, ids: builtins.list[int], owner: str, until: int
+    ) -> builtins.list[int]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        self.conn.execute(
+            f"UPDATE {self.table} SET claim_until = ? WHERE id IN ({marks}) AND claim_owner = ?",
+            (until, *ids, owner),
+        )
+        rows = self.conn.execute(
+            f"SELECT id FROM {self.table} WHERE id IN ({marks}) AND claim_owner = ?"
+            " ORDER BY id",
+            (*ids, owner),
+        )
+        return [int(r[0]) for r in rows]
 
     def release_owner(self, owner: str) -> int:
         return self.conn.execute(
@@ -512,6 +534,14 @@ class SqliteSiloStore(SiloStore):
     async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
         return int(await self._submit(lambda o: o.release_many(list(ids), owner)))
 
+    async def extend_claims(
+        self, ids: builtins.list[int], owner: str, until: int
+    ) -> builtins.list[int]:
+        res: builtins.list[int] = await self._submit(
+            lambda o: o.extend_claims(list(ids), owner, int(until))
+        )
+        return res
+
     async def release_owner(self, owner: str) -> int:
         return int(await self._submit(lambda o: o.release_owner(owner)))
 
@@ -522,7 +552,14 @@ class SqliteSiloStore(SiloStore):
         return bool(await self._submit(lambda o: o.release(id, owner)))
 
     async def purge_expired(self, now: int) -> int:
-        return int(await self._submit(lambda o: o.purge_expired(int(now))))
+        # One chunk per writer job: stores queued meanwhile go in between chunks.
+        total = 0
+        while True:
+            n = int(await self._submit(lambda o: o.purge_expired(int(now))))
+            total += n
+            if n < PURGE_CHUNK:
+                return total
+            await asyncio.sleep(0)
 
     async def list(
         self,

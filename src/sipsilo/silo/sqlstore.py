@@ -34,7 +34,15 @@ from typing import Any
 
 from .schema import LATEST_VERSION, MigrationError, check_identifier, current_version, migrate
 from .sqlbase import Conn, Pool, Row, StoreUnavailable, run_txn
-from .store import NewMessage, SiloStore, StoredMessage, StoreError, StoreStats, media_type
+from .store import (
+    PURGE_CHUNK,
+    NewMessage,
+    SiloStore,
+    StoredMessage,
+    StoreError,
+    StoreStats,
+    media_type,
+)
 
 COLS = (
     "id, src_addr, dst_addr, username, domain, inc_time, exp_time, snd_time, ctype,"
@@ -335,6 +343,24 @@ class SqlSiloStore(SiloStore):
             return await self._one(sql, ids)
         return await self._one(sql + " AND claim_owner = %s", (*ids, owner))
 
+    async def extend_claims(
+        self, ids: builtins.list[int], owner: str, until: int
+    ) -> builtins.list[int]:
+        if not ids:
+            return []
+        marks = ", ".join(["%s"] * len(ids))
+        await self._one(
+            f"UPDATE {self.table} SET claim_until = %s WHERE id IN ({marks})"
+            " AND claim_owner = %s",
+            (int(until), *ids, owner),
+        )
+        rows = await self._rows(
+            f"SELECT id FROM {self.table} WHERE id IN ({marks}) AND claim_owner = %s"
+            " ORDER BY id",
+            (*ids, owner),
+        )
+        return [int(r[0]) for r in rows]
+
     async def release_owner(self, owner: str) -> int:
         return await self._one(
             f"UPDATE {self.table} SET claim_owner = NULL, claim_until = 0"
@@ -361,7 +387,22 @@ class SqlSiloStore(SiloStore):
     async def purge_expired(self, now: int) -> int:
         # Several instances may purge at once: each row is deleted by one of them, the
         # others' DELETE finds it gone; a deadlock between them is re-run by run_txn.
-        return await self._one(f"DELETE FROM {self.table} WHERE exp_time <= %s", (int(now),))
+        # In chunks, each its own statement (autocommit), so a large purge never holds
+        # the lock on many rows against stores and claims for long.
+        if self.pool.dialect == "mysql":  # MySQL refuses LIMIT in an IN subquery
+            sql = f"DELETE FROM {self.table} WHERE exp_time <= %s LIMIT {PURGE_CHUNK}"
+        else:
+            sql = (
+                f"DELETE FROM {self.table} WHERE id IN"
+                f" (SELECT id FROM {self.table} WHERE exp_time <= %s LIMIT {PURGE_CHUNK})"
+            )
+        total = 0
+        while True:
+            n = await self._one(sql, (int(now),))
+            total += n
+            if n < PURGE_CHUNK:
+                return total
+            await asyncio.sleep(0)
 
     async def list(
         self,

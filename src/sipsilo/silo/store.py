@@ -26,6 +26,9 @@ from types import TracebackType
 #: Kamailio's ``ctype`` column is VARCHAR(32).
 CTYPE_MAX = 32
 
+#: Rows deleted per statement by purge_expired.
+PURGE_CHUNK = 5000
+
 
 class StoreError(Exception):
     """A storage operation failed (I/O error, database locked for too long, closed store)."""
@@ -169,6 +172,18 @@ class SiloStore(ABC):
         """release() for several rows at once."""
         return sum([await self.release(i, owner) for i in ids])
 
+    async def extend_claims(
+        self, ids: builtins.list[int], owner: str, until: int
+    ) -> builtins.list[int]:
+        """Renew *owner*'s lease on the given rows to *until*; return the ids renewed.
+
+        Only rows *owner* still holds are touched: a row whose lease already lapsed
+        and was taken by another instance, or that was deleted (expired, purged),
+        is not in the result, and its holder must not send it any more.
+        Backends override this; the default renews nothing.
+        """
+        return []
+
     async def release_owner(self, owner: str) -> int:
         """Drop every claim held by *owner*: a restarted instance reclaims nothing
         it held before, so its users' messages are not blocked until the lease
@@ -178,6 +193,10 @@ class SiloStore(ABC):
     @abstractmethod
     async def purge_expired(self, now: int) -> int:
         """Delete every row with ``exp_time <= now``; return how many.
+
+        Backends delete in chunks (:data:`PURGE_CHUNK` rows per statement), each
+        its own short transaction, so a large purge never holds the write lock
+        (or the SQLite writer thread) against stores for long.
 
         Claimed rows are deleted too, as Kamailio does: the message is expired, so whatever
         the in-flight delivery's outcome, the row must go, and its later confirm/release
@@ -211,6 +230,7 @@ class SiloStore(ABC):
 
 __all__ = [
     "CTYPE_MAX",
+    "PURGE_CHUNK",
     "NewMessage",
     "SiloStore",
     "StoreConfigError",

@@ -1,0 +1,182 @@
+"""The delivery engine on a real SQLite store with a scripted user agent:
+permanent rejections do not block the mailbox, leases are renewed during a
+slow dump, shutdown starts no new dump."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sipsilo.metrics import Counters
+from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget, is_temporary
+from sipsilo.silo.sqlite import SqliteSiloStore
+from sipsilo.sip.message import Request, Response
+from sipsilo.sip.uri import SipUri
+from sipsilo.transport.flow import Target
+
+from .helpers import msg
+
+TARGET = DeliveryTarget(SipUri.parse("sip:bob@127.0.0.1:5099"), Target("udp", "127.0.0.1", 5099))
+
+
+class UA:
+    """Answers each delivered MESSAGE with answer(n) (n counts from 0) after delay."""
+
+    def __init__(self, answer: Callable[[int], int], delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.bodies: list[bytes] = []
+
+    async def send(self, request: Request, target: Target) -> Response:
+        n = len(self.bodies)
+        self.bodies.append(bytes(request.body))
+        await asyncio.sleep(self.delay)
+        return Response(self.answer(n))
+
+
+async def _setup(tmp_path: Path, count: int) -> tuple[SqliteSiloStore, list[int]]:
+    store = SqliteSiloStore(tmp_path / "m.db")
+    await store.open()
+    exp = int(time.time()) + 3600
+    ids = [await store.store(msg(i, exp=exp, body=f"m{i}".encode())) for i in range(count)]
+    return store, ids
+
+
+async def _wait_idle(engine: DeliveryEngine, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.active:
+        assert time.monotonic() < deadline, "dump did not end"
+        await asyncio.sleep(0.02)
+
+
+def test_temporary_and_permanent_answers() -> None:
+    for status in (408, 480, 486, 491, 500, 503, 302):
+        assert is_temporary(status), status
+    for status in (400, 403, 404, 405, 413, 415, 488, 501, 603, 606):
+        assert not is_temporary(status), status
+
+
+def test_permanent_rejection_skips_the_message_and_keeps_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 4)
+        counters = Counters()
+        ua = UA(lambda n: 415 if n == 0 else 200)
+        engine = DeliveryEngine(store, ua.send, "A", counters)
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        assert [b.rsplit(b"] ", 1)[-1] for b in ua.bodies] == [b"m0", b"m1", b"m2", b"m3"]
+        rows = await store.list()
+        assert [r.id for r in rows] == [ids[0]]  # never deleted without a 2xx
+        assert rows[0].claim_owner is None  # released when the dump ended
+        assert counters.get("failed_messages") == 1
+        assert counters.get("dumped_messages") == 3
+        # retried at the next REGISTER
+        ua.answer = lambda n: 200
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        assert await store.list() == []
+        assert ua.bodies[-1].endswith(b"m0")
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_temporary_failure_ends_the_dump_in_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 3)
+        ua = UA(lambda n: 480 if n == 1 else 200)
+        engine = DeliveryEngine(store, ua.send, "A", Counters())
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        assert len(ua.bodies) == 2
+        rows = await store.list()
+        assert [r.id for r in rows] == ids[1:]
+        assert all(r.claim_owner is None for r in rows)
+        await engine.aclose()
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_leases_are_renewed_during_a_slow_dump(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 6)
+        ua = UA(lambda n: 200, delay=0.5)
+        engine = DeliveryEngine(store, ua.send, "A", Counters(), claim_ttl=2)
+        engine.kick("bob", "example.com", TARGET)
+        while not ua.bodies:
+            await asyncio.sleep(0.01)
+        stolen = []
+        while engine.active:
+            # another instance polling for lapsed claims gets nothing
+            stolen += await store.claim_batch(
+                "bob", "example.com", "B", int(time.time()), 60, 32
+            )
+            await asyncio.sleep(0.1)
+        assert stolen == []
+        assert len(ua.bodies) == 6
+        assert await store.list() == []  # confirm_many found every row still ours
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_lost_lease_is_not_sent(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 3)
+        ua = UA(lambda n: 200, delay=1.2)
+        engine = DeliveryEngine(store, ua.send, "A", Counters(), claim_ttl=2)
+        engine.kick("bob", "example.com", TARGET)
+        while not ua.bodies:
+            await asyncio.sleep(0.01)
+        # another instance took the later rows over (as after a lapse)
+        await store._submit(
+            lambda o: o.conn.execute(
+                "UPDATE silo SET claim_owner = 'B' WHERE id IN (?, ?)", (ids[1], ids[2])
+            )
+        )
+        await _wait_idle(engine)
+        assert len(ua.bodies) == 1
+        assert [(r.id, r.claim_owner) for r in await store.list()] == [
+            (ids[1], "B"), (ids[2], "B")
+        ]
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_no_dump_starts_once_stopping(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, _ = await _setup(tmp_path, 1)
+        ua = UA(lambda n: 200)
+        engine = DeliveryEngine(store, ua.send, "A", Counters())
+        engine.stop_starting()
+        engine.kick("bob", "example.com", TARGET)
+        assert not engine.active and not engine.busy("bob", "example.com")
+        await engine.aclose()
+        assert ua.bodies == [] and len(await store.list()) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_running_dump_finishes_its_message_on_shutdown(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 3)
+        ua = UA(lambda n: 200, delay=0.5)
+        engine = DeliveryEngine(store, ua.send, "A", Counters())
+        engine.kick("bob", "example.com", TARGET)
+        while not ua.bodies:
+            await asyncio.sleep(0.01)
+        assert engine.busy("bob", "EXAMPLE.com")
+        engine.stop_starting()
+        await engine.aclose(timeout=2.0)
+        assert len(ua.bodies) == 1
+        rows = await store.list()
+        assert [r.id for r in rows] == ids[1:]  # the answered one is deleted
+        assert all(r.claim_owner is None for r in rows)
+        await store.close()
+
+    asyncio.run(main())
