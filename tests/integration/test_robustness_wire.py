@@ -7,6 +7,7 @@ no traceback in the server log and the server still answers OPTIONS.
 
 from __future__ import annotations
 
+import socket
 import zlib
 
 import pytest
@@ -98,15 +99,18 @@ def test_stray_response_to_unusable_via_is_dropped(server: ServerProcess, next_h
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_route_to_host_the_idna_codec_refuses_gets_404(server: ServerProcess,
-                                                        transport: str) -> None:
+def test_contact_host_the_idna_codec_refuses_is_unreachable_not_a_crash(
+        server: ServerProcess, transport: str) -> None:
     # A label over 63 characters: getaddrinfo raised UnicodeError, not OSError,
-    # so the route died with a traceback and the client got a bare 500.
-    host = "a" * 64 + ".example"
-    data = raw(server.port, "MESSAGE", f"sip:bob@{server.uri_host}", body=b"hi",
-               call_id=f"idna-{transport}", extra=f"Route: <sip:{host};lr>")
-    reply = exchange(server, data, transport)
-    assert status_line(reply).startswith("SIP/2.0 404 Not Found - cannot resolve"), reply
+    # so relaying to such a contact died with a traceback and a bare 500.
+    aor = f"sip:idna{transport}@{server.uri_host}"
+    contact = f"<sip:idna@{'a' * 64}.example>"
+    reply = exchange(server, raw(server.port, "REGISTER", aor, call_id=f"idna-reg-{transport}",
+                                 extra=f"Contact: {contact}"), transport)
+    assert status_line(reply) == "SIP/2.0 200 OK", reply
+    reply = exchange(server, raw(server.port, "MESSAGE", aor, call_id=f"idna-{transport}",
+                                 body=b"hi"), transport, wait=3.0)
+    assert status_line(reply) == "SIP/2.0 480 Temporarily Unavailable", reply
     assert_healthy(server)
 
 
@@ -118,4 +122,32 @@ def test_stray_ack_with_bad_route_is_dropped(server: ServerProcess, transport: s
                extra="Route: <sip:%zz@127.0.0.1;lr>")
     assert exchange(server, data, transport, wait=0.5) == b""
     assert "ACK from" in server.log() and "dropped: Bad URI in Route header" in server.log()
+    assert_healthy(server)
+
+
+@pytest.mark.parametrize("method", ["INVITE", "MESSAGE"])
+def test_contacts_pointing_at_the_server_get_482_not_a_forking_storm(
+        server: ServerProcess, method: str) -> None:
+    # Two contacts that are the server itself: each relay re-entered the route
+    # and serial forking retried the other contact after every 483 at depth 70,
+    # 2**70 requests from one INVITE (100% CPU, RSS +30 MB/s, never ending).
+    aor = f"sip:loop@{server.uri_host}"
+    contacts = ", ".join(f"<sip:loop@{server.uri_host};x={i}>" for i in range(2))
+    reply = udp_exchange(server.port, raw(server.port, "REGISTER", aor, call_id="loop-reg",
+                                          extra=f"Contact: {contacts}"), wait=2.0)
+    assert reply is not None and status_line(reply) == "SIP/2.0 200 OK"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2.0)
+        me = f"127.0.0.1:{sock.getsockname()[1]}"
+        data = raw(server.port, method, aor, body=b"x", call_id=f"loop-{method}",
+                   via=f"SIP/2.0/UDP {me};rport;branch=z9hG4bK-loop{method}")
+        sock.sendto(data, ("127.0.0.1", server.port))
+        finals = []
+        while not finals:
+            answer = status_line(sock.recv(65535))  # TimeoutError fails the test
+            if not answer.startswith("SIP/2.0 1"):
+                finals.append(answer)
+    assert finals == ["SIP/2.0 482 Loop Detected"]
+    assert server.log().count(f"not relaying {method}") == 2  # both contacts, once each
     assert_healthy(server)

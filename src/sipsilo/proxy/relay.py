@@ -11,6 +11,7 @@ is forwarded.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -86,9 +87,19 @@ class Relay:
         failure: FailureHook | None,
     ) -> None:
         hops = request.max_forwards
+        looped = False
         for branch in branches:
             if pending.cancelled:
                 break
+            if self._is_ours(branch.target):
+                # A contact (or next hop) that is this very server: relaying
+                # there re-enters the route, and with serial forking over two
+                # such contacts every 483 at the bottom moves on to the next
+                # branch -- 2**70 requests, CPU and memory without end.
+                log.info("not relaying %s to %s: that is this server (loop)",
+                         request.method, branch.target)
+                looped = True
+                continue
             out = request.copy()
             out.uri = branch.request_uri
             out.max_forwards = max((70 if hops is None else hops) - 1, 0)
@@ -111,8 +122,14 @@ class Relay:
                 break
         best = best_response(pending.responses)
         if best is None:
-            # No branch could be tried (all cancelled before the first send).
-            tx.reply(487 if pending.cancelled else 480)
+            # No branch could be tried (all cancelled before the first send,
+            # or every one led back here).
+            if pending.cancelled:
+                tx.reply(487)
+            elif looped:
+                tx.reply(482, "Loop Detected")
+            else:
+                tx.reply(480)
             return
         if failure is not None and not pending.cancelled:
             await failure(best)
@@ -124,6 +141,15 @@ class Relay:
             # *we* are unavailable; relay it as 500.
             answer.status, answer.reason = 500, "Server Internal Error"
         tx.respond(answer)
+
+    def _is_ours(self, target: Target) -> bool:
+        """Whether target is one of our own listening sockets (any transport)."""
+        for _, host, port in self.stack.transports.bound():
+            if port != target.port:
+                continue
+            if host == target.host or (_unspecified(host) and _loopback(target.host)):
+                return True
+        return False
 
     async def cancel(self, invite_key: tuple[str, ...]) -> bool:
         """CANCEL the relay of an INVITE server transaction; False if none."""
@@ -152,6 +178,20 @@ def cancel_for(invite: Request) -> Request:
     for route in invite.headers.get_all("Route"):
         cancel.headers.add("Route", route)
     return cancel
+
+
+def _unspecified(host: str) -> bool:
+    return host in ("0.0.0.0", "::")
+
+
+def _loopback(host: str) -> bool:
+    # Behind a wildcard listener only loopback targets are known to be us:
+    # a phone elsewhere on our port number (5060 is common) must still be
+    # reached, and enumerating the machine's addresses is not worth it here.
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _upstream(response: Response) -> Response:
