@@ -76,6 +76,23 @@ def test_forget_expired() -> None:
     assert nm.forget_expired(5) == 0 and nm.forget_expired(11) == 1 and nm.tracked == 0
 
 
+class _NoScan(dict):  # type: ignore[type-arg]
+    def _scan(self, *a: object) -> object:
+        raise AssertionError("the nonce table was scanned")
+
+    items = keys = values = __iter__ = _scan  # type: ignore[assignment]
+
+
+def test_forget_expired_takes_from_the_front_without_scanning() -> None:
+    nm = NonceManager(SECRET, "r", expires=10)
+    late, early = nm.issue(5), nm.issue(0)
+    assert nm.use(late, 1) and nm.use(early, 1)   # used out of issue order
+    nm._seen = _NoScan(nm._seen)
+    assert nm.forget_expired(12) == 1 and nm.tracked == 1   # only the one issued at 0
+    assert nm.check(late, 12) is NonceState.VALID and not nm.use(late, 1)
+    assert nm.forget_expired(16) == 1 and nm.tracked == 0
+
+
 def test_secret_file_created_once_private_and_shared(tmp_path: Path) -> None:
     s1 = load_secret(tmp_path)
     s2 = load_secret(tmp_path)

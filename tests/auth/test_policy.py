@@ -139,14 +139,15 @@ def test_forged_nonce_gets_a_plain_challenge_without_lookup() -> None:
     assert v.status == 401 and auth.subscribers.lookups == 0  # type: ignore[attr-defined]
 
 
-def test_failures_block_the_source_without_verifying() -> None:
+def test_failures_block_the_source_without_verifying() -> None:  # as that user
     auth = make_auth(max_failures=3, block_time=60)
     good = answer(check(auth, request()))
     for _ in range(3):
         v = check(auth, request(auth=answer(check(auth, request()), password="x")))
         assert v.status == 401
     before = auth.subscribers.lookups  # type: ignore[attr-defined]
-    assert check(auth, request()).status == 403  # not even a challenge while blocked
+    # without credentials there is no user to block: the challenge as ever
+    assert check(auth, request()).status == 401
     v = check(auth, request(auth=good))
     assert v.status == 403 and "too many" in v.reason
     assert auth.subscribers.lookups == before  # type: ignore[attr-defined]
@@ -198,3 +199,26 @@ def test_auth_config() -> None:
                       ("auth.db_table=\"a;b\"", "auth.db_table")]:
         with pytest.raises(ConfigError, match=text.replace("[", r"\[").replace("]", r"\]")):
             load_config(None, [bad], env={})
+
+
+def test_block_is_per_source_and_username() -> None:
+    # A spoofer failing as one user from a shared (NAT) address does not lock
+    # the other users behind that address out; the failing user is blocked.
+    auth = make_auth(max_failures=3, block_time=60)
+    for _ in range(3):
+        bad = answer(check(auth, request(user="alice")), user="alice", password="x")
+        assert check(auth, request(user="alice", auth=bad)).status == 401
+    blocked = check(auth, request(user="alice", auth=answer(check(auth, request(user="alice")),
+                                                            user="alice", password="pw")))
+    assert blocked.status == 403 and "too many" in blocked.reason
+    assert check(auth, request(auth=answer(check(auth, request())))).ok
+
+
+def test_digest_uri_must_be_the_request_uri() -> None:
+    auth = make_auth()
+    creds = answer(check(auth, request())).replace(f'uri="sip:{REALM}"',
+                                                  'uri="sip:elsewhere.example.org"')
+    assert 'uri="sip:elsewhere.example.org"' in creds
+    v = check(auth, request(auth=creds))
+    assert (v.ok, v.status, v.reason) == (False, 400, "Bad Authorization header - uri mismatch")
+    assert auth.failures.blocked_until(f"{SRC[0]} bob", NOW) is None

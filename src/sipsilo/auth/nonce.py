@@ -19,12 +19,12 @@ per secret, or keep ``nonce_expires`` short, where that matters.
 from __future__ import annotations
 
 import base64
+import heapq
 import hmac
 import os
 import secrets
 import struct
 import time
-from collections import OrderedDict
 from enum import Enum
 from hashlib import sha256
 from pathlib import Path
@@ -54,7 +54,10 @@ class NonceManager:
         self._realm = realm.encode("utf-8")
         self.expires = expires
         self.max_tracked = max_tracked
-        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()  # nonce -> (ts, max nc)
+        self._seen: dict[str, tuple[int, int]] = {}  # nonce -> (ts, max nc)
+        # (issue time, nonce) of every entry of _seen, oldest issued first: both
+        # expiry and eviction take from the front, never scanning the table.
+        self._by_age: list[tuple[int, str]] = []
         self._low_water = -1
 
     def _mac(self, head: bytes) -> bytes:
@@ -107,17 +110,26 @@ class NonceManager:
         if ts <= self._low_water:
             return False
         self._seen[nonce] = (ts, _USED_NO_QOP if nc is None else nc)
+        heapq.heappush(self._by_age, (ts, nonce))
         while len(self._seen) > self.max_tracked:
-            _, (old_ts, _) = self._seen.popitem(last=False)
+            # the oldest issued goes first: it is the nearest to expiry anyway
+            old_ts, old = heapq.heappop(self._by_age)
+            del self._seen[old]
             self._low_water = max(self._low_water, old_ts)
         return True
 
     def forget_expired(self, now: float) -> int:
-        """Drop entries whose nonce is past expiry anyway (the clock check refuses them)."""
-        dead = [n for n, (ts, _) in self._seen.items() if now - ts > self.expires]
-        for n in dead:
-            del self._seen[n]
-        return len(dead)
+        """Drop entries whose nonce is past expiry anyway (the clock check refuses them).
+
+        Takes from the front of the age order only: O(expired · log n), not a scan.
+        """
+        dead = 0
+        heap = self._by_age
+        while heap and now - heap[0][0] > self.expires:
+            _, nonce = heapq.heappop(heap)
+            del self._seen[nonce]
+            dead += 1
+        return dead
 
     @property
     def tracked(self) -> int:

@@ -11,9 +11,13 @@ Choices that matter for security:
   wrong passwords all get the same 401/407, so the answers do not enumerate users.
   An unknown user's digest is still computed (against a dummy HA1) to keep the
   timing alike.
-* A source with ``max_failures`` failed attempts is answered 403 without any
-  verification for ``block_time`` seconds (a reply, not a drop: an unanswered
-  transaction would be retransmitted for 32 s and hold server state).
+* A (source address, username) pair with ``max_failures`` failed attempts is
+  answered 403 without any verification for ``block_time`` seconds (a reply, not
+  a drop: an unanswered transaction would be retransmitted for 32 s and hold
+  server state). Keyed on the pair, not the address alone, so that a spoofer
+  (or one bad client) cannot lock every user behind a shared NAT address out.
+* The digest ``uri`` must be the Request-URI (RFC 2617 §3.2.2.5): otherwise 400,
+  so credentials captured for one request cannot be replayed on another.
 * Stale or replayed nonces are not failures: clients retry them silently.
 """
 
@@ -54,7 +58,8 @@ class Verdict:
 
 
 class FailureTracker:
-    """Failed attempts per source address; bounded (oldest sources forgotten first)."""
+    """Failed attempts per key (source address and username); bounded (oldest
+    keys forgotten first)."""
 
     def __init__(self, max_failures: int, block_time: float, max_sources: int = 50_000) -> None:
         self.max_failures = max_failures
@@ -133,23 +138,28 @@ class Authenticator:
         now = time.time() if now is None else now
         ip = source[0]
         where = f"{ip}:{source[1]}"
-        until = self.failures.blocked_until(ip, now)
-        if until is not None:
-            # debug only: a blocked brute-forcer must not flood the log (the block
-            # itself was logged as a warning when it began)
-            log.debug("auth: %s %s refused unverified: source blocked for %ds more",
-                     request.method, where, int(until - now) + 1)
-            return Verdict(False, status=403, reason="Forbidden - too many failed attempts")
         claimed = request.to.uri if www else request.from_.uri
         if not isinstance(claimed, SipUri) or not claimed.user:
             return Verdict(False, status=403, reason="Forbidden - no user to authenticate")
         creds = self._credentials(request, www)
         if creds is None:
             return self.challenge(www, now)
+        block_key = f"{ip} {creds.username.lower()}"
+        until = self.failures.blocked_until(block_key, now)
+        if until is not None:
+            # debug only: a blocked brute-forcer must not flood the log (the block
+            # itself was logged as a warning when it began)
+            log.debug("auth: %s %s as %s refused unverified: blocked for %ds more",
+                      request.method, where, creds.username, int(until - now) + 1)
+            return Verdict(False, status=403, reason="Forbidden - too many failed attempts")
         state = self.nonces.check(creds.nonce, now)
         if state is NonceState.INVALID:
             # Ours or not, a nonce we cannot vouch for gets a fresh challenge.
             return self.challenge(www, now)
+        if not _same_uri(creds.uri, request.uri):
+            log.info("auth: %s from %s: digest uri %r is not the Request-URI %s",
+                     request.method, where, creds.uri, request.uri)
+            return Verdict(False, status=400, reason="Bad Authorization header - uri mismatch")
         username, _, domain = creds.username.partition("@")
         # "bob" or "bob@example.com" (some clients send the AoR; sipsak even "bob@").
         domain = (domain or claimed.host).lower()
@@ -165,10 +175,10 @@ class Authenticator:
                 expected.encode(), creds.response.lower().encode()):
             why = ("unknown user" if subscriber is None else
                    f"no {creds.algorithm} hash stored" if stored is None else "wrong password")
-            blocked = self.failures.failure(ip, now)
+            blocked = self.failures.failure(block_key, now)
             log.warning("auth failure from %s: %s as %s@%s (%s)%s", where, request.method,
                         username, domain, why,
-                        "; source blocked" if blocked else "")
+                        "; source blocked for this user" if blocked else "")
             return self.challenge(www, now)
         if state is NonceState.STALE:
             # Right password, old nonce: RFC 7616 §3.3 stale=true, the client retries.
@@ -177,7 +187,7 @@ class Authenticator:
             log.warning("auth: replayed nonce from %s (%s@%s, nc=%s)", where, username, domain,
                         creds.nc)
             return self.challenge(www, now, stale=True)
-        self.failures.success(ip)
+        self.failures.success(block_key)
         identity = f"sip:{username}@{domain}"
         if claimed.user != username or claimed.host.lower() != domain:
             log.warning("auth: %s from %s authenticated as %s but claims %s", request.method,
@@ -197,6 +207,18 @@ class Authenticator:
             if creds.realm == self.realm:
                 return creds
         return None
+
+
+def _same_uri(digest_uri: str, request_uri: SipUri | str) -> bool:
+    """The digest uri names the Request-URI (the same text, or the same SIP URI)."""
+    if digest_uri == str(request_uri):
+        return True
+    if not isinstance(request_uri, SipUri):
+        return False
+    try:
+        return SipUri.parse(digest_uri) == request_uri
+    except ParseError:
+        return False
 
 
 def consume_credentials(request: Request, realm: str) -> None:

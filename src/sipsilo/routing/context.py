@@ -28,6 +28,7 @@ from sipsilo.proxy.relay import Branch
 from sipsilo.registrar.binding import Binding, FlowRef
 from sipsilo.silo.compose import Refusal, StoreLimits, message_to_store, owner_uri
 from sipsilo.silo.store import StoreError
+from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri
 from sipsilo.stack.handles import ServerTransaction
@@ -48,11 +49,17 @@ class RouteContext:
         self.request: Request = tx.request
         self.flow = tx.flow
         self.original_uri = tx.request.uri
-        self.new_uri: SipUri | str | None = None  # set by lookup(), like Kamailio's $ru
+        # Kamailio's $ru: set by lookup() to the first contact (the lookup's
+        # branches are relayed); assigned by a route, t_relay() relays there.
+        self.new_uri: SipUri | str | None = None
+        self._lookup_uri: SipUri | str | None = None
+        self.relayed = False   # t_relay() handed the request on
+        self.dropped = False   # drop(): intentionally no answer
         self.branches: list[Binding] = []
         self.failed_reply: Response | None = None
         self._failure: FailureHandler | None = None
         self._dump_contacts: list[Binding] = []
+        self._kick_after_store: Binding | None = None  # set by m_pending()
         # "sip:user@domain" once auth_check() succeeded (Kamailio's $au@$ar).
         self.auth_identity: str | None = None
 
@@ -73,8 +80,21 @@ class RouteContext:
         return isinstance(uri, SipUri) and not uri.user
 
     def from_is_myself(self) -> bool:
-        """from_uri==myself: the request claims to come from one of our users."""
-        return self.services.is_myself(self.request.from_.uri)
+        """from_uri==myself: the request claims to come from one of our users.
+
+        An identity decision: the domain alone counts, whatever port the From
+        names (sip:alice@ourdomain:9 is still alice, and must authenticate).
+        """
+        return self.services.is_local_domain(self.request.from_.uri)
+
+    def has_totag(self) -> bool:
+        """The request is within a dialog (its To has a tag)."""
+        return bool(self.request.to.tag)
+
+    @property
+    def from_trusted(self) -> bool:
+        """The request came from an [auth] trusted network."""
+        return self.services.is_trusted(self.flow.remote[0])
 
     async def auth_check(self) -> bool:
         """Digest-authenticate the sender; False once it has been answered.
@@ -102,10 +122,31 @@ class RouteContext:
         return True
 
     def loose_route(self) -> bool:
-        """RFC 3261 §16.4: drop our own Route entries; True if the request was
-        routed (it carried a Route set, e.g. an in-dialog request that we
-        record-routed), so the route should relay it on."""
+        """RFC 3261 §16.4: drop our own Route entries; True if the request
+        carried a Route set (ours or one continuing elsewhere).
+
+        Relay on a True only for in-dialog requests (``has_totag()``): an
+        initial request with a preloaded Route (an outbound-proxy setting)
+        continues through the normal route once our entry is gone, and one
+        whose Route still leads elsewhere is a request for a foreign
+        destination (``ctx.request.routes`` is then not empty).
+        """
         return strip_own_routes(self.request, self.services.is_myself)
+
+    def drop(self) -> None:
+        """Kamailio's drop: no answer, on purpose.
+
+        The server transaction is taken out of the stack's table (it would
+        otherwise stay there for ever); retransmissions of the request are
+        absorbed, unanswered, for 32 seconds.
+        """
+        if self.replied or self.relayed:
+            return
+        self.dropped = True
+        stack = self.tx.stack
+        entry = stack._server.get(self.tx.key)
+        if entry is not None:
+            stack._linger(entry, 32.0)
 
     def log(self, text: str) -> None:
         log.info("%s %s: %s", self.method, self.request.uri, text)
@@ -134,6 +175,15 @@ class RouteContext:
     async def save(self, table: str = "location") -> bool:
         """Process a REGISTER and answer it (200 with the bindings, or the error)."""
         svc = self.services
+        contacts = self.request.contacts
+        if contacts != "*":
+            for contact in contacts:
+                uri = contact.uri
+                if isinstance(uri, SipUri) and svc.is_own_address(
+                        uri.host, uri.port, uri.scheme == "sips"):
+                    # MESSAGEs for such a binding would come straight back here.
+                    self.t_reply(403, "Contact points to this server")
+                    return False
         result = await svc.registrar.handle(self.request, FlowRef.of(self.flow), time.time())
         response = result.response
         if svc.server_header:
@@ -151,7 +201,7 @@ class RouteContext:
         self.branches = bindings
         if not bindings:
             return False
-        self.new_uri = SipUri.parse(bindings[0].contact)
+        self.new_uri = self._lookup_uri = SipUri.parse(bindings[0].contact)
         return True
 
     # ---------------------------------------------------------------- silo
@@ -186,7 +236,7 @@ class RouteContext:
             return False
         limits = StoreLimits(svc.config.msilo.expire_time, svc.config.msilo.max_body)
         now = int(time.time())
-        row = message_to_store(req, owner, now, limits)
+        row = message_to_store(req, owner, now, limits, trusted=self.from_trusted)
         if isinstance(row, Refusal):
             self.t_reply(row.status, row.reason)
             return False
@@ -206,7 +256,39 @@ class RouteContext:
             return False
         svc.counters.inc("stored_messages")
         svc.after_store(req, next_hop, self.auth_identity)
+        binding = self._kick_after_store
+        if binding is not None:
+            # Queued behind stored messages: the dump delivers it in its turn.
+            self._kick_after_store = None
+            await svc.dump_to(binding, next_hop)
         return True
+
+    async def m_pending(self) -> bool:
+        """Must a MESSAGE to this online user queue behind stored ones?
+
+        True when the R-URI user has unexpired undelivered messages stored, or
+        a dump to them is running: relaying the new MESSAGE directly would
+        overtake them. The route then stores it instead (m_store, 202), and
+        that m_store, once the row is committed, also starts (or extends) the
+        delivery to the contact lookup() found, so it arrives in stored order.
+        Call it after a successful lookup(). If the store cannot be read, the
+        answer is False: relaying then at least delivers the message.
+        """
+        svc = self.services
+        uri = self.original_uri
+        if self.method != "MESSAGE" or not isinstance(uri, SipUri) or not uri.user:
+            return False
+        user, domain = uri.user, uri.host.lower()
+        pending = svc.delivery.busy(user, domain)
+        if not pending:
+            try:
+                pending = await svc.store.count_for(user, domain, int(time.time())) > 0
+            except StoreError as exc:
+                log.warning("cannot count messages of %s: %s", uri.aor(), exc)
+                pending = False
+        if pending:
+            self._kick_after_store = next((b for b in self.branches if _takes_message(b)), None)
+        return pending
 
     async def m_dump(self, next_hop: str | None = None) -> bool:
         """Deliver the stored messages of the user who just registered."""
@@ -225,14 +307,33 @@ class RouteContext:
         self._failure = handler
 
     async def t_relay(self) -> bool:
-        """Relay statefully to the looked-up contacts, or to the R-URI."""
+        """Relay statefully: to ``new_uri`` when the route assigned it, else to
+        the looked-up contacts, else to the R-URI (or the remaining Route set).
+
+        When looked-up contacts exist but none of them can be reached, the
+        failure handler (if armed) runs with a synthetic 480, as if the
+        branches had failed; without one the request is answered 480.
+        """
         svc = self.services
         branches: list[Branch] = []
-        if self.branches:
+        explicit = self.new_uri is not None and self.new_uri is not self._lookup_uri
+        if explicit:
+            uri = self.new_uri
+            if isinstance(uri, str):
+                try:
+                    uri = SipUri.parse(uri)
+                except ParseError:
+                    self.t_reply(416, "Unsupported URI Scheme")
+                    return False
+            assert uri is not None
+            self.request.uri = uri
+        if self.branches and not explicit:
             for binding in self.branches:
                 target = await svc.target_for_binding(binding)
                 if target is not None:
                     branches.append(Branch(SipUri.parse(binding.contact), target))
+            if not branches:
+                return await self._fail_unreachable()
         else:
             uri = self.request.uri
             if not isinstance(uri, SipUri):
@@ -246,9 +347,6 @@ class RouteContext:
             except ResolveError as exc:
                 self.t_reply(404, f"Not Found - {exc}")
                 return False
-        if not branches:
-            self.t_reply(480, "Temporarily Unavailable")
-            return False
         failure = None
         if self._failure is not None:
             handler = self._failure
@@ -257,11 +355,21 @@ class RouteContext:
                 self.failed_reply = reply
                 await handler(self)
 
+        self.relayed = True
         await svc.relay.relay(
             self.tx, self.request, branches,
             record_route=svc.record_route(self.flow), failure=failure,
         )
         return True
+
+    async def _fail_unreachable(self) -> bool:
+        """No registered contact is reachable: the failure route decides (480)."""
+        handler = self._failure
+        if handler is not None:
+            self.failed_reply = self.tx.make_response(480, "Temporarily Unavailable")
+            await handler(self)
+        self.t_reply(480, "Temporarily Unavailable")
+        return False
 
 
 def strip_own_routes(request: Request, is_myself: Callable[[SipUri], bool]) -> bool:

@@ -7,7 +7,9 @@ three differences a production server needs:
   keep-alive pings and monitoring work;
 * requests for foreign domains are relayed only when `[proxy] relay_foreign`
   is on (the seed's "forward anything else" made this an open relay);
-* in-dialog requests that carry our own Record-Route are relayed;
+* in-dialog requests (To-tag) that carry a Route set are relayed; an initial
+  request's preloaded Route naming us is consumed and the request routed as
+  if it had none, and one whose Route leads elsewhere is treated as foreign;
 * with [auth] on, a REGISTER and any request From a local user is digest-
   authenticated (`ctx.auth_check()`) before it is saved, stored or relayed.
 """
@@ -24,11 +26,15 @@ async def route(ctx: RouteContext) -> None:
         ctx.sl_send_reply(483, "Too Many Hops")
         return
 
-    if ctx.loose_route():
+    # in-dialog requests that we record-routed go on along their Route set
+    if ctx.has_totag() and ctx.loose_route():
         await ctx.t_relay()
         return
+    # an initial request: our own (preloaded) Route entries are consumed; one
+    # still routed elsewhere is a request for a foreign destination
+    ctx.loose_route()
 
-    if ctx.uri_is_myself():
+    if ctx.uri_is_myself() and not ctx.request.routes:
         if ctx.method == "REGISTER":
             # only the owner of the AoR may bind contacts to it (and get its messages)
             if not await ctx.auth_check():
@@ -61,6 +67,17 @@ async def route(ctx: RouteContext) -> None:
                 ctx.t_reply(202, "Accepted")
             else:
                 ctx.log("MSILO: offline message NOT stored")
+                ctx.t_reply(503, "Service Unavailable")
+            return
+
+        # online, but messages stored earlier are not delivered yet: a relayed
+        # MESSAGE would overtake them, so it is stored behind them (and the
+        # delivery to the contact is started or extended)
+        if ctx.method == "MESSAGE" and await ctx.m_pending():
+            ctx.log("MESSAGE received while stored ones are pending -> storing using MSILO")
+            if await ctx.m_store("1"):
+                ctx.t_reply(202, "Accepted")
+            else:
                 ctx.t_reply(503, "Service Unavailable")
             return
 

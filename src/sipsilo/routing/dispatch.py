@@ -38,11 +38,37 @@ class Dispatcher:
             await self._cancel(tx)
             return
         ctx = RouteContext(self.services, tx)
+        if self._looped(tx.request):
+            ctx.t_reply(482, "Loop Detected")
+            return
         try:
             await self.route(ctx)
         except ParseError as exc:
             # A header the route needed was malformed: that is the client's error.
             ctx.t_reply(exc.status, exc.reason)
+            return
+        if not (ctx.replied or ctx.relayed or ctx.dropped) and tx.request.method != "ACK":
+            # Neither answered, relayed nor dropped: the transaction would stay
+            # in the table for ever (and the client retransmit for 32 s).
+            name = getattr(self.route, "__qualname__", repr(self.route))
+            log.warning("route %s.%s returned without answering %s %s: 500",
+                        getattr(self.route, "__module__", "?"), name, tx.request.method,
+                        tx.request.uri)
+            ctx.t_reply(500, "Server Internal Error - request not handled")
+
+    def _looped(self, request: Request) -> bool:
+        """RFC 3261 §16.3 step 4, simplified: an initial request whose Via list
+        names our own sent-by more than once has come round through us before."""
+        if request.to.tag:
+            return False
+        try:
+            vias = request.vias
+        except ParseError:
+            return False
+        own = self.services.is_own_address
+        ours = sum(1 for via in vias
+                   if own(via.host, via.port, via.transport.upper() == "TLS"))
+        return ours > 1
 
     async def _cancel(self, tx: ServerTransaction) -> None:
         invite = self.services.stack.find_server_transaction(cancel_target_key(tx.request))
@@ -86,15 +112,25 @@ class Dispatcher:
             log.info("ACK not forwarded to %s: %s", target, exc)
 
     async def on_stray_response(self, response: Response, flow: Flow) -> None:
-        """Forward a response no transaction wants (2xx retransmissions, §16.7)."""
-        vias = response.vias
-        if len(vias) < 2:
+        """Forward a response no transaction wants (2xx retransmissions, §16.7).
+
+        Only a 2xx to an INVITE whose branch we generated lately: anything
+        else naming us in its top Via is a stray (or forged, to have us
+        reflect it to whatever the second Via names) and is dropped (§18.1.2).
+        """
+        try:
+            vias = response.vias
+            method = response.cseq[1]
+        except ParseError:
             return
-        transports = self.services.stack.transports
-        ours = {(h, p) for _, h, p in transports.bound()}
+        if len(vias) < 2 or method != "INVITE" or not 200 <= response.status < 300:
+            return
+        stack = self.services.stack
+        transports = stack.transports
         top = vias[0]
-        if (top.host, top.port or 5060) not in ours:
-            return  # not sent by us: drop (§18.1.2)
+        if not stack.sent_invite_branch(top.branch):
+            log.debug("stray %s from %s dropped: not a branch of ours", response.status, flow)
+            return
         response.headers.pop_first_value("Via")
         nxt = vias[1]
         host = nxt.received or nxt.host

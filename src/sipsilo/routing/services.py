@@ -7,6 +7,7 @@ how a binding is reached, where the offline notice goes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from sipsilo.transport.flow import Flow, Target
 
 log = logging.getLogger(__name__)
 
+# What a wildcard listen address counts as (config.py's _WILDCARD_SELF).
+_WILDCARD_SELF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
 
 @dataclass
 class Services:
@@ -52,13 +56,50 @@ class Services:
     def is_myself_host(self, host: str) -> bool:
         return canonical_host(host) in self.domains
 
+    def listen_addresses(self) -> set[tuple[str, int]]:
+        """(host, port) of every listener; a wildcard counts as its loopback."""
+        transports = getattr(self.stack, "transports", None)
+        if transports is None:
+            return set()
+        return {(canonical_host(_WILDCARD_SELF.get(host, host)), port)
+                for _, host, port in transports.bound()}
+
+    def is_own_address(self, host: str, port: int | None, secure: bool = False) -> bool:
+        """host:port is one of our listeners (the port defaulting as in a URI)."""
+        port = port or (5061 if secure else 5060)
+        return (canonical_host(host), port) in self.listen_addresses()
+
     def is_myself(self, uri: SipUri | str | None) -> bool:
-        """uri==myself: a served domain, on one of our ports when a port is given."""
+        """uri==myself, for routing: a served domain on one of our ports when a
+        port is given, or one of our own listen addresses (what our
+        Record-Route and Via name) even when [server] domains is set."""
         if not isinstance(uri, SipUri):
             return False
-        if not self.is_myself_host(uri.host):
+        if self.is_myself_host(uri.host) and (uri.port is None or uri.port in self.listen_ports):
+            return True
+        return self.is_own_address(uri.host, uri.port, uri.scheme == "sips")
+
+    def is_local_domain(self, uri: SipUri | str | None) -> bool:
+        """The URI names one of our served domains, whatever its port: for
+        identity decisions (is this From/To one of our users), where a port
+        must not turn a local user into a stranger."""
+        return isinstance(uri, SipUri) and self.is_myself_host(uri.host)
+
+    def is_trusted(self, source_ip: str) -> bool:
+        """The source is in [auth] trusted (whether or not authentication is on)."""
+        if self.auth is not None:
+            return self.auth.is_trusted(source_ip)
+        try:
+            addr = ipaddress.ip_address(source_ip)
+        except ValueError:
             return False
-        return uri.port is None or uri.port in self.listen_ports
+        for net in self.config.auth.trusted:
+            try:
+                if addr in ipaddress.ip_network(net, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
 
     def is_silo_origin(self, request: Request) -> bool:
         registrar = self.config.msilo.registrar
@@ -72,7 +113,8 @@ class Services:
         return any(isinstance(u, SipUri) and u.aor() == ours for u in uris)
 
     def record_route(self, flow: Flow) -> str:
-        host, port = flow.local
+        # [server] advertise, or the real address behind a wildcard listener.
+        host, port = self.stack.transports.advertised(flow)
         host = f"[{host}]" if ":" in host else host
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
         return f"<sip:{host}:{port}{transport};lr>"
@@ -87,7 +129,12 @@ class Services:
         on a stream transport is reached over the connection it registered
         on (it usually cannot accept a new one); a client that asked for RFC
         5626 outbound (reg-id) is reached at the address its REGISTER came
-        from; anyone else at its Contact address.
+        from; anyone else at its Contact address -- unless (nathelper-like)
+        the REGISTER came over UDP from another IP than the Contact names (a
+        phone behind NAT, whose private Contact is unreachable): then at the
+        address and port the REGISTER came from. The Request-URI stays the
+        Contact either way. A request to a UDP binding leaves from the socket
+        the REGISTER came in on, the pinhole the phone's NAT opened.
         """
         hop = next_hop or self.config.msilo.outbound_proxy
         if hop:
@@ -99,13 +146,24 @@ class Services:
         flow = binding.flow
         if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
             return Target(flow.transport, flow.remote_host, flow.remote_port, flow.conn_id)
+        local = (flow.local_host, flow.local_port)
+        source = Target("udp", flow.remote_host, flow.remote_port, local=local)
         if binding.reg_id is not None and flow.transport == "udp":
-            return Target("udp", flow.remote_host, flow.remote_port)
+            return source
         try:
-            return await resolve_uri(SipUri.parse(binding.contact))
+            target = await resolve_uri(SipUri.parse(binding.contact))
         except (ResolveError, ParseError) as exc:
+            if flow.transport == "udp":
+                return source  # an unresolvable Contact: where it registered from
             log.info("contact %s of %s unreachable: %s", binding.contact, binding.aor, exc)
             return None
+        if flow.transport != "udp" or target.transport != "udp":
+            return target
+        if not _same_ip(target.host, flow.remote_host):
+            # Behind NAT (or a Contact that is simply not where it came from).
+            return source
+        # Same host, maybe another port (a UA registering for another socket).
+        return Target("udp", target.host, target.port, local=local)
 
     # -------------------------------------------------------------- silo
     async def dump_to(self, binding: Binding, next_hop: str | None = None) -> bool:
@@ -150,7 +208,7 @@ class Services:
         if not isinstance(uri, SipUri):
             return
         target: Target | None
-        if self.is_myself(uri) and uri.user:
+        if self.is_local_domain(uri) and uri.user:
             # A local sender: reach it where it is registered. If it is offline
             # the notice is dropped, never stored (it is ours, not a message).
             bindings = await self.location.lookup(uri.aor(), time.time())
@@ -176,3 +234,10 @@ class Services:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b

@@ -22,7 +22,7 @@ from sipsilo.sip.uri import SipUri
 
 # Headers that describe the transport or the transaction, or that the
 # delivery rebuilds itself; everything else in the MESSAGE (Subject,
-# P-Asserted-Identity, Privacy, X-..., IMDN's Message-ID headers carried
+# X-..., IMDN's Message-ID headers carried
 # outside CPIM, Content-Encoding, which the stored body needs to be read,
 # ...) is kept verbatim and re-emitted on delivery.
 _NOT_KEPT = frozenset(
@@ -33,6 +33,17 @@ _NOT_KEPT = frozenset(
         "User-Agent", "Server", "Authorization", "Proxy-Authorization", "Allow",
         "Supported", "Require", "Proxy-Require", "Accept", "Accept-Encoding",
         "Accept-Language", "Path", "Min-Expires",
+    )
+)
+
+# Identity assertions: kept (and re-emitted on delivery, where the recipient
+# believes them) only when the MESSAGE came from an [auth] trusted network;
+# from anyone else they are claims nobody checked.
+IDENTITY_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "P-Asserted-Identity", "P-Preferred-Identity", "Privacy", "Identity",
+        "Identity-Info", "History-Info", "Referred-By",
     )
 )
 
@@ -82,8 +93,13 @@ def _valid_media_type(value: str) -> bool:
 
 
 def message_to_store(
-    request: Request, owner: SipUri, now: int, limits: StoreLimits
+    request: Request, owner: SipUri, now: int, limits: StoreLimits, *, trusted: bool = False
 ) -> NewMessage | Refusal:
+    """The row to store, or why not.
+
+    *trusted*: the request came from an [auth] trusted network, so its identity
+    headers (IDENTITY_HEADERS) are kept; otherwise they are dropped.
+    """
     body = request.body
     ctype = request.content_type
     if not body:
@@ -104,6 +120,7 @@ def message_to_store(
         f"{name}: {value}\r\n"
         for name, value in request.headers.items()
         if name.lower() not in _NOT_KEPT
+        and (trusted or name.lower() not in IDENTITY_HEADERS)
     )
     from_uri = request.from_.uri
     to_uri = request.to.uri
