@@ -97,6 +97,9 @@ class Server:
             self.stack.receive,
             self.stack.on_framing_error,
             cfg.server.max_message_size,
+            advertise=cfg.server.advertise_address(),
+            tcp_idle_timeout=cfg.server.tcp_idle_timeout,
+            tcp_max_connections=cfg.server.tcp_max_connections,
         )
         self.stack.transports = self.transports
         # The claim owner is stable across restarts of this instance (host, data
@@ -119,7 +122,7 @@ class Server:
             server_header=server_header, domains=domains,
         )
         # Before the transports start: no request is routed while auth is undecided.
-        self.services.auth, self.subscribers = start_auth(cfg)
+        self.services.auth, self.subscribers = await start_auth(cfg)
         self.dispatcher = Dispatcher(self.services, route)
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response
@@ -155,6 +158,20 @@ class Server:
     async def stop(self) -> None:
         """Stop in reverse order; tolerates a start() that failed part-way."""
         log.info("shutting down")
+        # Sockets close last: an in-flight delivery must still get its 2xx (or
+        # the message is delivered again after the restart), and a MESSAGE
+        # being stored its 202 (or the sender retransmits it to the restarted
+        # server, which stores it twice). So: no new dump starts, the dumps
+        # in flight finish their message, the request handlers finish, and
+        # only then do the transports close. Both waits are bounded.
+        grace = min(self.config.tm.fr_timer, 5.0)
+        delivery = getattr(self, "delivery", None)
+        if delivery is not None:
+            delivery.stop_starting()
+            await delivery.aclose(timeout=grace)
+        stack = getattr(self, "stack", None)
+        if stack is not None:
+            await _drain(stack, grace)
         if hasattr(self, "transports"):
             self.transports.close()
         for job in self._jobs:
@@ -171,7 +188,7 @@ class Server:
             await close_location()
         subscribers = getattr(self, "subscribers", None)
         if subscribers is not None:
-            subscribers.close()
+            await subscribers.aclose()
 
     # ------------------------------------------------------------ periodic jobs
     async def _expire_bindings(self) -> None:
@@ -225,6 +242,18 @@ class Server:
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })
         return out
+
+
+async def _drain(stack: SipStack, timeout: float) -> None:
+    """Wait (bounded) for the request handlers running now and any they start."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        tasks: set[asyncio.Task[Any]] = set(getattr(stack, "_tasks", ()))
+        tasks.discard(asyncio.current_task())
+        left = deadline - asyncio.get_running_loop().time()
+        if not tasks or left <= 0:
+            return
+        await asyncio.wait(tasks, timeout=left)
 
 
 def _mask(url: str) -> str:

@@ -151,9 +151,10 @@ class UserAgent:
     port: int
     proc: subprocess.Popen[str]
     result: SippResult | None = None
+    scenario: str = "silo_uas_message"
 
     def entries(self) -> list[SipEntry]:
-        path = log_path(self.server, "silo_uas_message", self.port)
+        path = log_path(self.server, self.scenario, self.port)
         return parse_log(path.read_bytes()) if path.exists() else []
 
     def received(self) -> list[SipEntry]:
@@ -188,15 +189,19 @@ def start_ua(
     pause_ms: int = 0,
     timeout: float = 10.0,
     port: int | None = None,
+    scenario: str = "silo_uas_message",
 ) -> UserAgent:
-    """Start a UA that answers `calls` MESSAGEs with `code` after `pause_ms` each."""
+    """Start a UA that answers `calls` MESSAGEs with `code` after `pause_ms` each.
+
+    scenario="silo_uas_message_first": only the first gets `code`, the rest 200.
+    """
     port = port or free_port({server.port})
     proc = run_sipp(
-        "silo_uas_message", server, local_port=port, calls=calls, timeout=timeout, background=True,
+        scenario, server, local_port=port, calls=calls, timeout=timeout, background=True,
         subst={"code": code, "reason": reason, "pause": pause_ms},
     )
     assert isinstance(proc, subprocess.Popen)
-    ua = UserAgent(server, port, proc)
+    ua = UserAgent(server, port, proc, scenario=scenario)
     _wait_bound(port)
     return ua
 

@@ -13,6 +13,7 @@ from tests.integration.harness import ServerProcess, finish_sipp, free_port, run
 from tests.integration.silo_helpers import (
     SipEntry,
     UserAgent,
+    parse_log,
     register,
     send_message,
     start_ua,
@@ -180,3 +181,86 @@ def test_concurrent_registers_deliver_each_message_once(make_server: MakeServer)
     assert len(bodies) == count
     assert len(set(bodies)) == count
     assert stats(server)["msilo:dumped_messages"] == count
+
+
+def test_permanently_rejected_message_does_not_block_the_rest(make_server: MakeServer) -> None:
+    server = make_server(**{"msilo.check_time": 1})
+    rows = _store(server, 4)
+    ua = start_ua(server, calls=4, code=415, reason="Unsupported Media Type",
+                  scenario="silo_uas_message_first")
+    register(server, ua.port)
+    ua.finish(15)
+    got = ua.received()
+    assert [m.body.rsplit(b"] ", 1)[-1] for m in got] == [r["body"] for r in rows]
+    # #1 kept (no 2xx), unclaimed; #2..#4 delivered and deleted
+    wait_for(lambda: [r["id"] for r in server.rows()] == [rows[0]["id"]], 5)
+    wait_for(lambda: server.rows()[0]["claim_owner"] is None, 5)
+    st = stats(server)
+    assert (st["msilo:failed_messages"], st["msilo:dumped_messages"]) == (1, 3)
+    # retried at the next REGISTER
+    ua = start_ua(server, calls=1)
+    register(server, ua.port)
+    ua.finish(10)
+    assert [m.body.rsplit(b"] ", 1)[-1] for m in ua.received()] == [rows[0]["body"]]
+    wait_for(lambda: server.rows() == [], 5)
+
+
+def test_live_message_queues_behind_stored_ones(make_server: MakeServer) -> None:
+    server = make_server(**{"msilo.check_time": 1})
+    _store(server, 3, text="stored")
+    ua = start_ua(server, calls=4, pause_ms=400, timeout=15)
+    register(server, ua.port)
+    wait_for(lambda: len(ua.received()) >= 1, 5)  # the dump is running
+    result, log = send_message(server, body="LIVE\n")
+    assert result.returncode == 0, result.stdout
+    assert [e.status for e in log if not e.sent and e.status >= 200] == [202]
+    ua.finish(20)
+    bodies = [m.body.rsplit(b"] ", 1)[-1] for m in ua.received()]
+    assert bodies == [b"stored 1\r\n", b"stored 2\r\n", b"stored 3\r\n", b"LIVE\r\n"]
+    wait_for(lambda: server.rows() == [], 5)
+
+
+def test_sigterm_during_a_slow_dump_keeps_the_answered_message_delivered(
+    make_server: MakeServer,
+) -> None:
+    server = make_server(**{"msilo.check_time": 1})
+    rows = _store(server, 2)
+    ua = start_ua(server, calls=2, pause_ms=1000, timeout=10)
+    register(server, ua.port)
+    wait_for(lambda: len(ua.received()) == 1, 5)
+    assert server.stop() == 0  # SIGTERM while the UA holds back its 200
+    ua.proc.terminate()
+    ua.finish(5)
+    assert ua.entries() and any(e.sent and e.status == 200 for e in ua.entries())
+    left = server.rows()
+    assert [r["id"] for r in left] == [rows[1]["id"]], "the answered one is not sent again"
+    assert left[0]["claim_owner"] is None
+
+
+def test_sigterm_after_a_burst_every_202_is_stored_once(make_server: MakeServer) -> None:
+    server = make_server()
+    port = free_port({server.port})
+    proc = run_sipp(
+        "silo_uac_message", server, local_port=port, calls=200, rate=400, timeout=8,
+        background=True,
+        keys={"from_uri": f"sip:alice@{server.uri_host}", "to_user": "bob",
+              "contact_uri": f"sip:alice@127.0.0.1:{port}"},
+        subst={"headers": "Content-Type: text/plain\n", "body": "burst [call_number]\n",
+               "expect": 202},
+    )
+    assert isinstance(proc, subprocess.Popen)
+    wait_for(lambda: len(_rows_quiet(server)) >= 20, 10, 0.005)
+    assert server.stop() == 0
+    finish_sipp(proc, server, "silo_uac_message", port, timeout=30)
+    log = parse_log((server.data_dir / f"silo_uac_message.{port}.msg.log").read_bytes())
+    accepted = {e.header("Call-ID") for e in log if not e.sent and e.status == 202}
+    stored = [r["callid"] for r in server.rows()]
+    assert len(stored) == len(set(stored)), "stored twice"
+    assert set(stored) == accepted, "a 202 without its row, or a row without its 202"
+
+
+def _rows_quiet(server: ServerProcess) -> list[object]:
+    try:
+        return list(server.rows("select id from silo"))
+    except Exception:
+        return []

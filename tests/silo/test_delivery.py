@@ -102,7 +102,7 @@ def test_temporary_failure_ends_the_dump_in_order(tmp_path: Path) -> None:
 
 def test_leases_are_renewed_during_a_slow_dump(tmp_path: Path) -> None:
     async def main() -> None:
-        store, ids = await _setup(tmp_path, 6)
+        store, _ = await _setup(tmp_path, 6)
         ua = UA(lambda n: 200, delay=0.5)
         engine = DeliveryEngine(store, ua.send, "A", Counters(), claim_ttl=2)
         engine.kick("bob", "example.com", TARGET)
