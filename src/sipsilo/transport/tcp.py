@@ -44,6 +44,13 @@ class TcpConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
+        if peer is None or sock is None:
+            # The peer reset the connection between accept() and now (a
+            # connect then RST): there is no one to serve, and indexing None
+            # raised in the event loop's callback, once per such connection.
+            log.debug("tcp connection reset before it could be served")
+            transport.close()
+            return
         self.remote = (str(peer[0]), int(peer[1]))
         if not self.local[1]:
             self.local = (str(sock[0]), int(sock[1]))
