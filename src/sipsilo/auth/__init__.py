@@ -2,7 +2,8 @@
 
 * :mod:`sipsilo.sip.digest` has the pure maths and header text;
 * :mod:`.nonce` makes and checks nonces, and refuses replays;
-* :mod:`.subscribers` is the Kamailio-compatible ``subscriber`` table;
+* :mod:`.subscribers` is the Kamailio-compatible ``subscriber`` table, in the silo's
+  database (SQLite, MySQL/MariaDB or PostgreSQL);
 * :mod:`.policy` gives the verdict on one request (``RouteContext.auth_check``);
 * :mod:`.admin` backs ``sipsilo user add|passwd|remove|list``.
 
@@ -16,10 +17,11 @@ from typing import Any
 
 from sipsilo.auth.nonce import NonceManager, load_secret
 from sipsilo.auth.policy import Authenticator, Verdict, consume_credentials
-from sipsilo.auth.subscribers import SqliteSubscribers, Subscriber
+from sipsilo.auth.subscribers import SqliteSubscribers, SqlSubscribers, Subscriber, Subscribers
+from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
 
-__all__ = ["Authenticator", "NonceManager", "SqliteSubscribers", "Subscriber", "Verdict",
-           "consume_credentials", "start_auth"]
+__all__ = ["Authenticator", "NonceManager", "SqlSubscribers", "SqliteSubscribers", "Subscriber",
+           "Subscribers", "Verdict", "consume_credentials", "start_auth"]
 
 log = logging.getLogger("sipsilo.auth")
 
@@ -27,29 +29,42 @@ OFF_WARNING = ("authentication is OFF: anyone can register as any user and read 
                "stored messages")
 
 
-def start_auth(config: Any) -> tuple[Authenticator | None, SqliteSubscribers | None]:
-    """(authenticator or None when off, the subscriber store to close at shutdown)."""
+async def start_auth(config: Any) -> tuple[Authenticator | None, Subscribers | None]:
+    """(authenticator or None when off, the subscriber store to ``aclose`` at shutdown).
+
+    The subscriber table is in the silo's database (``[msilo] db_url``: SQLite, MySQL/
+    MariaDB or PostgreSQL); it is created, or a Kamailio one adopted, here.
+    """
     cfg = config.auth
+    subscribers: Subscribers
     path = config.silo_db_path()
-    if path is None:
-        if cfg.enabled is True:
-            raise ValueError("[auth] needs the subscriber table in a SQLite silo database "
-                             "(msilo.db_url)")
-        log.warning("%s (no SQLite subscriber table)", OFF_WARNING)
-        return None, None
-    subscribers = SqliteSubscribers(path, cfg.db_table)
+    if path is not None:
+        subscribers = SqliteSubscribers(path, cfg.db_table)
+    else:
+        url = parse_sql_url(str(config.msilo.db_url))
+        subscribers = SqlSubscribers(open_pool(url, 1, max(2, config.msilo.db_pool_max // 2)),
+                                     cfg.db_table)
     try:
-        subscribers.ensure_schema()
-        users = subscribers.count()
+        if isinstance(subscribers, SqlSubscribers):
+            try:
+                await subscribers.open()
+            except StoreUnavailable as exc:
+                raise StoreUnavailable(f"msilo.db_url: {exc}") from None
+            await subscribers.aensure_schema()
+            users = await subscribers.acount()
+        else:
+            subscribers.ensure_schema()
+            users = subscribers.count()
     except BaseException:
-        subscribers.close()
+        await subscribers.aclose()
         raise
     enabled = cfg.enabled if isinstance(cfg.enabled, bool) else users > 0
     if not enabled:
         why = "[auth] enabled = false" if cfg.enabled is False else "no users in the " \
             f"{cfg.db_table} table; add one with 'sipsilo user add USER@DOMAIN'"
         log.warning("%s (%s)", OFF_WARNING, why)
-        return None, subscribers
+        await subscribers.aclose()  # nothing asks it until a restart
+        return None, None
     realm = config.auth_realm()
     nonces = NonceManager(load_secret(config.data_dir), realm, cfg.nonce_expires)
     auth = Authenticator(

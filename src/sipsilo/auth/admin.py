@@ -1,36 +1,40 @@
 """``sipsilo user ...``: subscriber administration on the database directly.
 
-Works while a server runs on the same SQLite file (WAL and busy_timeout, as the silo
-admin commands). Passwords are hashed here with the configured realm and never
-stored in plaintext, printed or logged.
+The table is in the silo's database (``[msilo] db_url``: a SQLite file, MySQL/MariaDB or
+PostgreSQL) and is created (or a Kamailio one adopted) on first use. Works while servers
+run on the same database (SQLite: WAL and busy_timeout, as the silo admin commands); a
+running server reads each user at each authentication, so a new password or a removed
+user counts at once; only "auto" turning authentication on needs a restart. Passwords
+are hashed here with the configured realm and never stored in plaintext, printed or
+logged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from sipsilo.auth.subscribers import SqliteSubscribers
+from sipsilo.auth.subscribers import Subscribers, open_blocking
 from sipsilo.silo.admin import parse_aor
 
-__all__ = ["user_add", "user_list", "user_passwd", "user_remove"]
+__all__ = ["subscribers_init", "user_add", "user_list", "user_passwd", "user_remove"]
 
 
 @contextmanager
-def _open(config: Any) -> Iterator[SqliteSubscribers]:
-    path = config.silo_db_path()
-    if path is None:
-        raise ValueError("the subscriber table needs a SQLite msilo.db_url")
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    store = SqliteSubscribers(path, config.auth.db_table)
+def _open(config: Any) -> Iterator[Subscribers]:
+    store = open_blocking(config)
     try:
         store.ensure_schema()
         yield store
     finally:
         store.close()
+
+
+def subscribers_init(config: Any) -> str:
+    """Create the subscriber table (or adopt Kamailio's); idempotent (``sipsilo db init``)."""
+    with _open(config) as store:
+        return store.table
 
 
 def _check_password(password: str) -> None:

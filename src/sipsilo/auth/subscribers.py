@@ -10,15 +10,22 @@ The plaintext ``password`` column stays empty when sipsilo writes a user; a row 
 one (kamctl with STORE_PLAINTEXT_PW=1) is accepted and used for whatever hash is missing.
 
 The DDL is built from the same dialect-neutral :class:`Column` descriptions as the silo
-table, so the MySQL/PostgreSQL backends get it for free; the store below is SQLite.
+table, for SQLite, MySQL/MariaDB and PostgreSQL alike (Kamailio's kamdbctl DDL for each,
+plus our column).  The table lives in the silo's database (``[msilo] db_url``):
+:class:`SqliteSubscribers` for a SQLite file, :class:`SqlSubscribers` for a database
+server, through the silo's driver layer (:mod:`sipsilo.silo.sqlbase`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sipsilo.silo.schema import (
     KAMAILIO_VERSION_TABLE,
@@ -26,12 +33,17 @@ from sipsilo.silo.schema import (
     Column,
     Dialect,
     MigrationContext,
+    _table_options,
     check_identifier,
     column_ddl,
     kamailio_version_table_sql,
     sipsilo_version_table_sql,
 )
+from sipsilo.silo.sqlbase import Pool, SqlUrl, open_pool
+from sipsilo.silo.store import StoreError
 from sipsilo.sip.digest import ha1 as digest_ha1
+
+T = TypeVar("T")
 
 #: Kamailio's version row for the subscriber table (Kamailio 5.x).
 KAMAILIO_SUBSCRIBER_VERSION = 7
@@ -64,7 +76,8 @@ def create_table_sql(table: str, dialect: Dialect) -> str:
     check_identifier(table)
     cols = ",\n    ".join(column_ddl(c, dialect) for c in COLUMNS)
     return (f"CREATE TABLE IF NOT EXISTS {table} (\n    {cols},\n"
-            f"    CONSTRAINT {_unique_name(table, dialect)} UNIQUE (username, domain)\n)")
+            f"    CONSTRAINT {_unique_name(table, dialect)} UNIQUE (username, domain)\n)"
+            f"{_table_options(dialect)}")
 
 
 def create_index_sql(table: str, dialect: Dialect) -> str:
@@ -168,6 +181,9 @@ class SqliteSubscribers:
         with self._lock:
             self._conn.close()
 
+    async def aclose(self) -> None:
+        self.close()
+
     def ensure_schema(self) -> None:
         with self._lock:
             cur = self._conn.cursor()
@@ -224,3 +240,202 @@ class SqliteSubscribers:
                 f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
                 (username, domain))
             return cur.rowcount > 0
+
+
+def _exists_error(username: str, domain: str) -> ValueError:
+    return ValueError(f"user {username}@{domain} exists already (use 'sipsilo user passwd')")
+
+
+class SqlSubscribers:
+    """Subscriber rows on a MySQL/MariaDB or PostgreSQL server, through a :class:`Pool`.
+
+    The ``a*`` methods are the async ones, run on the loop the pool was opened on.  The
+    plain-named methods (the :class:`SqliteSubscribers` interface) block: they run the
+    async one on that loop and wait, so they must be called from another thread -- the
+    authenticator calls :meth:`get` through ``asyncio.to_thread``; the CLI uses
+    :meth:`blocking`, whose loop runs in a thread of its own.
+    """
+
+    def __init__(self, pool: Pool, table: str = "subscriber") -> None:
+        self.table = check_identifier(table)
+        self.pool = pool
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None  # our own loop's (blocking())
+
+    @classmethod
+    def blocking(cls, url: SqlUrl, table: str = "subscriber") -> SqlSubscribers:
+        """An opened store for synchronous callers: its loop runs in a daemon thread."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="sipsilo-subscribers",
+                                  daemon=True)
+        thread.start()
+        store = cls(open_pool(url, 1, 1), table)
+        store._thread = thread
+        try:
+            asyncio.run_coroutine_threadsafe(store.open(), loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            raise
+        return store
+
+    async def open(self) -> None:
+        await self.pool.open()
+        self._loop = asyncio.get_running_loop()
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+
+    def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:  # opened on someone else's loop: aclose()
+            if loop is not None and not loop.is_closed():
+                self._sync(self.aclose())
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        self._loop = self._thread = None
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise StoreError("subscriber store is not open")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            coro.close()
+            raise RuntimeError("blocking call on the subscriber store's own event loop")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    # ------------------------------------------------------------------ async
+
+    async def aensure_schema(self) -> None:
+        """Create or adopt the table (see :func:`ensure_schema`), serialised across
+        processes by a named server lock; MySQL commits DDL implicitly, which the
+        re-runnable :func:`ensure_schema` allows for."""
+        from sipsilo.silo.sqlstore import _SyncCursor
+
+        loop = asyncio.get_running_loop()
+        async with self.pool.acquire() as conn:
+            name = f"sipsilo_ddl_{self.table}"
+            await conn.lock(name)
+            try:
+                await conn.begin()
+                try:
+                    ctx = MigrationContext(_SyncCursor(conn, loop), self.pool.dialect,
+                                           self.table)
+                    await asyncio.to_thread(ensure_schema, ctx)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+                    raise
+                await conn.commit()
+            finally:
+                with contextlib.suppress(StoreError):
+                    await conn.unlock(name)
+
+    async def aget(self, username: str, domain: str) -> Subscriber | None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_SELECT.format(t=self.table) +
+                                    " WHERE username = %s AND domain = %s", (username, domain))
+        return _row(rows[0]) if rows else None
+
+    async def acount(self) -> int:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT COUNT(*) FROM {self.table}")
+        return int(rows[0][0])
+
+    async def alist(self) -> builtins.list[Subscriber]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_SELECT.format(t=self.table) + " ORDER BY domain, username")
+        return [_row(r) for r in rows]
+
+    async def aadd(self, username: str, domain: str, realm: str, password: str) -> None:
+        ha1, ha1b, ha1_sha256 = hashes(username, domain, realm, password)
+        if await self.aget(username, domain) is not None:
+            raise _exists_error(username, domain)
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b,"
+                    " ha1_sha256) VALUES (%s, %s, '', %s, %s, %s)",
+                    (username, domain, ha1, ha1b, ha1_sha256))
+        except StoreError:
+            # A concurrent add won the unique key (account_idx) between our look and insert.
+            if await self.aget(username, domain) is not None:
+                raise _exists_error(username, domain) from None
+            raise
+
+    async def aset_password(self, username: str, domain: str, realm: str,
+                            password: str) -> bool:
+        ha1, ha1b, ha1_sha256 = hashes(username, domain, realm, password)
+        async with self.pool.acquire() as conn:
+            # The plaintext column is cleared: it would otherwise hold the old password.
+            n = await conn.execute(
+                f"UPDATE {self.table} SET password = '', ha1 = %s, ha1b = %s, ha1_sha256 = %s"
+                " WHERE username = %s AND domain = %s",
+                (ha1, ha1b, ha1_sha256, username, domain))
+        if n == 0 and self.pool.dialect == "mysql":
+            # MySQL counts changed rows, not matched ones: the same password twice is 0.
+            return await self.aget(username, domain) is not None
+        return n > 0
+
+    async def aremove(self, username: str, domain: str) -> bool:
+        async with self.pool.acquire() as conn:
+            n = await conn.execute(
+                f"DELETE FROM {self.table} WHERE username = %s AND domain = %s",
+                (username, domain))
+        return n > 0
+
+    # ------------------------------------------------------------------ blocking
+
+    def ensure_schema(self) -> None:
+        self._sync(self.aensure_schema())
+
+    def get(self, username: str, domain: str) -> Subscriber | None:
+        return self._sync(self.aget(username, domain))
+
+    def count(self) -> int:
+        return self._sync(self.acount())
+
+    def list(self) -> builtins.list[Subscriber]:
+        return self._sync(self.alist())
+
+    def add(self, username: str, domain: str, realm: str, password: str) -> None:
+        self._sync(self.aadd(username, domain, realm, password))
+
+    def set_password(self, username: str, domain: str, realm: str, password: str) -> bool:
+        return self._sync(self.aset_password(username, domain, realm, password))
+
+    def remove(self, username: str, domain: str) -> bool:
+        return self._sync(self.aremove(username, domain))
+
+
+Subscribers = SqliteSubscribers | SqlSubscribers
+
+
+def open_blocking(config: Any) -> Subscribers:
+    """The configured subscriber store (``[msilo] db_url``, ``[auth] db_table``), opened
+    for synchronous use (the CLI); the caller closes it.  The table is not touched."""
+    from pathlib import Path
+
+    from sipsilo.silo.sqlbase import parse_sql_url
+
+    table = config.auth.db_table
+    path = config.silo_db_path()
+    if path is not None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteSubscribers(path, table)
+    url = parse_sql_url(str(config.msilo.db_url))
+    try:
+        return SqlSubscribers.blocking(url, table)
+    except StoreError as e:
+        raise type(e)(f"msilo.db_url: {e}") from None

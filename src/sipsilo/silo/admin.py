@@ -293,11 +293,20 @@ def _as_dict(msg: Any) -> dict[str, Any]:
 
 
 def db_init(config: Any) -> int:
-    """Create the database and tables if missing (idempotent); return the schema version."""
+    """Create the database and tables if missing (idempotent); return the schema version.
+
+    With an ``[auth]`` section (a real Config), the subscriber table too, in the same
+    database (Kamailio's DDL plus our column; a Kamailio table is adopted)."""
     if _is_server(config):
-        return db_migrate(config)[1]
-    with _session(config, create=True) as ops:
-        return migrate(ops.conn, "sqlite", ops.table)[1]
+        version = db_migrate(config)[1]
+    else:
+        with _session(config, create=True) as ops:
+            version = migrate(ops.conn, "sqlite", ops.table)[1]
+    if getattr(config, "auth", None) is not None:
+        from sipsilo.auth.admin import subscribers_init
+
+        subscribers_init(config)
+    return version
 
 
 def db_migrate(config: Any) -> tuple[int, int]:
