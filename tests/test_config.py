@@ -268,3 +268,20 @@ def test_dump_of_defaults_round_trips(tmp_path: Path) -> None:
     c = load(data_dir=str(tmp_path))
     assert load_config(write(tmp_path, c.dump_toml()), env={},
                        data_dir=str(tmp_path)).model_dump() == c.model_dump()
+
+
+def test_server_advertise_and_tcp_limits() -> None:
+    c = load()
+    assert c.server.advertise is None and c.server.advertise_address() is None
+    assert c.server.tcp_idle_timeout == 3600
+    assert c.server.tcp_max_connections == 2048
+    c = load('server.advertise="sip.example.com:5080"', "server.tcp_idle_timeout=60",
+             "server.tcp_max_connections=10")
+    assert c.server.advertise_address() == ("sip.example.com", 5080)
+    assert (c.server.tcp_idle_timeout, c.server.tcp_max_connections) == (60, 10)
+    assert load('server.advertise="203.0.113.7"').server.advertise_address() == (
+        "203.0.113.7", None)
+    assert load('server.advertise="[2001:db8::1]:5070"').server.advertise_address() == (
+        "2001:db8::1", 5070)
+    assert "server.advertise" in error_of('server.advertise="bad host:1"')
+    assert "server.tcp_max_connections" in error_of("server.tcp_max_connections=0")

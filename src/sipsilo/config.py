@@ -39,6 +39,8 @@ from sipsilo import __version__
 from sipsilo.config_toml import dump_sections
 from sipsilo.config_values import (
     ListenAddress,
+    _parse_port,
+    _split_hostport,
     check_db_url,
     check_sip_uri,
     normalise_host,
@@ -115,6 +117,20 @@ def _check_route(value: str) -> str:
     return value
 
 
+def parse_advertise(value: str) -> tuple[str, int | None]:
+    """[server] advertise: "host" or "host:port" ("[v6]" / "[v6]:port")."""
+    text = value.strip()
+    if text.count(":") > 1 and not text.startswith("["):
+        text = f"[{text}]"  # a bare IPv6 address
+    host, port = _split_hostport(text)
+    return normalise_host(host), None if port is None else _parse_port(port)
+
+
+def _check_advertise(value: str) -> str:
+    parse_advertise(value)
+    return value.strip()
+
+
 def _check_table_name(value: str) -> str:
     # The table name is spliced into SQL text (it cannot be a bound parameter),
     # so only plain identifiers are allowed.
@@ -157,6 +173,16 @@ class ServerConfig(_Section):
                      AfterValidator(lambda v: None if v is None else _check_route(v))] = None
     max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65535
     user_agent: str = f"sipsilo/{__version__}"
+    # host or host:port put in Via and Record-Route instead of the listen address
+    advertise: Annotated[
+        str | None, BeforeValidator(_empty_to_none),
+        AfterValidator(lambda v: None if v is None else _check_advertise(v)),
+    ] = None
+    tcp_idle_timeout: Annotated[int, Field(ge=0)] = 3600  # seconds; 0: never
+    tcp_max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+
+    def advertise_address(self) -> tuple[str, int | None] | None:
+        return None if self.advertise is None else parse_advertise(self.advertise)
 
     @field_validator("listen")
     @classmethod

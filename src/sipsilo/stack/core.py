@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 # Timers a non-INVITE transaction arms when it completes over UDP (J for a
 # server, K for a client): from then on it only absorbs retransmissions.
 _LINGER_TIMERS = frozenset({"J", "K"})
+# How many INVITE client branches are remembered for forwarding stray 2xx
+# (retransmissions and forked answers after the transaction ended).
+_RECENT_INVITES = 8192
+_EXPIRES = re.compile(r";\s*expires\s*=\s*(\d+)", re.IGNORECASE)
 
 RequestHandler = Callable[[ServerTransaction], Awaitable[None] | None]
 StrayHandler = Callable[[Any, Flow], Awaitable[None] | None]
@@ -50,8 +56,8 @@ class _Entry:
     """Book-keeping for one live transaction: its machine, timers and peer."""
 
     __slots__ = (
-        "flow", "future", "handle", "key", "last_sent", "machine", "on_provisional", "sent_to",
-        "target", "timers",
+        "flow", "future", "handle", "key", "last_sent", "machine", "on_late", "on_provisional",
+        "on_timeout", "sent_to", "target", "timers",
     )
 
     def __init__(self, key: tuple[str, ...], machine: Any) -> None:
@@ -63,6 +69,10 @@ class _Entry:
         self.future: asyncio.Future[Response] | None = None  # client only
         self.handle: ServerTransaction | None = None  # server only
         self.on_provisional: Callable[[Response], None] | None = None
+        # client: a final response after the TU already has one (timer C's 408);
+        # True when the TU took care of it
+        self.on_late: Callable[[Response], bool] | None = None
+        self.on_timeout: Callable[[], None] | None = None  # client: timer C/B/F fired
         self.last_sent: bytes | None = None  # server: the last response, as sent
         self.sent_to: Flow | None = None  # server: where it went (§18.2.2)
 
@@ -89,6 +99,10 @@ class SipStack:
         self._completed = CompletedTransactions()
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # INVITE client branches we generated lately (branch -> monotonic time)
+        self._recent_invites: OrderedDict[
+            str, tuple[float, Callable[[Response], bool] | None]
+        ] = OrderedDict()
         self.counters = {"rx_requests": 0, "rx_responses": 0, "rx_errors": 0, "retransmissions": 0}
 
     # ------------------------------------------------------------------ input
@@ -158,7 +172,13 @@ class SipStack:
         if entry is None and key in self._completed:
             return  # a retransmitted final response, already handled
         if entry is None:
-            # e.g. a 2xx retransmission to an INVITE whose transaction ended.
+            # e.g. a 2xx retransmission to an INVITE whose transaction ended:
+            # the relay that sent the INVITE may take it (a 2xx after the
+            # caller got another final answer), else it is forwarded.
+            if key[1] == "INVITE" and 200 <= response.status < 300:
+                recent = self._recent_invite(key[0])
+                if recent is not None and recent[1] is not None and recent[1](response):
+                    return
             if self._on_stray_response is not None:
                 self._spawn(self._on_stray_response(response, flow))
             return
@@ -184,20 +204,27 @@ class SipStack:
         *,
         on_provisional: Callable[[Response], None] | None = None,
         keep_via: bool = False,
+        on_late: Callable[[Response], bool] | None = None,
+        on_timeout: Callable[[], None] | None = None,
     ) -> Response:
         """Send a request in a new client transaction; return its final response.
 
         A Via with a fresh branch is put on top, unless keep_via: a CANCEL must
         carry the very Via of the INVITE it cancels (§9.1). A timeout gives a
         synthetic 408, a transport failure a synthetic 503, so callers handle
-        one kind of result.
+        one kind of result. on_late sees the responses that arrive after that
+        result (an INVITE after timer C: the 487 or a late 2xx); it returns
+        True when it dealt with one, else a 2xx is forwarded as a stray.
+        on_timeout is called just before a timeout's synthetic 408 is returned.
         """
         if keep_via:
             top = request.top_via
             assert top is not None and top.branch is not None
             via = top
         else:
-            host, port = self.transports.local_address(target.transport, target.host)
+            host, port = self.transports.local_address(
+                target.transport, target.host, target.local
+            )
             via = Via(target.transport.upper(), host, port, [("branch", new_branch())])
             if target.transport == "udp":
                 via.set_param("rport", None)
@@ -208,9 +235,36 @@ class SipStack:
         entry.target = target
         entry.future = asyncio.get_running_loop().create_future()
         entry.on_provisional = on_provisional
+        entry.on_late = on_late
+        entry.on_timeout = on_timeout
+        if request.method == "INVITE":
+            self._remember_invite(key[0], on_late)
         self._client[key] = entry
         self._run(entry, entry.machine.start())
         return await entry.future
+
+    def _remember_invite(self, branch: str, on_late: Callable[[Response], bool] | None) -> None:
+        recent = self._recent_invites
+        recent[branch] = (asyncio.get_running_loop().time(), on_late)
+        while len(recent) > _RECENT_INVITES:
+            recent.popitem(last=False)
+
+    def sent_invite_branch(self, branch: str | None) -> bool:
+        """Whether we sent an INVITE with this top Via branch lately (64*T1 + fr_inv_timer)."""
+        if branch is None:
+            return False
+        return self._recent_invite(branch) is not None
+
+    def _recent_invite(
+        self, branch: str
+    ) -> tuple[float, Callable[[Response], bool] | None] | None:
+        sent = self._recent_invites.get(branch)
+        if sent is None:
+            return None
+        horizon = self.timers.fr_inv_timer + self.timers.fr_timer + self.timers.t1x64
+        if asyncio.get_running_loop().time() - sent[0] > horizon:
+            return None
+        return sent
 
     def _finish_client(self, entry: _Entry, response: Response) -> None:
         if entry.future is not None and not entry.future.done():
@@ -243,7 +297,9 @@ class SipStack:
             elif isinstance(effect, fx.PassToTU):
                 self._pass_up(entry, effect.message)
             elif isinstance(effect, fx.Timeout):
-                if entry.future is not None:
+                if entry.future is not None and not entry.future.done():
+                    if entry.on_timeout is not None:
+                        entry.on_timeout()
                     self._finish_client(entry, self._synthetic(entry, 408, "Request Timeout"))
             elif isinstance(effect, fx.TransportFailed):
                 if entry.future is not None:
@@ -305,8 +361,11 @@ class SipStack:
                 entry.on_provisional(message)
             return
         if entry.future is not None and entry.future.done():
-            # A further 2xx (retransmission or another fork) after the first:
-            # the proxy relays it upstream statelessly.
+            # A final after the TU has its answer: a late one after timer C
+            # (the TU may take it), or a further 2xx (retransmission or another
+            # fork) after the first, which the proxy relays upstream statelessly.
+            if entry.on_late is not None and entry.on_late(message):
+                return
             if 200 <= message.status < 300 and self._on_stray_response is not None:
                 self._spawn(self._on_stray_response(message, entry.flow))
             return
@@ -363,7 +422,20 @@ class SipStack:
         """
         data = data if data is not None else response.serialise()
         if flow.reliable:
-            self._send_on_flow(data, flow)
+            try:
+                self.transports.send_on_flow(data, flow)
+            except (ConnectionError, OSError) as exc:
+                # §18.2.2: the connection is gone; open one to received:sent-by port.
+                top = top if top is not None else response.top_via
+                if top is None:
+                    log.info("cannot send to %s: %s", flow, exc)
+                    return None
+                target = Target(flow.transport, top.received or top.host, top.port or 5060)
+                log.info("connection %s gone (%s); answering over a new one to %s",
+                         flow, exc, target)
+                self._spawn(self._send_new_connection(data, target))
+                return None
+            self._pin_registered(response, flow)
             return flow
         if top is None:
             top = response.top_via
@@ -376,6 +448,23 @@ class SipStack:
         dest = flow if (host, port) == flow.remote else Flow("udp", flow.local, (host, port))
         self._send_on_flow(data, dest)
         return dest
+
+    async def _send_new_connection(self, data: bytes, target: Target) -> None:
+        try:
+            await self.transports.send(data, target)
+        except (ConnectionError, OSError) as exc:
+            log.info("cannot send to %s: %s", target, exc)
+
+    def _pin_registered(self, response: Response, flow: Flow) -> None:
+        """A 2xx to REGISTER over a connection: keep it open while bindings last."""
+        if response.cseq[1] != "REGISTER" or not 200 <= response.status < 300:
+            return
+        longest = 0
+        for value in response.headers.get_all("Contact"):
+            for number in _EXPIRES.findall(value):
+                longest = max(longest, int(number))
+        if longest:
+            self.transports.tcp.pin(flow.conn_id, longest)
 
     def _send_on_flow(self, data: bytes, flow: Flow) -> None:
         try:

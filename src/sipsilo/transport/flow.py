@@ -36,6 +36,9 @@ class Target:
     host: str
     port: int
     conn_id: int | None = None  # reuse this connection when it is still open
+    # Send from this listener (host, port) when it exists: the one a binding
+    # registered on, so a UA behind NAT sees the address it opened a pinhole to.
+    local: tuple[str, int] | None = None
 
     @property
     def reliable(self) -> bool:

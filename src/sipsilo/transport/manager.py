@@ -7,7 +7,9 @@ here.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -32,6 +34,35 @@ def _family(host: str) -> int:
     return 6 if ":" in host else 4
 
 
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+_SOURCE_CACHE_MAX = 4096
+
+
+def _wildcard(host: str) -> bool:
+    return host in _WILDCARDS
+
+
+def source_address_for(remote_host: str) -> str:
+    """The local address the kernel would send from to remote_host.
+
+    A UDP socket is "connected" (no packet leaves) and asked for its name.
+    Falls back to the loopback address of the family when there is no route
+    or remote_host is not a numeric address.
+    """
+    fam = socket.AF_INET6 if ":" in remote_host else socket.AF_INET
+    fallback = "::1" if fam == socket.AF_INET6 else "127.0.0.1"
+    try:
+        ipaddress.ip_address(remote_host)
+    except ValueError:
+        return fallback
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as probe:
+            probe.connect((remote_host, 5060))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return fallback
+
+
 class Transports:
     def __init__(
         self,
@@ -39,12 +70,22 @@ class Transports:
         receiver: Receiver,
         on_framing_error: Callable[[bytes, Flow, ParseError], None],
         max_message_size: int = 65535,
+        *,
+        advertise: tuple[str, int | None] | None = None,
+        tcp_idle_timeout: float = 3600.0,
+        tcp_max_connections: int = 2048,
     ) -> None:
         self._specs = list(specs)
         self._receiver = receiver
-        self.tcp = TcpRegistry(receiver, on_framing_error, max_message_size)
+        self.tcp = TcpRegistry(
+            receiver, on_framing_error, max_message_size,
+            idle_timeout=tcp_idle_timeout, max_connections=tcp_max_connections,
+        )
         self.udp: list[UdpListener] = []
         self.tcp_listeners: list[TcpListener] = []
+        # [server] advertise: (host, port or None for the listener's port)
+        self.advertise = advertise
+        self._sources: dict[str, str] = {}  # destination host -> our address toward it
 
     async def start(self) -> None:
         for spec in self._specs:
@@ -75,30 +116,83 @@ class Transports:
     def supports(self, transport: str) -> bool:
         return any(proto == transport for proto, _, _ in self.bound())
 
-    def local_address(self, transport: str, remote_host: str) -> tuple[str, int]:
-        """The address we put in Via/Contact for a message to remote_host."""
-        fam = _family(remote_host)
+    def _listener(
+        self, transport: str, remote_host: str, local: tuple[str, int] | None = None
+    ) -> tuple[str, int]:
+        """The (host, port) of the listener to use toward remote_host.
+
+        The one bound to local when there is one (a response goes out of the
+        socket its request came in on; a request to a registered UA out of the
+        socket it registered on), else one bound to local's host, else the
+        first of the destination's address family.
+        """
         candidates = [(h, p) for proto, h, p in self.bound() if proto == transport]
         if not candidates:
             candidates = [(h, p) for _, h, p in self.bound()]
+        if not candidates:
+            raise ConnectionError(f"no {transport} listener configured")
+        fam = _family(remote_host)
+        if local is not None:
+            if local in candidates:
+                return local
+            for host, port in candidates:
+                if host == local[0] and _family(host) == fam:
+                    return host, port
         for host, port in candidates:
             if _family(host) == fam:
                 return host, port
         return candidates[0]
 
-    def _udp_for(self, remote_host: str) -> UdpListener:
+    def source_for(self, remote_host: str) -> str:
+        """Our address toward remote_host (cached per destination host)."""
+        host = self._sources.get(remote_host)
+        if host is None:
+            if len(self._sources) >= _SOURCE_CACHE_MAX:
+                self._sources.clear()
+            host = self._sources[remote_host] = source_address_for(remote_host)
+        return host
+
+    def local_address(
+        self, transport: str, remote_host: str, local: tuple[str, int] | None = None
+    ) -> tuple[str, int]:
+        """The address we put in Via/Record-Route for a message to remote_host.
+
+        ``[server] advertise`` when set; else the listener's address, except
+        that a wildcard listener (0.0.0.0, ::) is replaced by the real local
+        address toward remote_host.
+        """
+        host, port = self._listener(transport, remote_host, local)
+        if self.advertise is not None:
+            adv_host, adv_port = self.advertise
+            return adv_host, adv_port or port
+        if _wildcard(host):
+            host = self.source_for(remote_host)
+        return host, port
+
+    def advertised(self, flow: Flow) -> tuple[str, int]:
+        """Our address as seen by the peer of flow (for Record-Route)."""
+        return self.local_address(flow.transport, flow.remote[0], flow.local)
+
+    def _udp_for(self, remote_host: str, local: tuple[str, int] | None = None) -> UdpListener:
+        if not self.udp:
+            raise ConnectionError("no UDP listener configured")
         fam = _family(remote_host)
+        if local is not None:
+            for udp in self.udp:
+                if udp.local == local:
+                    return udp
+            for udp in self.udp:
+                if udp.host == local[0] and _family(udp.host) == fam:
+                    return udp
         for udp in self.udp:
             if _family(udp.host) == fam:
                 return udp
-        if not self.udp:
-            raise ConnectionError("no UDP listener configured")
         raise ConnectionError(f"no UDP listener for IPv{fam} destination {remote_host}")
 
     def send_on_flow(self, data: bytes, flow: Flow) -> None:
         """Send back along an existing flow (responses). Raises ConnectionError."""
         if flow.transport == "udp":
-            self._udp_for(flow.remote[0]).send(data, flow.remote)
+            self._udp_for(flow.remote[0], flow.local).send(data, flow.remote)
             return
         conn = self.tcp.get(flow.conn_id) or self.tcp.by_remote(flow.remote)
         if conn is None:
@@ -107,7 +201,7 @@ class Transports:
 
     def send_datagram(self, data: bytes, target: Target) -> Flow:
         """Send to a UDP target now (nothing to wait for). Raises ConnectionError."""
-        udp = self._udp_for(target.host)
+        udp = self._udp_for(target.host, target.local)
         udp.send(data, (target.host, target.port))
         return Flow("udp", udp.local, (target.host, target.port))
 

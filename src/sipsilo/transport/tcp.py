@@ -4,6 +4,11 @@ Stream transports need framing: a message ends after its headers plus
 Content-Length bytes (RFC 3261 §18.3). Every connection, accepted or opened,
 is registered under an id so that a response, or a later request to a client
 that registered over TCP, goes back over the same connection.
+
+Connections are bounded: at most ``max_connections`` are open at once (a new
+one beyond that is closed as soon as it is accepted, or refused when we would
+open it), and one that has been silent for ``idle_timeout`` seconds is closed
+unless it carries a registered flow (``pin``: the client is reached over it).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 
 from sipsilo.sip.errors import ParseError
@@ -34,6 +40,8 @@ class TcpConnection(asyncio.Protocol):
         self.local: tuple[str, int] = local or ("", 0)
         self.remote: tuple[str, int] = ("", 0)
         self.closed = asyncio.get_event_loop().create_future()
+        self.last_active = time.monotonic()
+        self.pinned_until = 0.0  # a registered flow: not idle-closed before this
 
     @property
     def flow(self) -> Flow:
@@ -54,9 +62,13 @@ class TcpConnection(asyncio.Protocol):
         self.remote = (str(peer[0]), int(peer[1]))
         if not self.local[1]:
             self.local = (str(sock[0]), int(sock[1]))
-        self._registry.add(self)
+        if not self._registry.add(self):
+            log.warning("refusing tcp connection from %s:%s: %d connections open",
+                        self.remote[0], self.remote[1], self._registry.max_connections)
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         try:
             messages = self._framer.feed(data)
         except ParseError as exc:
@@ -80,6 +92,7 @@ class TcpConnection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError(f"tcp connection {self.id} to {self.remote} is closed")
+        self.last_active = time.monotonic()
         self._transport.write(data)
 
     def close(self) -> None:
@@ -95,17 +108,59 @@ class TcpRegistry:
         receiver: Receiver,
         on_framing_error: FramingErrorHandler,
         max_message_size: int = 65535,
+        *,
+        idle_timeout: float = 3600.0,
+        max_connections: int = 2048,
     ) -> None:
         self.receiver = receiver
         self.on_framing_error = on_framing_error
         self.max_message_size = max_message_size
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self._by_id: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    def add(self, conn: TcpConnection) -> None:
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def add(self, conn: TcpConnection) -> bool:
+        """Register a new connection; False (not added) when the cap is reached."""
+        if len(self._by_id) >= self.max_connections:
+            return False
         self._by_id[conn.id] = conn
         self._by_remote[conn.remote] = conn
+        if self._sweeper is None and self.idle_timeout > 0:
+            self._arm_sweeper()
+        return True
+
+    def pin(self, conn_id: int | None, seconds: float) -> None:
+        """Keep a connection open (no idle close) for seconds: it carries a binding."""
+        conn = self.get(conn_id)
+        if conn is not None:
+            conn.pinned_until = max(conn.pinned_until, time.monotonic() + seconds)
+
+    def _arm_sweeper(self) -> None:
+        interval = min(max(self.idle_timeout / 4, 0.05), 60.0)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        self.close_idle()
+        if self._by_id:
+            self._arm_sweeper()
+
+    def close_idle(self) -> int:
+        """Close connections silent for idle_timeout that carry no registered flow."""
+        now = time.monotonic()
+        closed = 0
+        for conn in list(self._by_id.values()):
+            if now - conn.last_active >= self.idle_timeout and now >= conn.pinned_until:
+                log.info("closing idle tcp connection %s", conn.flow)
+                conn.close()
+                closed += 1
+        return closed
 
     def remove(self, conn: TcpConnection) -> None:
         self._by_id.pop(conn.id, None)
@@ -126,6 +181,9 @@ class TcpRegistry:
         pending = self._connecting.get((host, port))
         if pending is not None:
             return await asyncio.shield(pending)
+        if len(self._by_id) >= self.max_connections:
+            raise ConnectionError(f"cannot connect to {host}:{port}: "
+                                  f"{self.max_connections} tcp connections open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[TcpConnection] = loop.create_future()
         self._connecting[(host, port)] = fut
@@ -143,6 +201,9 @@ class TcpRegistry:
             del self._connecting[(host, port)]
 
     def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self._by_id.values()):
             conn.close()
 
