@@ -208,7 +208,7 @@ class Services:
         if not isinstance(uri, SipUri):
             return
         target: Target | None
-        if self.is_local_domain(uri) and uri.user:
+        if self.is_myself(uri) and uri.user:
             # A local sender: reach it where it is registered. If it is offline
             # the notice is dropped, never stored (it is ours, not a message).
             bindings = await self.location.lookup(uri.aor(), time.time())
