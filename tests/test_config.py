@@ -43,7 +43,8 @@ def test_defaults_follow_the_seed_and_kamailio() -> None:
     assert c.server.log_level == "info"
     assert c.server.workers == 1
     assert c.server.route is None
-    assert c.server.max_message_size == 65535
+    assert c.server.max_message_size == 131072
+    assert c.registrar.max_contacts == 16
     assert c.server.user_agent == f"sipsilo/{__version__}"
     m = c.msilo
     assert (m.db_url, m.db_table, m.registrar) == ("sqlite:///sipsilo.db", "silo", None)

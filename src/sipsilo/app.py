@@ -86,6 +86,7 @@ class Server:
             cfg.registrar.min_expires,
             cfg.registrar.max_expires,
             domains=lambda host: canonical_host(host) in domains,
+            max_contacts=cfg.registrar.max_contacts,
         )
         timers = TimerConfig(
             fr_timer=cfg.tm.fr_timer, fr_inv_timer=cfg.tm.fr_inv_timer, wt_timer=cfg.tm.wt_timer

@@ -171,7 +171,9 @@ class ServerConfig(_Section):
     workers: Annotated[int, Field(ge=1, le=1024)] = 1
     route: Annotated[str | None, BeforeValidator(_empty_to_none),
                      AfterValidator(lambda v: None if v is None else _check_route(v))] = None
-    max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65535
+    # Above [msilo] max_body plus headers, so a too-large MESSAGE over TCP gets
+    # the silo's 413 rather than a closed connection.
+    max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 131072
     user_agent: str = f"sipsilo/{__version__}"
     # host or host:port put in Via and Record-Route instead of the listen address
     advertise: Annotated[
@@ -240,6 +242,9 @@ class RegistrarConfig(_Section):
     default_expires: Seconds = 3600
     min_expires: Annotated[int, Field(ge=0)] = 60
     max_expires: Seconds = 86400
+    # Contacts one AoR may hold (0: no limit): a REGISTER that would add more
+    # gets 403, so one client cannot fill the location service.
+    max_contacts: Annotated[int, Field(ge=0, le=10000)] = 16
     db_url: OptDbUrl = None
 
     @model_validator(mode="after")

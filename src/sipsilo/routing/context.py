@@ -143,10 +143,7 @@ class RouteContext:
         if self.replied or self.relayed:
             return
         self.dropped = True
-        stack = self.tx.stack
-        entry = stack._server.get(self.tx.key)
-        if entry is not None:
-            stack._linger(entry, 32.0)
+        self.tx.stack.drop(self.tx.key)
 
     def log(self, text: str) -> None:
         log.info("%s %s: %s", self.method, self.request.uri, text)

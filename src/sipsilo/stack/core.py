@@ -192,6 +192,16 @@ class SipStack:
             return
         self._run(entry, entry.machine.on_tu_response(response))
 
+    def drop(self, key: tuple[str, ...]) -> None:
+        """Abandon a server transaction without answering (a route's drop()).
+
+        It leaves the table, and retransmissions of its request are absorbed
+        unanswered for 64*T1 instead of reaching the route again.
+        """
+        entry = self._server.get(key)
+        if entry is not None and entry.last_sent is None:
+            self._linger(entry, self.timers.t1 * 64)
+
     def find_server_transaction(self, key: tuple[str, ...]) -> ServerTransaction | None:
         entry = self._server.get(key)
         return entry.handle if entry is not None else None
