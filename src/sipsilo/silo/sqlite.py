@@ -26,6 +26,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -45,6 +46,8 @@ from .store import (
     StoreStats,
     media_type,
 )
+
+log = logging.getLogger(__name__)
 
 _COLS = (
     "id, src_addr, dst_addr, username, domain, inc_time, exp_time, snd_time, ctype,"
@@ -356,6 +359,8 @@ class SqliteSiloStore(SiloStore):
         self._q: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -405,8 +410,43 @@ class SqliteSiloStore(SiloStore):
             except BaseException as e:
                 ready.set_exception(e if isinstance(e, Exception) else StoreError(str(e)))
                 return
+            if self.path != ":memory:":
+                # Checkpoints copy the WAL into the database file and fsync it:
+                # done inside a writer's COMMIT they stall every store queued
+                # behind it for a few hundred milliseconds. The writer never
+                # checkpoints; a thread of its own does, without blocking it.
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute("PRAGMA journal_size_limit = 67108864")
+                self._stop_checkpoints.clear()
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, name=f"silo-checkpoint:{self.path}", daemon=True
+                )
+                self._checkpointer.start()
             ready.set_result(None)
             self._serve(SqliteOps(conn, self.table))
+        finally:
+            self._stop_checkpoints.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+                self._checkpointer = None
+            with contextlib.suppress(sqlite3.Error):
+                # Leave a tidy file behind: everything in the database, WAL emptied.
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+
+    def _checkpoints(self, interval: float = 0.5) -> None:
+        """Copy committed WAL frames into the database while the writer goes on."""
+        try:
+            conn = connect(self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous)
+        except BaseException as e:  # the writer still works; the WAL just grows
+            log.warning("no checkpoint thread for %s: %s", self.path, e)
+            return
+        try:
+            while not self._stop_checkpoints.wait(interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:
+                    log.debug("checkpoint of %s: %s", self.path, e)
         finally:
             conn.close()
 
