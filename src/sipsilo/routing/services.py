@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sipsilo.auth.policy import Authenticator
@@ -89,17 +90,7 @@ class Services:
         """The source is in [auth] trusted (whether or not authentication is on)."""
         if self.auth is not None:
             return self.auth.is_trusted(source_ip)
-        try:
-            addr = ipaddress.ip_address(source_ip)
-        except ValueError:
-            return False
-        for net in self.config.auth.trusted:
-            try:
-                if addr in ipaddress.ip_network(net, strict=False):
-                    return True
-            except ValueError:
-                continue
-        return False
+        return _in_networks(source_ip, tuple(self.config.auth.trusted))
 
     def is_silo_origin(self, request: Request) -> bool:
         registrar = self.config.msilo.registrar
@@ -237,7 +228,22 @@ class Services:
 
 
 def _same_ip(a: str, b: str) -> bool:
+    return canonical_host(a) == canonical_host(b)
+
+
+@lru_cache(maxsize=4096)
+def _in_networks(source_ip: str, networks: tuple[str, ...]) -> bool:
+    # Cached: asked for every request, with few distinct sources and lists.
+    if not networks:
+        return False
     try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+        addr = ipaddress.ip_address(source_ip)
     except ValueError:
-        return a == b
+        return False
+    for net in networks:
+        try:
+            if addr in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False

@@ -83,6 +83,7 @@ class Transports:
         )
         self.udp: list[UdpListener] = []
         self.tcp_listeners: list[TcpListener] = []
+        self._bound: tuple[tuple[int, int], list[tuple[str, str, int]]] | None = None
         # [server] advertise: (host, port or None for the listener's port)
         self.advertise = advertise
         self._sources: dict[str, str] = {}  # destination host -> our address toward it
@@ -109,9 +110,12 @@ class Transports:
 
     def bound(self) -> list[tuple[str, str, int]]:
         """(proto, host, port) of every listener, with real ports after start."""
-        return [("udp", u.host, u.port) for u in self.udp] + [
-            ("tcp", t.host, t.port) for t in self.tcp_listeners
-        ]
+        # Asked several times per request; listeners only change at start-up.
+        key = (len(self.udp), len(self.tcp_listeners))
+        if self._bound is None or self._bound[0] != key:
+            self._bound = (key, [("udp", u.host, u.port) for u in self.udp]
+                           + [("tcp", t.host, t.port) for t in self.tcp_listeners])
+        return self._bound[1]
 
     def supports(self, transport: str) -> bool:
         return any(proto == transport for proto, _, _ in self.bound())
