@@ -434,7 +434,7 @@ class SqliteSiloStore(SiloStore):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
 
-    def _checkpoints(self, interval: float = 0.5) -> None:
+    def _checkpoints(self, interval: float = 2.0) -> None:
         """Copy committed WAL frames into the database while the writer goes on."""
         try:
             conn = connect(self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous)
