@@ -157,9 +157,7 @@ class SipStack:
         cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
         entry = _Entry(key, cls(request, flow.reliable, self.timers))
         entry.flow = flow
-        entry.handle = ServerTransaction(
-            self, request, flow, key, lambda resp, e=entry: self._tu_response(e, resp)
-        )
+        entry.handle = ServerTransaction(self, request, flow, key)
         self._server[key] = entry
         self._run(entry, entry.machine.start())
 
@@ -184,11 +182,12 @@ class SipStack:
             return
         self._run(entry, entry.machine.on_response(response))
 
-    def _tu_response(self, entry: _Entry, response: Response) -> None:
-        if entry.key not in self._server:
+    def tu_response(self, handle: ServerTransaction, response: Response) -> None:
+        """The routing layer answers the request of `handle`."""
+        entry = self._server.get(handle.key)
+        if entry is None or entry.handle is not handle:
             # The transaction already ended (e.g. timer H); answer statelessly.
-            if entry.flow is not None:
-                self._send_response(response, entry.flow)
+            self._send_response(response, handle.flow)
             return
         self._run(entry, entry.machine.on_tu_response(response))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sipsilo.sip.ids import new_tag
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class ServerTransaction:
     """One incoming request and the means to answer it, exactly once finally."""
 
-    __slots__ = ("_respond", "_to_tag", "final", "flow", "key", "request", "stack")
+    __slots__ = ("_to_tag", "final", "flow", "key", "request", "stack")
 
     def __init__(
         self,
@@ -24,13 +24,11 @@ class ServerTransaction:
         request: Request,
         flow: Flow,
         key: tuple[str, ...],
-        respond: Callable[[Response], None],
     ) -> None:
         self.stack = stack
         self.request = request
         self.flow = flow
         self.key = key
-        self._respond = respond
         self._to_tag: str | None = None
         self.final: Response | None = None
 
@@ -47,7 +45,10 @@ class ServerTransaction:
             return  # a transaction has one final answer; later ones are dropped
         if response.status >= 200:
             self.final = response
-        self._respond(response)
+        # Through the stack by key, not a callback holding the transaction:
+        # a handle <-> transaction cycle would leave every finished request
+        # to the cyclic garbage collector instead of reference counting.
+        self.stack.tu_response(self, response)
 
     def make_response(
         self,
