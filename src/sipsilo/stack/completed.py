@@ -22,13 +22,17 @@ from collections import deque
 from sipsilo.transport.flow import Flow
 
 Key = tuple[str, ...]
+_FlowTuple = tuple[str, tuple[str, int], tuple[str, int], "int | None"]
 
 
 class CompletedTransactions:
     __slots__ = ("_entries", "_queues")
 
     def __init__(self) -> None:
-        self._entries: dict[Key, tuple[bytes | None, Flow | None]] = {}
+        # The flow is kept as a plain tuple: tuples of strings and numbers drop
+        # out of the cyclic GC's tracking, tens of thousands of Flow objects
+        # would make every full collection walk them.
+        self._entries: dict[Key, tuple[bytes | None, _FlowTuple | None]] = {}
         # linger duration -> (deadline, key) in arrival (= expiry) order
         self._queues: dict[float, deque[tuple[float, Key]]] = {}
 
@@ -40,14 +44,19 @@ class CompletedTransactions:
 
     def add(self, key: Key, final: bytes | None, flow: Flow | None, linger: float) -> None:
         """Absorb retransmissions for `linger` seconds (final: the bytes to re-send)."""
-        self._entries[key] = (final, flow)
+        packed = None if flow is None else (flow.transport, flow.local, flow.remote, flow.conn_id)
+        self._entries[key] = (final, packed)
         queue = self._queues.get(linger)
         if queue is None:
             queue = self._queues[linger] = deque()
         queue.append((time.monotonic() + linger, key))
 
     def get(self, key: Key) -> tuple[bytes | None, Flow | None] | None:
-        return self._entries.get(key)
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        final, packed = hit
+        return final, None if packed is None else Flow(*packed)
 
     def expire(self) -> int:
         """Drop entries whose time is up; cheap enough to call on every tick."""
