@@ -25,7 +25,8 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -
 
 echo "== ruff"
 python3 -m ruff check src tests examples
-echo "== mypy --strict (sip, transaction)"
+echo "== mypy --strict (sip, transaction), mypy (the whole package)"
 python3 -m mypy --strict src/sipsilo/sip src/sipsilo/transaction
+python3 -m mypy src/sipsilo
 echo "== pytest"
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -111,11 +111,12 @@ class Server:
         owner = f"{socket.gethostname()[:40]}:{first.port}:{place}"
         # A claim must outlive the longest delivery attempt (fr_timer), or a
         # second instance could retake a message that is still in flight.
-        claim_ttl = max(cfg.msilo.claim_ttl, math.ceil(cfg.tm.fr_timer) + 5)
+        claim_ttl = max(cfg.msilo.claim_ttl, 2 * math.ceil(cfg.tm.fr_timer) + 10)
         self.relay = Relay(self.stack)
         self.delivery = DeliveryEngine(
             self.store, self.stack.send_request, owner, self.counters,
             add_date=bool(cfg.msilo.add_date), claim_ttl=claim_ttl, user_agent=server_header,
+            send_budget=cfg.tm.fr_timer,
         )
         self.services = Services(
             config=cfg, stack=self.stack, registrar=self.registrar, location=self.location,
@@ -165,7 +166,9 @@ class Server:
         # server, which stores it twice). So: no new dump starts, the dumps
         # in flight finish their message, the request handlers finish, and
         # only then do the transports close. Both waits are bounded.
-        grace = min(self.config.tm.fr_timer, 5.0)
+        # A delivery in flight gets its full fr_timer: released earlier, a
+        # message the phone then answers would be delivered again after restart.
+        grace = self.config.tm.fr_timer + 1.0
         delivery = getattr(self, "delivery", None)
         if delivery is not None:
             delivery.stop_starting()

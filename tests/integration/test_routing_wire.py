@@ -257,3 +257,38 @@ def test_our_listen_address_is_myself_with_domains_set(make_server: Make) -> Non
     assert "rx_requests" in stats
     line = next(x for x in stats.splitlines() if "rx_requests" in x)
     assert line.split()[-1] == "2", stats   # no spiral through ourselves
+
+
+def test_made_up_in_dialog_request_is_not_relayed(server: ServerProcess, ua: Ua) -> None:
+    # A To tag and a Route that is not ours: not a dialog we record-routed, so
+    # a request for elsewhere like any other (no open relay by a forged tag).
+    answer = ua.ask("MESSAGE", "sip:victim@192.0.2.1", body=b"hi", to_tag="forged",
+                    extra=("Route: <sip:192.0.2.1;lr>",))
+    assert status_line(answer) == "SIP/2.0 403 Relaying denied"
+    answer = ua.ask("MESSAGE", "sip:victim@192.0.2.1", body=b"hi", to_tag="forged")
+    assert status_line(answer) == "SIP/2.0 403 Relaying denied"
+
+
+def test_request_coming_back_with_our_branch_for_the_same_uri_is_a_loop(
+    server: ServerProcess, ua: Ua
+) -> None:
+    # Register bob, then look at the branch the server puts on what it relays
+    # to him: sent back to the server for the same Request-URI it is a loop.
+    me = f"{HOST}:{server.port}"
+    bob = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bob.bind((HOST, 0))
+    bob.settimeout(3)
+    try:
+        contact = f"sip:bob@{HOST}:{bob.getsockname()[1]}"
+        answer = ua.ask("REGISTER", f"sip:{me}", to=f"sip:bob@{me}",
+                        extra=(f"Contact: <{contact}>", "Expires: 60"))
+        assert status_line(answer).startswith("SIP/2.0 200"), answer
+        ua.send("OPTIONS", f"sip:bob@{me}")
+        relayed = bob.recv(65535).decode()
+        top = header(relayed.encode(), "Via")
+        assert top is not None
+        ours = top.split(",")[0].strip()
+        answer = ua.ask("OPTIONS", contact, vias=(ours,))
+        assert status_line(answer) == "SIP/2.0 482 Loop Detected"
+    finally:
+        bob.close()

@@ -180,3 +180,35 @@ def test_a_running_dump_finishes_its_message_on_shutdown(tmp_path: Path) -> None
         await store.close()
 
     asyncio.run(main())
+
+
+def test_a_message_stored_while_the_worker_is_finishing_is_not_stranded(
+    tmp_path: Path,
+) -> None:
+    """kick() while the worker, finding nothing, checks for blocked rows:
+    the worker must look again instead of ending with the new row unsent."""
+
+    async def main() -> None:
+        store, _ = await _setup(tmp_path, 1)
+        ua = UA(lambda n: 200)
+        engine = DeliveryEngine(store, ua.send, "A", Counters())
+        real_count_for = store.count_for
+        stored_meanwhile = asyncio.Event()
+
+        async def count_for(username: str, domain: str, now: int) -> int:
+            # The worker found its batch empty and counts what is left: a new
+            # MESSAGE arrives right then (stored, and the engine kicked).
+            if not stored_meanwhile.is_set():
+                stored_meanwhile.set()
+                await store.store(msg(9, exp=int(time.time()) + 3600, body=b"late"))
+                engine.kick("bob", "example.com", TARGET)
+            return await real_count_for(username, domain, now)
+
+        store.count_for = count_for  # type: ignore[method-assign]
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        assert [b.rsplit(b"] ", 1)[-1] for b in ua.bodies] == [b"m0", b"late"]
+        assert await store.list() == []
+        await store.close()
+
+    asyncio.run(main())

@@ -66,3 +66,15 @@ def test_date_with_an_out_of_range_year_is_a_parse_error() -> None:
         with pytest.raises(ParseError) as err:
             parse_rfc1123(text)
         assert err.value.reason == "Bad Date header"
+
+
+def test_loop_branch_names_the_server_and_the_request_uri() -> None:
+    from sipsilo.sip.ids import BRANCH_MAGIC, is_loop, loop_branch, new_token
+
+    token = new_token()
+    branch = loop_branch(token, "sip:bob@192.0.2.5:5070")
+    assert branch.startswith(BRANCH_MAGIC + token + ".")
+    assert is_loop(token, "sip:bob@192.0.2.5:5070", ["z9hG4bKother", branch])
+    assert not is_loop(token, "sip:carol@192.0.2.5:5070", [branch])  # a spiral
+    assert not is_loop(new_token(), "sip:bob@192.0.2.5:5070", [branch])  # another server
+    assert loop_branch(token, "sip:x@y") != loop_branch(token, "sip:x@y")

@@ -26,7 +26,6 @@ and hangs up with a BYE.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -345,12 +344,7 @@ class Relay:
 
     def _is_ours(self, target: Target) -> bool:
         """Whether target is one of our own listening sockets (any transport)."""
-        for _, host, port in self.stack.transports.bound():
-            if port != target.port:
-                continue
-            if host == target.host or (_unspecified(host) and _loopback(target.host)):
-                return True
-        return False
+        return bool(self.stack.transports.is_local_address(target.host, target.port))
 
     async def cancel(self, invite_key: tuple[str, ...]) -> bool:
         """CANCEL the relay of an INVITE server transaction; False if none."""
@@ -377,20 +371,6 @@ def cancel_for(invite: Request) -> Request:
     for route in invite.headers.get_all("Route"):
         cancel.headers.add("Route", route)
     return cancel
-
-
-def _unspecified(host: str) -> bool:
-    return host in ("0.0.0.0", "::")
-
-
-def _loopback(host: str) -> bool:
-    # Behind a wildcard listener only loopback targets are known to be us:
-    # a phone elsewhere on our port number (5060 is common) must still be
-    # reached, and enumerating the machine's addresses is not worth it here.
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _upstream(response: Response) -> Response:

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING
 from sipsilo.auth.policy import consume_credentials
 from sipsilo.proxy.relay import Branch
 from sipsilo.registrar.binding import Binding, FlowRef
-from sipsilo.silo.compose import Refusal, StoreLimits, message_to_store, owner_uri
+from sipsilo.silo.compose import (
+    NOT_STORED_TYPES,
+    Refusal,
+    StoreLimits,
+    media_type,
+    message_to_store,
+    owner_uri,
+)
 from sipsilo.silo.store import StoreError
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request, Response
@@ -55,6 +62,7 @@ class RouteContext:
         self._lookup_uri: SipUri | str | None = None
         self.relayed = False   # t_relay() handed the request on
         self.dropped = False   # drop(): intentionally no answer
+        self.routed_by_us = False  # loose_route() removed a Route entry of ours
         self.branches: list[Binding] = []
         self.failed_reply: Response | None = None
         self._failure: FailureHandler | None = None
@@ -125,13 +133,17 @@ class RouteContext:
         """RFC 3261 §16.4: drop our own Route entries; True if the request
         carried a Route set (ours or one continuing elsewhere).
 
-        Relay on a True only for in-dialog requests (``has_totag()``): an
+        Relay on a True only for in-dialog requests (``has_totag()``) whose
+        Route set started with us (``routed_by_us``: we record-routed the
+        dialog); the default route treats anything else as foreign. An
         initial request with a preloaded Route (an outbound-proxy setting)
         continues through the normal route once our entry is gone, and one
         whose Route still leads elsewhere is a request for a foreign
         destination (``ctx.request.routes`` is then not empty).
         """
-        return strip_own_routes(self.request, self.services.is_myself)
+        had_routes = bool(self.request.routes)
+        self.routed_by_us = strip_own_routes(self.request, self.services.is_myself) > 0
+        return had_routes
 
     def drop(self) -> None:
         """Kamailio's drop: no answer, on purpose.
@@ -263,26 +275,24 @@ class RouteContext:
     async def m_pending(self) -> bool:
         """Must a MESSAGE to this online user queue behind stored ones?
 
-        True when the R-URI user has unexpired undelivered messages stored, or
-        a dump to them is running: relaying the new MESSAGE directly would
-        overtake them. The route then stores it instead (m_store, 202), and
-        that m_store, once the row is committed, also starts (or extends) the
-        delivery to the contact lookup() found, so it arrives in stored order.
-        Call it after a successful lookup(). If the store cannot be read, the
-        answer is False: relaying then at least delivers the message.
+        True while a dump to the R-URI user is running: relaying the new
+        MESSAGE directly would overtake the stored ones still being sent. The
+        route then stores it instead (m_store, 202), and that m_store, once
+        the row is committed, extends the running delivery, so it arrives in
+        stored order. Rows left over from earlier dumps (a message the phone
+        refused) do not count: they are retried at the next REGISTER and must
+        not turn every later live message into a stored one. Typing
+        indications (never stored) are always relayed. Call it after a
+        successful lookup().
         """
         svc = self.services
         uri = self.original_uri
         if self.method != "MESSAGE" or not isinstance(uri, SipUri) or not uri.user:
             return False
-        user, domain = uri.user, uri.host.lower()
-        pending = svc.delivery.busy(user, domain)
-        if not pending:
-            try:
-                pending = await svc.store.count_for(user, domain, int(time.time())) > 0
-            except StoreError as exc:
-                log.warning("cannot count messages of %s: %s", uri.aor(), exc)
-                pending = False
+        ctype = self.request.content_type
+        if ctype is not None and media_type(ctype) in NOT_STORED_TYPES:
+            return False
+        pending = svc.delivery.busy(uri.user, uri.host.lower())
         if pending:
             self._kick_after_store = next((b for b in self.branches if _takes_message(b)), None)
         return pending
@@ -369,18 +379,18 @@ class RouteContext:
         return False
 
 
-def strip_own_routes(request: Request, is_myself: Callable[[SipUri], bool]) -> bool:
-    """Pop the Route entries naming us; True if the request had a Route set."""
-    routed = False
+def strip_own_routes(request: Request, is_myself: Callable[[SipUri], bool]) -> int:
+    """Pop the Route entries naming us from the top; how many were popped."""
+    popped = 0
     while True:
         routes = request.routes
         if not routes:
-            return routed
+            return popped
         uri = routes[0].uri
         if not (isinstance(uri, SipUri) and is_myself(uri)):
-            return True  # a Route set that continues past us
+            return popped  # a Route set that continues past us
         request.headers.pop_first_value("Route")
-        routed = True
+        popped += 1
 
 
 def _takes_message(binding: Binding) -> bool:

@@ -26,8 +26,11 @@ async def route(ctx: RouteContext) -> None:
         ctx.sl_send_reply(483, "Too Many Hops")
         return
 
-    # in-dialog requests that we record-routed go on along their Route set
-    if ctx.has_totag() and ctx.loose_route():
+    # in-dialog requests that we record-routed go on along their Route set;
+    # one whose Route set does not start with us was not record-routed by us
+    # and is treated like any request for elsewhere (no open relay by a
+    # made-up To tag)
+    if ctx.has_totag() and ctx.loose_route() and ctx.routed_by_us:
         await ctx.t_relay()
         return
     # an initial request: our own (preloaded) Route entries are consumed; one

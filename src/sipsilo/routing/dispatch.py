@@ -57,10 +57,13 @@ class Dispatcher:
             ctx.t_reply(500, "Server Internal Error - request not handled")
 
     def _looped(self, request: Request) -> bool:
-        """RFC 3261 §16.3 step 4, simplified: an initial request whose Via list
-        names our own sent-by more than once has come round through us before."""
+        """RFC 3261 §16.3 step 4: an initial request that carries one of our
+        own branches for this very Request-URI (see sip.ids.loop_branch), or
+        names our sent-by more than once, has come round through us before."""
         if request.to.tag:
             return False
+        if self.services.stack.loops_back(request):
+            return True
         try:
             vias = request.vias
         except ParseError:

@@ -66,9 +66,14 @@ class Services:
                 for _, host, port in transports.bound()}
 
     def is_own_address(self, host: str, port: int | None, secure: bool = False) -> bool:
-        """host:port is one of our listeners (the port defaulting as in a URI)."""
+        """host:port is one of our listeners (the port defaulting as in a URI),
+        including the advertised address and, behind a wildcard listener, any
+        address of this machine."""
         port = port or (5061 if secure else 5060)
-        return (canonical_host(host), port) in self.listen_addresses()
+        transports = getattr(self.stack, "transports", None)
+        if transports is None:
+            return False
+        return bool(transports.is_local_address(host, port))
 
     def is_myself(self, uri: SipUri | str | None) -> bool:
         """uri==myself, for routing: a served domain on one of our ports when a

@@ -97,6 +97,7 @@ class DeliveryEngine:
         *,
         add_date: bool = True,
         claim_ttl: int = 60,
+        send_budget: float = 10.0,
         user_agent: str | None = None,
     ) -> None:
         self._store = store
@@ -105,6 +106,7 @@ class DeliveryEngine:
         self._counters = counters
         self._add_date = add_date
         self._claim_ttl = claim_ttl
+        self._send_budget = send_budget  # the longest one delivery can take (fr_timer)
         self._user_agent = user_agent
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -152,7 +154,8 @@ class DeliveryEngine:
                     log.warning("cannot read messages of %s@%s: %s", username, domain, exc)
                     return
                 if batch and not worker.skipped:
-                    worker.leased_at = time.time()
+                    # The lease runs from the `now` the claim was written with.
+                    worker.leased_at = now
                 # A skipped row whose lease lapsed is claimed again: keep it, unsent.
                 batch = [m for m in batch if m.id not in worker.skipped]
                 if not batch:
@@ -162,6 +165,11 @@ class DeliveryEngine:
                     if self._stopping:
                         return
                     await self._retry_if_blocked(key, worker, now)
+                    if worker.again:
+                        # kicked while we looked (a message stored meanwhile):
+                        # look again rather than leave it for the next REGISTER
+                        worker.again = False
+                        continue
                     return
                 if not await self._deliver(batch, worker):
                     return
@@ -227,7 +235,10 @@ class DeliveryEngine:
         failed.
         """
         now = time.time()
-        if now - worker.leased_at <= self._claim_ttl / 2:
+        # The lease must outlast this send: renew when what is left of it is
+        # less than one send can take (send_budget) plus a margin.
+        left = worker.leased_at + self._claim_ttl - now
+        if left > self._send_budget + 1:
             return True
         # Delivered rows too: their confirm (deferred to the end of the run)
         # deletes only rows this owner still holds.
@@ -239,7 +250,7 @@ class DeliveryEngine:
         except StoreError as exc:
             log.warning("cannot renew delivery claims: %s", exc)
             return False
-        worker.leased_at = now
+        worker.leased_at = int(now)  # what the database recorded: int(now) + ttl
         if msg.id not in renewed:
             log.info("claim of message %s lost before delivery; ending this dump", msg.id)
             return False

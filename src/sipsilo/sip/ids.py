@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 # RFC 3261 §8.1.1.7: the magic cookie tells peers the branch is globally unique.
@@ -36,6 +37,32 @@ _hex = _RandomHex()
 def new_branch() -> str:
     """A fresh RFC 3261 branch parameter value."""
     return BRANCH_MAGIC + _hex.take(20)
+
+
+def new_token() -> str:
+    """A short random name for this server process, put in its branches."""
+    return _hex.take(8)
+
+
+def uri_hash(request_uri: str) -> str:
+    data = request_uri.encode("utf-8", "surrogateescape")
+    return hashlib.blake2s(data, digest_size=4).hexdigest()
+
+
+def loop_branch(token: str, request_uri: str) -> str:
+    """A branch naming this server (token) and the Request-URI it was sent to.
+
+    RFC 3261 §16.6 step 8: if the request comes back to us with one of our
+    branches for the same Request-URI, it has looped; a spiral (back to us
+    with another Request-URI) is legitimate and passes.
+    """
+    return f"{BRANCH_MAGIC}{token}.{uri_hash(request_uri)}.{_hex.take(12)}"
+
+
+def is_loop(token: str, request_uri: str, branches: list[str]) -> bool:
+    """Whether one of branches is ours for request_uri (see loop_branch)."""
+    mark = f"{BRANCH_MAGIC}{token}.{uri_hash(request_uri)}."
+    return any(b.startswith(mark) for b in branches)
 
 
 def new_tag() -> str:

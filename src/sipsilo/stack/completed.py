@@ -16,17 +16,23 @@ a K entry never waits behind the J entries added before it.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 
 from sipsilo.transport.flow import Flow
 
 Key = tuple[str, ...]
+# Which part of a key is unique per transaction (the branch), by key length:
+# server keys ("3261", branch, host, port, method), client keys (branch, method).
+# The other parts repeat and are interned.
+_UNIQUE_PART = {5: 1, 2: 0}
+_FLOWS_MAX = 100_000
 _FlowTuple = tuple[str, tuple[str, int], tuple[str, int], "int | None"]
 
 
 class CompletedTransactions:
-    __slots__ = ("_entries", "_queues")
+    __slots__ = ("_entries", "_flows", "_queues")
 
     def __init__(self) -> None:
         # The flow is kept as a plain tuple: tuples of strings and numbers drop
@@ -35,6 +41,7 @@ class CompletedTransactions:
         self._entries: dict[Key, tuple[bytes | None, _FlowTuple | None]] = {}
         # linger duration -> (deadline, key) in arrival (= expiry) order
         self._queues: dict[float, deque[tuple[float, Key]]] = {}
+        self._flows: dict[_FlowTuple, _FlowTuple] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -44,7 +51,14 @@ class CompletedTransactions:
 
     def add(self, key: Key, final: bytes | None, flow: Flow | None, linger: float) -> None:
         """Absorb retransmissions for `linger` seconds (final: the bytes to re-send)."""
-        packed = None if flow is None else (flow.transport, flow.local, flow.remote, flow.conn_id)
+        packed = None
+        if flow is not None:
+            packed = (flow.transport, flow.local, flow.remote, flow.conn_id)
+            # Many transactions share a flow (one client, one socket): keep one
+            # copy of it, and one of each repeated key part (host, port, method).
+            packed = self._flows.setdefault(packed, packed)
+        key = tuple(k if i == _UNIQUE_PART.get(len(key)) else sys.intern(k)
+                    for i, k in enumerate(key))
         self._entries[key] = (final, packed)
         queue = self._queues.get(linger)
         if queue is None:
@@ -67,8 +81,11 @@ class CompletedTransactions:
                 _, key = queue.popleft()
                 entries.pop(key, None)
                 dropped += 1
+        if not entries or len(self._flows) > _FLOWS_MAX:
+            self._flows.clear()  # only a sharing aid: rebuilt as entries come
         return dropped
 
     def clear(self) -> None:
+        self._flows.clear()
         self._entries.clear()
         self._queues.clear()

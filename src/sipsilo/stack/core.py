@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.ids import new_branch
+from sipsilo.sip.ids import is_loop, loop_branch, new_token
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.parser import parse_message
 from sipsilo.sip.via import Via
@@ -97,6 +97,7 @@ class SipStack:
         self._server: dict[tuple[str, ...], _Entry] = {}
         self._client: dict[tuple[str, ...], _Entry] = {}
         self._completed = CompletedTransactions()
+        self.branch_token = new_token()  # names this process in every branch it makes
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # INVITE client branches we generated lately (branch -> monotonic time)
@@ -191,6 +192,14 @@ class SipStack:
             return
         self._run(entry, entry.machine.on_tu_response(response))
 
+    def loops_back(self, request: Request) -> bool:
+        """The request already went through us for this same Request-URI."""
+        try:
+            branches = [b for b in (v.branch for v in request.vias) if b]
+        except ParseError:
+            return False
+        return is_loop(self.branch_token, str(request.uri), branches)
+
     def drop(self, key: tuple[str, ...]) -> None:
         """Abandon a server transaction without answering (a route's drop()).
 
@@ -198,7 +207,8 @@ class SipStack:
         unanswered for 64*T1 instead of reaching the route again.
         """
         entry = self._server.get(key)
-        if entry is not None and entry.last_sent is None:
+        if entry is not None and (entry.handle is None or entry.handle.final is None):
+            # An INVITE may have sent its 100 Trying already: still unanswered.
             self._linger(entry, self.timers.t1 * 64)
 
     def find_server_transaction(self, key: tuple[str, ...]) -> ServerTransaction | None:
@@ -234,7 +244,8 @@ class SipStack:
             host, port = self.transports.local_address(
                 target.transport, target.host, target.local
             )
-            via = Via(target.transport.upper(), host, port, [("branch", new_branch())])
+            branch = loop_branch(self.branch_token, str(request.uri))
+            via = Via(target.transport.upper(), host, port, [("branch", branch)])
             if target.transport == "udp":
                 via.set_param("rport", None)
             request.headers.prepend("Via", str(via))
@@ -375,7 +386,8 @@ class SipStack:
             # fork) after the first, which the proxy relays upstream statelessly.
             if entry.on_late is not None and entry.on_late(message):
                 return
-            if 200 <= message.status < 300 and self._on_stray_response is not None:
+            if (200 <= message.status < 300 and self._on_stray_response is not None
+                    and entry.flow is not None):
                 self._spawn(self._on_stray_response(message, entry.flow))
             return
         self._finish_client(entry, message)

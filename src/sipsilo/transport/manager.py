@@ -12,8 +12,10 @@ import logging
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sipsilo.sip.errors import ParseError
+from sipsilo.sip.uri import canonical_host, is_ip_address
 from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.tcp import TcpListener, TcpRegistry
 from sipsilo.transport.udp import UdpListener
@@ -147,6 +149,25 @@ class Transports:
                 return host, port
         return candidates[0]
 
+    def is_local_address(self, host: str, port: int) -> bool:
+        """host:port reaches one of our listeners: a listener's own address,
+        the advertised address, or, behind a wildcard listener, any address
+        of this machine on that port. What our Via and Record-Route name must
+        be recognised here, or requests come back to us as strangers."""
+        canon = canonical_host(host)
+        for _, lhost, lport in self.bound():
+            if self.advertise is not None:
+                adv_host, adv_port = self.advertise
+                if canonical_host(adv_host) == canon and port == (adv_port or lport):
+                    return True
+            if lport != port:
+                continue
+            if canonical_host(lhost) == canon:
+                return True
+            if _wildcard(lhost) and _family(lhost) == _family(host) and is_machine_address(host):
+                return True
+        return False
+
     def source_for(self, remote_host: str) -> str:
         """Our address toward remote_host (cached per destination host)."""
         host = self._sources.get(remote_host)
@@ -220,3 +241,17 @@ class Transports:
             conn = await self.tcp.connect(target.host, target.port)
         conn.send(data)
         return conn.flow
+
+
+@lru_cache(maxsize=1024)
+def is_machine_address(host: str) -> bool:
+    """Whether host is an IP address of this machine (binding to it works)."""
+    if not is_ip_address(host):
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from sipsilo.transport.flow import Flow
 
@@ -47,8 +48,8 @@ class UdpListener(asyncio.DatagramProtocol):
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
         self._transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])
         if not data.strip(b"\r\n\0 "):
             return  # NAT keep-alive (RFC 5626 §3.5.1 CRLF, or empty)
         try:
