@@ -33,8 +33,6 @@ from sipsilo.transport.flow import Flow, Target
 
 log = logging.getLogger(__name__)
 
-# What a wildcard listen address counts as (config.py's _WILDCARD_SELF).
-_WILDCARD_SELF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 @dataclass
@@ -56,14 +54,6 @@ class Services:
     # ------------------------------------------------------------- myself
     def is_myself_host(self, host: str) -> bool:
         return canonical_host(host) in self.domains
-
-    def listen_addresses(self) -> set[tuple[str, int]]:
-        """(host, port) of every listener; a wildcard counts as its loopback."""
-        transports = getattr(self.stack, "transports", None)
-        if transports is None:
-            return set()
-        return {(canonical_host(_WILDCARD_SELF.get(host, host)), port)
-                for _, host, port in transports.bound()}
 
     def is_own_address(self, host: str, port: int | None, secure: bool = False) -> bool:
         """host:port is one of our listeners (the port defaulting as in a URI),

@@ -10,9 +10,9 @@ Rules, each for a reason:
   at once, a second server on the same database, or a restart mid-dump never
   send it twice concurrently. A claim is a lease (`claim_ttl`): a crashed
   server's claims lapse and are retaken.
-* A claim is renewed while the dump runs: before each message, once more
-  than half of claim_ttl has passed since the leases were taken or last
-  renewed, every row this dump still holds gets a fresh lease. A slow UA
+* A claim is renewed while the dump runs: before each message, once what is
+  left of the lease is no more than one send can take (send_budget, the
+  fr_timer) plus a second, every row this dump still holds gets a fresh lease. A slow UA
   (each message up to fr_timer) therefore never lets the later rows of a
   batch lapse to another instance mid-dump. A row whose lease was lost
   anyway is not sent; the dump ends there.
@@ -228,7 +228,8 @@ class DeliveryEngine:
         return go_on
 
     async def _renew(self, batch: list[StoredMessage], worker: _Worker, msg: StoredMessage) -> bool:
-        """Renew the leases still held once half of claim_ttl has passed.
+        """Renew the leases still held once what is left of them is no more
+        than one send can take (send_budget) plus a second.
 
         False if *msg* may not be sent: its lease was lost (taken over by
         another instance after it lapsed, or the row is gone) or the renewal
