@@ -292,3 +292,31 @@ def test_request_coming_back_with_our_branch_for_the_same_uri_is_a_loop(
         assert status_line(answer) == "SIP/2.0 482 Loop Detected"
     finally:
         bob.close()
+
+
+def test_register_for_a_foreign_domain_is_refused_or_relayed_as_configured(
+    make_server: Make,
+) -> None:
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind((HOST, 0))
+    registrar.settimeout(3)
+    elsewhere = f"{HOST}:{registrar.getsockname()[1]}"   # not one of our ports
+    try:
+        for relay, expect in ((False, "SIP/2.0 403 Forbidden - domain not served"), (True, None)):
+            server = make_server(**{"proxy.relay_foreign": relay})
+            ua = Ua(server)
+            try:
+                ua.send("REGISTER", f"sip:{elsewhere}", to=f"sip:bob@{elsewhere}",
+                        extra=(f"Contact: <sip:bob@{HOST}:{ua.port}>", "Expires: 60"))
+                if expect is not None:
+                    answer = ua.final()
+                    assert answer is not None and status_line(answer) == expect
+                else:
+                    relayed = registrar.recv(65535).decode()
+                    assert relayed.startswith(f"REGISTER sip:{elsewhere} SIP/2.0")
+                    assert "Max-Forwards: 69" in relayed
+            finally:
+                ua.close()
+                server.stop()
+    finally:
+        registrar.close()

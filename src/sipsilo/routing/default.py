@@ -90,10 +90,11 @@ async def route(ctx: RouteContext) -> None:
         await ctx.t_relay()
         return
 
-    if ctx.method == "REGISTER":
+    relay_foreign = ctx.services.config.proxy.relay_foreign
+    if ctx.method == "REGISTER" and not relay_foreign:
         ctx.t_reply(403, "Forbidden - domain not served")
         return
-    if not ctx.services.config.proxy.relay_foreign:
+    if not relay_foreign:
         ctx.t_reply(403, "Relaying denied")
         return
     if ctx.from_is_myself() and not await ctx.auth_check():
