@@ -145,8 +145,11 @@ class Services:
             return None
         if flow.transport != "udp" or target.transport != "udp":
             return target
-        if not _same_ip(target.host, flow.remote_host):
-            # Behind NAT (or a Contact that is simply not where it came from).
+        if not _same_ip(target.host, flow.remote_host) and _behind_nat(target.host):
+            # A private Contact that the REGISTER did not come from: the phone
+            # is behind NAT (nathelper's nat_uac_test 1). A public Contact on
+            # another address (third-party registration, multi-homed phone) is
+            # taken as meant.
             return source
         # Same host, maybe another port (a UA registering for another socket).
         return Target("udp", target.host, target.port, local=local)
@@ -224,6 +227,19 @@ class Services:
 
 def _same_ip(a: str, b: str) -> bool:
     return canonical_host(a) == canonical_host(b)
+
+
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+
+
+@lru_cache(maxsize=4096)
+def _behind_nat(host: str) -> bool:
+    """A Contact address nobody outside its own network can reach."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return addr.is_private or addr.is_link_local or (addr.version == 4 and addr in _SHARED)
 
 
 @lru_cache(maxsize=4096)
