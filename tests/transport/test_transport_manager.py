@@ -182,3 +182,26 @@ def test_tcp_response_reopens_a_connection_to_the_via_when_the_old_one_is_gone()
             await stack.aclose()
 
     asyncio.run(main())
+
+
+def test_a_connection_that_never_sends_a_message_is_closed_early() -> None:
+    """Silent strangers get first_message_timeout, not the whole idle timeout."""
+
+    async def main() -> None:
+        t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
+                       tcp_idle_timeout=100)
+        t.tcp.first_message_timeout = 0.3
+        await t.start()
+        port = t.tcp_listeners[0].port
+        try:
+            silent = socket.create_connection(("127.0.0.1", port))
+            talker = socket.create_connection(("127.0.0.1", port))
+            talker.sendall(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            assert await asyncio.to_thread(_read_until_closed, silent), "silent: closed"
+            assert len(t.tcp) == 1, "the one that spoke stays for the idle timeout"
+            silent.close()
+            talker.close()
+        finally:
+            t.close()
+
+    asyncio.run(main())

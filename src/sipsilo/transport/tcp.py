@@ -42,6 +42,7 @@ class TcpConnection(asyncio.Protocol):
         self.closed = asyncio.get_event_loop().create_future()
         self.last_active = time.monotonic()
         self.pinned_until = 0.0  # a registered flow: not idle-closed before this
+        self.spoke = False  # a complete SIP message has arrived on it
 
     @property
     def flow(self) -> Flow:
@@ -77,6 +78,8 @@ class TcpConnection(asyncio.Protocol):
             self._registry.on_framing_error(self._framer.pending, self.flow, exc)
             self.close()
             return
+        if messages:
+            self.spoke = True
         for message in messages:
             try:
                 self._registry.receiver(message, self.flow)
@@ -117,6 +120,10 @@ class TcpRegistry:
         self.max_message_size = max_message_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        # A connection that has not sent one complete message gets this long
+        # (or idle_timeout, if shorter): otherwise silent connections could
+        # hold every slot of max_connections for a whole idle_timeout.
+        self.first_message_timeout = 30.0
         self._by_id: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
@@ -127,13 +134,19 @@ class TcpRegistry:
 
     def add(self, conn: TcpConnection) -> bool:
         """Register a new connection; False (not added) when the cap is reached."""
-        if len(self._by_id) >= self.max_connections:
+        if self._unpinned() >= self.max_connections:
             return False
         self._by_id[conn.id] = conn
         self._by_remote[conn.remote] = conn
         if self._sweeper is None and self.idle_timeout > 0:
             self._arm_sweeper()
         return True
+
+    def _unpinned(self) -> int:
+        """Connections that count against max_connections: registered flows
+        (pinned) do not, so idle strangers cannot lock out registered phones."""
+        now = time.monotonic()
+        return sum(1 for c in self._by_id.values() if c.pinned_until <= now)
 
     def pin(self, conn_id: int | None, seconds: float) -> None:
         """Keep a connection open (no idle close) for seconds: it carries a binding."""
@@ -142,7 +155,8 @@ class TcpRegistry:
             conn.pinned_until = max(conn.pinned_until, time.monotonic() + seconds)
 
     def _arm_sweeper(self) -> None:
-        interval = min(max(self.idle_timeout / 4, 0.05), 60.0)
+        shortest = min(self.idle_timeout, self.first_message_timeout)
+        interval = min(max(shortest / 4, 0.05), 60.0)
         self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
@@ -156,7 +170,9 @@ class TcpRegistry:
         now = time.monotonic()
         closed = 0
         for conn in list(self._by_id.values()):
-            if now - conn.last_active >= self.idle_timeout and now >= conn.pinned_until:
+            limit = self.idle_timeout if conn.spoke else min(
+                self.idle_timeout, self.first_message_timeout)
+            if now - conn.last_active >= limit and now >= conn.pinned_until:
                 log.info("closing idle tcp connection %s", conn.flow)
                 conn.close()
                 closed += 1
@@ -181,7 +197,7 @@ class TcpRegistry:
         pending = self._connecting.get((host, port))
         if pending is not None:
             return await asyncio.shield(pending)
-        if len(self._by_id) >= self.max_connections:
+        if self._unpinned() >= self.max_connections:
             raise ConnectionError(f"cannot connect to {host}:{port}: "
                                   f"{self.max_connections} tcp connections open")
         loop = asyncio.get_running_loop()
