@@ -199,6 +199,15 @@ class RouteContext:
             response.headers.add("Server", svc.server_header)
         self.tx.respond(response)
         self._dump_contacts = result.dump_contacts if result.ok else []
+        now = time.time()
+        for b in result.added:
+            log.info("registered %s at %s for %d s (from %s:%s:%s)", b.aor, b.contact,
+                     b.remaining(now), b.flow.transport, b.flow.remote_host, b.flow.remote_port)
+        for b in result.removed:
+            log.info("unregistered %s at %s", b.aor, b.contact)
+        if not result.ok:
+            log.info("REGISTER for %s refused: %s %s", self.request.to.uri,
+                     response.status, response.reason)
         return result.ok
 
     async def lookup(self, table: str = "location") -> bool:
@@ -259,11 +268,14 @@ class RouteContext:
                 if count >= max_messages:
                     self.t_reply(486, f"Busy Here - mailbox full ({count} messages)")
                     return False
-            await svc.store.store(row)
+            row_id = await svc.store.store(row)
         except StoreError as exc:
             log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
             return False
         svc.counters.inc("stored_messages")
+        log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
+                 row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
+                 row.exp_time - row.inc_time)
         svc.after_store(req, next_hop, self.auth_identity)
         binding = self._kick_after_store
         if binding is not None:

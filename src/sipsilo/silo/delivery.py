@@ -204,6 +204,9 @@ class DeliveryEngine:
                 if 200 <= response.status < 300:
                     self._counters.inc("dumped_messages")
                     delivered.append(msg.id)
+                    log.info("delivered message %s for %s@%s to %s (%s %s)", msg.id,
+                             msg.username, msg.domain, target.request_uri, response.status,
+                             response.reason)
                     continue
                 self._counters.inc("failed_messages")
                 if is_temporary(response.status):
