@@ -23,6 +23,7 @@ from typing import Any
 
 from sipsilo import __version__
 from sipsilo.auth import start_auth
+from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
@@ -122,6 +123,7 @@ class Server:
             config=cfg, stack=self.stack, registrar=self.registrar, location=self.location,
             store=self.store, delivery=self.delivery, relay=self.relay, counters=self.counters,
             server_header=server_header, domains=domains,
+            route_secret=load_secret(cfg.data_dir),
         )
         # Before the transports start: no request is routed while auth is undecided.
         self.services.auth, self.subscribers = await start_auth(cfg)

@@ -6,6 +6,8 @@ through it with a Route header and reach bob with the proxy's Via on top.
 
 from __future__ import annotations
 
+import re
+
 from tests.integration.harness import ServerProcess, SippResult, free_port, run_sipp
 from tests.integration.proxy_helpers import Sipp, register, wait_registered
 from tests.integration.sipwire import header, headers, status_line, traced
@@ -28,7 +30,12 @@ def requests_seen(run: SippResult) -> dict[str, str]:
 def assert_call_went_through_proxy(alice: SippResult, bob: SippResult, server: ServerProcess,
                                    record_route: str) -> None:
     answered = [m for m in traced(alice.messages) if m.startswith("SIP/2.0 200")]
-    assert headers(answered[0], "Record-Route") == [record_route]
+    # Our Record-Route, signed for the dialog (sr=...): only such a Route set
+    # is relayed for in-dialog requests.
+    signed = re.compile(re.escape(record_route[:-1]) + r";sr=[0-9a-f]{16}>")
+    rr = headers(answered[0], "Record-Route")
+    assert len(rr) == 1 and signed.fullmatch(rr[0]), rr
+    record_route = rr[0]
     seen = requests_seen(bob)
     assert set(seen) == {"INVITE", "ACK", "BYE"}, bob.messages
     assert headers(seen["INVITE"], "Record-Route") == [record_route]

@@ -267,6 +267,11 @@ def test_made_up_in_dialog_request_is_not_relayed(server: ServerProcess, ua: Ua)
     assert status_line(answer) == "SIP/2.0 403 Relaying denied"
     answer = ua.ask("MESSAGE", "sip:victim@192.0.2.1", body=b"hi", to_tag="forged")
     assert status_line(answer) == "SIP/2.0 403 Relaying denied"
+    # our own Route, but without the signature our Record-Route carries
+    for route in (our_route(server), f"Route: <sip:{HOST}:{server.port};lr;sr=0123456789abcdef>"):
+        answer = ua.ask("MESSAGE", "sip:victim@192.0.2.1", body=b"hi", to_tag="forged",
+                        extra=(route,))
+        assert status_line(answer) == "SIP/2.0 403 Relaying denied"
 
 
 def test_request_coming_back_with_our_branch_for_the_same_uri_is_a_loop(

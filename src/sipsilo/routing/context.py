@@ -142,7 +142,11 @@ class RouteContext:
         destination (``ctx.request.routes`` is then not empty).
         """
         had_routes = bool(self.request.routes)
-        self.routed_by_us = strip_own_routes(self.request, self.services.is_myself) > 0
+        svc = self.services
+        self.routed_by_us = strip_own_routes(
+            self.request, svc.is_myself,
+            lambda uri: svc.is_signed_route(uri, self.request.call_id),
+        ) > 0
         return had_routes
 
     def drop(self) -> None:
@@ -377,7 +381,7 @@ class RouteContext:
         self.relayed = True
         await svc.relay.relay(
             self.tx, self.request, branches,
-            record_route=svc.record_route(self.flow), failure=failure,
+            record_route=svc.record_route(self.flow, self.request.call_id), failure=failure,
         )
         return True
 
@@ -391,8 +395,13 @@ class RouteContext:
         return False
 
 
-def strip_own_routes(request: Request, is_myself: Callable[[SipUri], bool]) -> int:
-    """Pop the Route entries naming us from the top; how many were popped."""
+def strip_own_routes(
+    request: Request,
+    is_myself: Callable[[SipUri], bool],
+    signed: Callable[[SipUri], bool] | None = None,
+) -> int:
+    """Pop the Route entries naming us from the top; how many were popped
+    (with `signed`: how many of them carried our Record-Route signature)."""
     popped = 0
     while True:
         routes = request.routes
@@ -402,7 +411,8 @@ def strip_own_routes(request: Request, is_myself: Callable[[SipUri], bool]) -> i
         if not (isinstance(uri, SipUri) and is_myself(uri)):
             return popped  # a Route set that continues past us
         request.headers.pop_first_value("Route")
-        popped += 1
+        if signed is None or signed(uri):
+            popped += 1
 
 
 def _takes_message(binding: Binding) -> bool:

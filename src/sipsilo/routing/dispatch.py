@@ -86,12 +86,19 @@ class Dispatcher:
     async def on_stray_ack(self, ack: Request, flow: Flow) -> None:
         """Forward the ACK of a 2xx along its route (§16.11, stateless)."""
         try:
-            strip_own_routes(ack, self.services.is_myself)
+            svc = self.services
+            signed = strip_own_routes(
+                ack, svc.is_myself, lambda uri: svc.is_signed_route(uri, ack.call_id))
             routes = ack.routes
         except ParseError as exc:
             # Route is parsed only here, after the transaction layer; an ACK
             # gets no answer, so a bad one is dropped (and said so).
             log.info("ACK from %s dropped: %s", flow, exc.reason)
+            return
+        if not signed:
+            # Not along a dialog we record-routed (we sign our Record-Route):
+            # forwarding it would let anyone bounce ACKs off us to anywhere.
+            log.debug("ACK from %s dropped: not along our Record-Route", flow)
             return
         hop = routes[0].uri if routes else ack.uri
         if not isinstance(hop, SipUri) or (not routes and self.services.is_myself(hop)):

@@ -7,6 +7,7 @@ how a binding is reached, where the offline notice goes.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import time
@@ -49,6 +50,9 @@ class Services:
     listen_ports: set[int] = field(default_factory=set)
     domains: set[str] = field(default_factory=set)
     auth: Authenticator | None = None   # None: authentication is off
+    # Signs our Record-Route entries (the dialog's Call-ID), so that only
+    # dialogs we really record-routed are relayed along their Route set.
+    route_secret: bytes = b""
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # ------------------------------------------------------------- myself
@@ -98,12 +102,22 @@ class Services:
         uris = (request.from_.uri, request.to.uri)
         return any(isinstance(u, SipUri) and u.aor() == ours for u in uris)
 
-    def record_route(self, flow: Flow) -> str:
+    def record_route(self, flow: Flow, call_id: str) -> str:
         # [server] advertise, or the real address behind a wildcard listener.
         host, port = self.stack.transports.advertised(flow)
         host = f"[{host}]" if ":" in host else host
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
-        return f"<sip:{host}:{port}{transport};lr>"
+        return f"<sip:{host}:{port}{transport};lr;sr={self.route_sign(call_id)}>"
+
+    def route_sign(self, call_id: str) -> str:
+        """The `sr` parameter of our Record-Route for a dialog."""
+        mac = hmac.new(self.route_secret, call_id.encode("utf-8", "surrogateescape"), "sha256")
+        return mac.hexdigest()[:16]
+
+    def is_signed_route(self, uri: SipUri, call_id: str) -> bool:
+        """A Route entry naming us that we put in this dialog's Record-Route."""
+        got = uri.param("sr")
+        return got is not None and hmac.compare_digest(got, self.route_sign(call_id))
 
     # ----------------------------------------------------------- targets
     async def target_for_binding(
