@@ -25,6 +25,7 @@ from sipsilo import __version__
 from sipsilo.auth import start_auth
 from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config
+from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
@@ -150,7 +151,7 @@ class Server:
         listening = ", ".join(f"{p}:{h}:{n}" if ":" not in h else f"{p}:[{h}]:{n}"
                               for p, h, n in self.transports.bound())
         log.info("sipsilo %s listening on %s; silo %s (table %s)", __version__, listening,
-                 _mask(cfg.msilo.db_url), cfg.msilo.db_table)
+                 mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
         if cfg.msilo.registrar:
             log.info("offline notices are sent from %s", cfg.msilo.registrar)
         gc.collect()
@@ -260,14 +261,6 @@ async def _drain(stack: SipStack, timeout: float) -> None:
         if not tasks or left <= 0:
             return
         await asyncio.wait(tasks, timeout=left)
-
-
-def _mask(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    cred, at, host = rest.rpartition("@")
-    if at and ":" in cred:
-        cred = cred.split(":", 1)[0] + ":***"
-    return f"{scheme}{sep}{cred}{at}{host}"
 
 
 async def serve(config: Config) -> None:

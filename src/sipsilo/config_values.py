@@ -150,7 +150,7 @@ def check_sip_uri(value: str) -> str:
 _DB_SCHEMES = re.compile(r"^(?:sqlite|mysql|postgres|postgresql)(?:\+[a-z0-9_]+)?$")
 
 
-def _mask(url: str) -> str:
+def mask_url(url: str) -> str:
     """The URL with its password replaced, so error lines can go into logs."""
     return re.sub(r"^([^:/]+://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
@@ -160,7 +160,7 @@ def check_db_url(value: str) -> str:
     hint = "expected sqlite:///path, mysql://user:pass@host[:port]/db or postgresql://..."
     scheme = value.partition("://")[0].lower() if "://" in value else ""
     if not _DB_SCHEMES.match(scheme):
-        raise ValueError(f"unsupported database URL {quote(_mask(value))} ({hint})")
+        raise ValueError(f"unsupported database URL {quote(mask_url(value))} ({hint})")
     if scheme.startswith("sqlite"):
         # "sqlite://" alone is SQLAlchemy's in-memory database.
         rest = value[len(scheme) + 3 :]
@@ -172,11 +172,11 @@ def check_db_url(value: str) -> str:
     try:
         parts.port  # noqa: B018 -- evaluated for its ValueError on a bad port
     except ValueError:
-        raise ValueError(f"bad port in database URL {quote(_mask(value))}") from None
+        raise ValueError(f"bad port in database URL {quote(mask_url(value))}") from None
     if not parts.hostname:
-        raise ValueError(f"missing host in database URL {quote(_mask(value))} ({hint})")
+        raise ValueError(f"missing host in database URL {quote(mask_url(value))} ({hint})")
     if not parts.path.strip("/"):
-        raise ValueError(f"missing database name in URL {quote(_mask(value))} ({hint})")
+        raise ValueError(f"missing database name in URL {quote(mask_url(value))} ({hint})")
     return value
 
 

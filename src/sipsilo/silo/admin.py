@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
+from sipsilo.config_values import mask_url
+
 from .schema import LATEST_VERSION, check_identifier, current_version, migrate
 from .sqlbase import StoreUnavailable, dialect_of, open_pool, parse_sql_url
 from .sqlite import SqliteOps, SqliteSiloStore, connect, write_txn
@@ -63,7 +65,7 @@ def parse_db_url(db_url: str, data_dir: str | Path | None = None) -> SqliteUrl:
     base = scheme.lower().split("+", 1)[0]
     if not sep or base != "sqlite":
         raise StoreConfigError(
-            f"unsupported db_url scheme {scheme!r} in {_mask(db_url)!r}: "
+            f"unsupported db_url scheme {scheme!r} in {mask_url(db_url)!r}: "
             "only sqlite:///relative/path or sqlite:////absolute/path is supported"
         )
     rest, _, query = rest.partition("?")
@@ -85,13 +87,6 @@ def parse_db_url(db_url: str, data_dir: str | Path | None = None) -> SqliteUrl:
         p = Path(data_dir if data_dir is not None else Path.cwd()) / p
     return SqliteUrl(str(p), **opts)
 
-
-def _mask(url: str) -> str:
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, cred = head.partition("://")
-    return f"{scheme}://{cred.split(':', 1)[0]}:***@{tail}"
 
 
 def open_store(

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from sipsilo.config_values import mask_url
+
 from .store import StoreConfigError, StoreError
 
 T = TypeVar("T")
@@ -59,11 +61,6 @@ class StoreUnavailable(StoreError):
 
 class StoreConflict(StoreError):
     """Deadlock, serialisation failure or lock wait timeout: the transaction may be re-run."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced, for error lines and logs."""
-    return re.sub(r"^([^:/]+://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)
