@@ -77,12 +77,6 @@ class NonInviteClientTransaction(TransactionBase):
             self._interval = self.timers.t2
         return [Send(self.request), self._start("E", self._interval)]
 
-    def _timeout(self, name: str) -> list[Effect]:
-        return self._terminate(Timeout())
-
-    def _end(self, name: str) -> list[Effect]:
-        return self._terminate()
-
     _RESPONSES: ClassVar[dict[tuple[str, str], Handler[NonInviteClientTransaction, Response]]] = {
         (TRYING, PROVISIONAL): _provisional,
         (TRYING, SUCCESS): _final,
@@ -96,9 +90,9 @@ class NonInviteClientTransaction(TransactionBase):
     _TIMERS: ClassVar[dict[tuple[str, str], Handler[NonInviteClientTransaction, str]]] = {
         (TRYING, "E"): _retransmit,
         (PROCEEDING, "E"): _retransmit,
-        (TRYING, "F"): _timeout,
-        (PROCEEDING, "F"): _timeout,
-        (COMPLETED, "K"): _end,
+        (TRYING, "F"): TransactionBase._timeout,
+        (PROCEEDING, "F"): TransactionBase._timeout,
+        (COMPLETED, "K"): TransactionBase._end,
     }
 
 
@@ -175,17 +169,11 @@ class InviteClientTransaction(TransactionBase):
         self._interval *= 2  # timer A is not capped by T2
         return [Send(self.request), self._start("A", self._interval)]
 
-    def _timeout(self, name: str) -> list[Effect]:
-        return self._terminate(Timeout())
-
     def _fr_inv_timeout(self, name: str) -> list[Effect]:
         # Tell the TU now (it answers 408 upstream and CANCELs), but stay to
         # ACK the 487 the CANCEL provokes; give up fr_timer later at most.
         self.timed_out = True
         return [Timeout(), self._start("B", self.timers.fr_timer)]
-
-    def _end(self, name: str) -> list[Effect]:
-        return self._terminate()
 
     _RESPONSES: ClassVar[dict[tuple[str, str], Handler[InviteClientTransaction, Response]]] = {
         (CALLING, PROVISIONAL): _provisional,
@@ -199,9 +187,9 @@ class InviteClientTransaction(TransactionBase):
     }
     _TIMERS: ClassVar[dict[tuple[str, str], Handler[InviteClientTransaction, str]]] = {
         (CALLING, "A"): _retransmit,
-        (CALLING, "B"): _timeout,
+        (CALLING, "B"): TransactionBase._timeout,
         (PROCEEDING, "C"): _fr_inv_timeout,
-        (PROCEEDING, "B"): _end,  # only armed after C fired (the guard)
-        (COMPLETED, "D"): _end,
-        (ACCEPTED, "M"): _end,
+        (PROCEEDING, "B"): TransactionBase._end,  # only armed after C fired (the guard)
+        (COMPLETED, "D"): TransactionBase._end,
+        (ACCEPTED, "M"): TransactionBase._end,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from sipsilo.sip.message import Request, Response
-from sipsilo.transaction.effects import Effect, PassToTU, Send, Timeout
+from sipsilo.transaction.effects import Effect, PassToTU, Send
 from sipsilo.transaction.table import (
     ACCEPTED,
     COMPLETED,
@@ -83,9 +83,6 @@ class NonInviteServerTransaction(TransactionBase):
         self.state = COMPLETED
         return [Send(response), self._start("J", self.timers.t1x64)]
 
-    def _end(self, name: str) -> list[Effect]:
-        return self._terminate()
-
     _REQUESTS: ClassVar[dict[tuple[str, str], Handler[NonInviteServerTransaction, Request]]] = {
         (TRYING, RETRANSMISSION): _absorb,
         (PROCEEDING, RETRANSMISSION): _resend,
@@ -100,7 +97,7 @@ class NonInviteServerTransaction(TransactionBase):
         (PROCEEDING, FINAL_ERROR): _final,
     }
     _TIMERS: ClassVar[dict[tuple[str, str], Handler[NonInviteServerTransaction, str]]] = {
-        (COMPLETED, "J"): _end,
+        (COMPLETED, "J"): TransactionBase._end,
     }
 
 
@@ -192,12 +189,6 @@ class InviteServerTransaction(TransactionBase):
         self._interval = self.timers.backoff(self._interval)
         return [Send(self.last_response), self._start("G", self._interval)]
 
-    def _no_ack(self, name: str) -> list[Effect]:
-        return self._terminate(Timeout())
-
-    def _end(self, name: str) -> list[Effect]:
-        return self._terminate()
-
     _REQUESTS: ClassVar[dict[tuple[str, str], Handler[InviteServerTransaction, Request]]] = {
         (PROCEEDING, RETRANSMISSION): _resend,
         (COMPLETED, RETRANSMISSION): _resend,
@@ -215,7 +206,7 @@ class InviteServerTransaction(TransactionBase):
     }
     _TIMERS: ClassVar[dict[tuple[str, str], Handler[InviteServerTransaction, str]]] = {
         (COMPLETED, "G"): _retransmit,
-        (COMPLETED, "H"): _no_ack,
-        (CONFIRMED, "I"): _end,
-        (ACCEPTED, "L"): _end,
+        (COMPLETED, "H"): TransactionBase._timeout,
+        (CONFIRMED, "I"): TransactionBase._end,
+        (ACCEPTED, "L"): TransactionBase._end,
     }

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from sipsilo.transaction.effects import CancelTimer, Effect, StartTimer, Terminated, TransportFailed
+from sipsilo.transaction.effects import (
+    CancelTimer,
+    Effect,
+    StartTimer,
+    Terminated,
+    Timeout,
+    TransportFailed,
+)
 from sipsilo.transaction.timers import TimerConfig
 
 # States. Strings, not an Enum, so that logs and the glue can print them as is.
@@ -76,6 +83,14 @@ class TransactionBase:
     def _terminate(self, *outcome: Effect) -> list[Effect]:
         self.state = TERMINATED
         return [*outcome, *self._cancel(*self._armed), Terminated()]
+
+    # Timer handlers every machine shares: the last timer ran out quietly
+    # (K, J, I, L, D) or the one waiting for the peer did (F, B, H).
+    def _end(self, name: str) -> list[Effect]:
+        return self._terminate()
+
+    def _timeout(self, name: str) -> list[Effect]:
+        return self._terminate(Timeout())
 
     def on_transport_error(self) -> list[Effect]:
         """Any state: §17.1.4 / §17.2.4, inform the TU and terminate."""
