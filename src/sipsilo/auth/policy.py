@@ -30,6 +30,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from sipsilo.auth.nonce import NonceManager, NonceState
@@ -92,6 +93,27 @@ class FailureTracker:
         self._by_source.pop(source, None)
 
 
+@lru_cache(maxsize=4096)
+def in_networks(source_ip: str, networks: tuple[str, ...]) -> bool:
+    """Whether source_ip lies in one of networks (CIDR strings; invalid ones never match).
+
+    Cached: asked for every request, with few distinct sources and lists.
+    """
+    if not networks:
+        return False
+    try:
+        addr = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return False
+    for net in networks:
+        try:
+            if addr in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 class Authenticator:
     def __init__(
         self,
@@ -108,15 +130,13 @@ class Authenticator:
         self.realm = realm
         self.nonces = nonces
         self.algorithms = algorithms
-        self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        for net in trusted:  # a bad entry is an error here, not a silent miss later
+            ipaddress.ip_network(net, strict=False)
+        self.trusted = trusted
         self.failures = FailureTracker(max_failures, block_time)
 
     def is_trusted(self, source_ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(source_ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
+        return in_networks(source_ip, self.trusted)
 
     def challenge(self, www: bool, now: float, stale: bool = False) -> Verdict:
         """401 (REGISTER) or 407 with one challenge per algorithm, strongest first.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sipsilo.auth.policy import Authenticator
+from sipsilo.auth.policy import Authenticator, in_networks
 from sipsilo.config import Config
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
@@ -87,9 +87,7 @@ class Services:
 
     def is_trusted(self, source_ip: str) -> bool:
         """The source is in [auth] trusted (whether or not authentication is on)."""
-        if self.auth is not None:
-            return self.auth.is_trusted(source_ip)
-        return _in_networks(source_ip, tuple(self.config.auth.trusted))
+        return in_networks(source_ip, tuple(self.config.auth.trusted))
 
     def is_silo_origin(self, request: Request) -> bool:
         registrar = self.config.msilo.registrar
@@ -254,21 +252,3 @@ def _behind_nat(host: str) -> bool:
     except ValueError:
         return False
     return addr.is_private or addr.is_link_local or (addr.version == 4 and addr in _SHARED)
-
-
-@lru_cache(maxsize=4096)
-def _in_networks(source_ip: str, networks: tuple[str, ...]) -> bool:
-    # Cached: asked for every request, with few distinct sources and lists.
-    if not networks:
-        return False
-    try:
-        addr = ipaddress.ip_address(source_ip)
-    except ValueError:
-        return False
-    for net in networks:
-        try:
-            if addr in ipaddress.ip_network(net, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
