@@ -37,7 +37,7 @@ from sipsilo.routing.services import Services
 from sipsilo.silo.admin import open_store
 from sipsilo.silo.delivery import DeliveryEngine
 from sipsilo.silo.sqlbase import StoreUnavailable
-from sipsilo.sip.uri import canonical_host
+from sipsilo.sip.uri import canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
@@ -148,7 +148,7 @@ class Server:
             asyncio.create_task(self._expire_bindings()),
             asyncio.create_task(self._msilo_timer()),
         ]
-        listening = ", ".join(f"{p}:{h}:{n}" if ":" not in h else f"{p}:[{h}]:{n}"
+        listening = ", ".join(f"{p}:{format_host(h)}:{n}"
                               for p, h, n in self.transports.bound())
         log.info("sipsilo %s listening on %s; silo %s (table %s)", __version__, listening,
                  mask_url(cfg.msilo.db_url), cfg.msilo.db_table)

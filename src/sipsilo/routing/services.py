@@ -27,7 +27,7 @@ from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
 from sipsilo.silo.store import SiloStore
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
-from sipsilo.sip.uri import SipUri, canonical_host
+from sipsilo.sip.uri import SipUri, canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.resolve import ResolveError, resolve_uri
 from sipsilo.transport.flow import Flow, Target
@@ -103,9 +103,8 @@ class Services:
     def record_route(self, flow: Flow, call_id: str) -> str:
         # [server] advertise, or the real address behind a wildcard listener.
         host, port = self.stack.transports.advertised(flow)
-        host = f"[{host}]" if ":" in host else host
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
-        return f"<sip:{host}:{port}{transport};lr;sr={self.route_sign(call_id)}>"
+        return f"<sip:{format_host(host)}:{port}{transport};lr;sr={self.route_sign(call_id)}>"
 
     def route_sign(self, call_id: str) -> str:
         """The `sr` parameter of our Record-Route for a dialog."""

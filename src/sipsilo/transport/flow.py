@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sipsilo.sip.uri import format_host
+
 
 @dataclass(frozen=True, slots=True)
 class Flow:
@@ -50,4 +52,4 @@ class Target:
 
 def _hostport(addr: tuple[str, int]) -> str:
     host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{format_host(host)}:{port}"
