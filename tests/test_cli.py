@@ -152,7 +152,7 @@ def test_serve_calls_app_run_with_the_config(
     monkeypatch.setitem(sys.modules, "sipsilo.app", fake)
     data_dir = tmp_path / "data"
     result = invoke("serve", "--config", str(good), "--set", "server.workers=2",
-                    "--data-dir", str(data_dir))
+                    "--set", "server.listen=udp:127.0.0.1:5060", "--data-dir", str(data_dir))
     assert result.exit_code == 0, result.output
     [config] = seen
     assert config.server.workers == 2

@@ -19,7 +19,7 @@ import math
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipsilo import __version__
 from sipsilo.auth import start_auth
@@ -29,7 +29,9 @@ from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
+from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
+from sipsilo.registrar.replicated import ReplicatedLocation
 from sipsilo.registrar.sql_location import open_location
 from sipsilo.routing.dispatch import Dispatcher
 from sipsilo.routing.loader import load_route
@@ -42,37 +44,56 @@ from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
+from sipsilo.transport.worker_link import WorkerLink
+from sipsilo.workers.keys import tag_for
+from sipsilo.workers.supervisor import worker_control_path
+
+if TYPE_CHECKING:
+    from sipsilo.workers.worker import WorkerContext
 
 log = logging.getLogger("sipsilo")
 
 
-def run(config: Config) -> None:
-    """Run the server until SIGTERM/SIGINT (the `sipsilo serve` command)."""
+def run(config: Config, worker: WorkerContext | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT (the `sipsilo serve` command).
+
+    With ``[server] workers`` > 1 this process becomes the supervisor of that
+    many worker processes (workers.supervisor), each of which comes back here
+    with its *worker* context. Returns the exit status.
+    """
+    name = "" if worker is None else f" {worker.name}"
     logging.basicConfig(
         level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{name} %(name)s: %(message)s",
     )
+    if worker is None and config.server.workers > 1:
+        from sipsilo.workers.supervisor import supervise
+
+        return event_loop.run(supervise(config))
     # A SIP server makes many short-lived objects per request and few
     # long-lived cycles: collect the young generation less often, and keep
     # the objects built at start-up out of every collection.
     gc.set_threshold(20000, 20, 50)
-    event_loop.run(serve(config))
+    event_loop.run(serve(config, worker))
+    return 0
 
 
 class Server:
     """A running sipsilo: every component, started and stopped together."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: WorkerContext | None = None) -> None:
         self.config = config
+        self.worker = worker
         self.counters = Counters()
         self.stopping = asyncio.Event()
         self._jobs: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         cfg = self.config
-        if cfg.server.workers > 1:
-            log.warning("workers = %d: only one worker process is supported so far; "
-                        "running one", cfg.server.workers)
+        worker = self.worker
+        link = None
+        if worker is not None:
+            link = worker.link = WorkerLink(worker.link_sock, lambda _: None, self.stopping.set)
         route = load_route(cfg.server.route)
         self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
                                 pool_min=cfg.msilo.db_pool_min, pool_max=cfg.msilo.db_pool_max)
@@ -80,7 +101,13 @@ class Server:
             await self.store.open()
         except StoreUnavailable as exc:  # one line naming the key, not a traceback
             raise StoreUnavailable(f"msilo.db_url: {exc}") from None
-        self.location = await open_location(cfg)
+        if link is not None and not cfg.registrar.db_url:
+            # Every worker holds every binding: see registrar.replicated.
+            replicated = ReplicatedLocation(lambda change: link.send(b"L" + change))
+            link._on_location = replicated.apply
+            self.location: LocationService = replicated
+        else:
+            self.location = await open_location(cfg)
         domains = {canonical_host(d) for d in cfg.server.effective_domains()}
         self.registrar = Registrar(
             self.location,
@@ -95,6 +122,11 @@ class Server:
         )
         server_header = cfg.server.user_agent or None
         self.stack = SipStack(None, timers, self._on_request, server_header=server_header)
+        if worker is not None:
+            # One token for all workers (a request looping through two of them
+            # is still a loop); the tag brings responses back to this one.
+            self.stack.branch_token = worker.token
+            self.stack.branch_tag = tag_for(worker.index)
         self.transports = Transports(
             [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
             self.stack.receive,
@@ -103,6 +135,7 @@ class Server:
             advertise=cfg.server.advertise_address(),
             tcp_idle_timeout=cfg.server.tcp_idle_timeout,
             tcp_max_connections=cfg.server.tcp_max_connections,
+            shared_udp=None if worker is None else worker.udp_socks,
         )
         self.stack.transports = self.transports
         # The claim owner is stable across restarts of this instance (host, data
@@ -111,6 +144,8 @@ class Server:
         first = cfg.server.listen[0]
         place = hashlib.sha1(str(cfg.data_dir).encode()).hexdigest()[:8]
         owner = f"{socket.gethostname()[:40]}:{first.port}:{place}"
+        if worker is not None:
+            owner += f"/{worker.name}"
         # A claim must outlive the longest delivery attempt (fr_timer), or a
         # second instance could retake a message that is still in flight.
         claim_ttl = max(cfg.msilo.claim_ttl, 2 * math.ceil(cfg.tm.fr_timer) + 10)
@@ -132,30 +167,38 @@ class Server:
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response
         await self.transports.start()
+        if link is not None:
+            link.start(self.transports.udp)
         released = await self.store.release_owner(owner)
         if released:
             log.info("took back %d delivery claims held before a restart", released)
         self.services.listen_ports = {port for _, _, port in self.transports.bound()}
+        control_path = cfg.control_socket_path()
+        if worker is not None:
+            control_path = worker_control_path(control_path, worker.index)
         self.control = ControlServer(
-            cfg.control_socket_path(),
+            control_path,
             {"stats": self._stats, "location.list": self._location_list},
         )
         try:
             await self.control.start()
         except OSError as exc:
-            log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
+            log.warning("control channel %s not available: %s", control_path, exc)
         self._jobs = [
             asyncio.create_task(self._expire_bindings()),
             asyncio.create_task(self._msilo_timer()),
         ]
+        gc.collect()
+        gc.freeze()
+        if worker is not None:
+            log.debug("worker %d of %d ready", worker.index, worker.workers)
+            return
         listening = ", ".join(f"{p}:{format_host(h)}:{n}"
                               for p, h, n in self.transports.bound())
         log.info("sipsilo %s listening on %s; silo %s (table %s)", __version__, listening,
                  mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
         if cfg.msilo.registrar:
             log.info("offline notices are sent from %s", cfg.msilo.registrar)
-        gc.collect()
-        gc.freeze()
 
     def _on_request(self, tx: Any) -> Any:
         return self.dispatcher.on_request(tx)
@@ -181,6 +224,8 @@ class Server:
             await _drain(stack, grace)
         if hasattr(self, "transports"):
             self.transports.close()
+        if self.worker is not None and self.worker.link is not None:
+            self.worker.link.close()
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
@@ -204,7 +249,10 @@ class Server:
             if self.services.auth is not None:
                 self.services.auth.nonces.forget_expired(time.time())
             try:
-                for binding in await self.location.expire(time.time()):
+                expired = await self.location.expire(time.time())
+                if self.worker is not None and self.worker.index:
+                    continue  # every worker expires its copy; the first one says so
+                for binding in expired:
                     log.info("binding %s of %s expired", binding.contact, binding.aor)
             except Exception:
                 log.exception("binding expiry failed")
@@ -263,8 +311,8 @@ async def _drain(stack: SipStack, timeout: float) -> None:
         await asyncio.wait(tasks, timeout=left)
 
 
-async def serve(config: Config) -> None:
-    server = Server(config)
+async def serve(config: Config, worker: WorkerContext | None = None) -> None:
+    server = Server(config, worker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):

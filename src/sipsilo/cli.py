@@ -269,7 +269,7 @@ def serve(config: Config) -> None:
     try:
         result = run(config)
         if inspect.isawaitable(result):
-            asyncio.run(_await(result))
+            result = asyncio.run(_await(result))
     except KeyboardInterrupt:
         raise click.Abort() from None
     except OSError as exc:
@@ -277,6 +277,8 @@ def serve(config: Config) -> None:
         raise CliError(f"cannot run: {exc}") from None
     except Exception as exc:
         raise _failure(exc) from None
+    if isinstance(result, int) and result:
+        sys.exit(result)  # a worker process died (the log says which)
 
 
 @main.command("check-config")

@@ -168,7 +168,9 @@ class ServerConfig(_Section):
     domains: Annotated[list[Host], BeforeValidator(_one_to_list)] = Field(default_factory=list)
     log_level: Annotated[Literal["debug", "info", "warning", "error"],
                          BeforeValidator(_lower)] = "info"
-    workers: Annotated[int, Field(ge=1, le=1024)] = 1
+    # Processes that handle SIP (see docs/architecture.md, "Worker processes");
+    # the branch tag that routes responses back to a worker has room for 64.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     route: Annotated[str | None, BeforeValidator(_empty_to_none),
                      AfterValidator(lambda v: None if v is None else _check_route(v))] = None
     # Above [msilo] max_body plus headers, so a too-large MESSAGE over TCP gets
@@ -195,6 +197,18 @@ class ServerConfig(_Section):
                 raise ValueError(f"duplicate listen address {quote(str(addr))}")
             seen.add(addr)
         return value
+
+    @model_validator(mode="after")
+    def _workers_serve_udp(self) -> ServerConfig:
+        if self.workers > 1:
+            for addr in self.listen:
+                if addr.proto != "udp":
+                    raise ValueError(
+                        f"workers = {self.workers}: several worker processes serve UDP only;"
+                        f" remove {addr} from server.listen (for example"
+                        f" --set server.listen=udp{str(addr)[len(addr.proto):]}) or set workers = 1"
+                    )
+        return self
 
     def effective_domains(self) -> list[str]:
         """Hosts that count as "myself": ``domains`` if set, else the listen hosts + localhost.

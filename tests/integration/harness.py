@@ -63,11 +63,9 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def config_text(self) -> str:
-        lines = [
-            "[server]",
-            f'listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]',
-            'log_level = "debug"',
-        ]
+        lines = ["[server]", 'log_level = "debug"']
+        if "server.listen" not in self.settings:
+            lines.append(f'listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]')
         sections: dict[str, list[str]] = {}
         for key, value in self.settings.items():
             section, _, name = key.partition(".")

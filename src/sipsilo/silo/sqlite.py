@@ -26,7 +26,9 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -361,6 +363,7 @@ class SqliteSiloStore(SiloStore):
         self._closed = False
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self._writer_lock: int | None = None  # fd of <db>-writer, see _txn
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -411,6 +414,11 @@ class SqliteSiloStore(SiloStore):
                 ready.set_exception(e if isinstance(e, Exception) else StoreError(str(e)))
                 return
             if self.path != ":memory:":
+                try:
+                    self._writer_lock = os.open(
+                        self.path + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
+                except OSError as e:  # a read-only directory: SQLite's own locking still works
+                    log.debug("no writer lock file for %s: %s", self.path, e)
                 # Checkpoints copy the WAL into the database file and fsync it:
                 # done inside a writer's COMMIT they stall every store queued
                 # behind it for a few hundred milliseconds. The writer never
@@ -433,6 +441,9 @@ class SqliteSiloStore(SiloStore):
                 # Leave a tidy file behind: everything in the database, WAL emptied.
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
+            if self._writer_lock is not None:
+                os.close(self._writer_lock)
+                self._writer_lock = None
 
     def _checkpoints(self, interval: float = 2.0) -> None:
         """Copy committed WAL frames into the database while the writer goes on."""
@@ -501,21 +512,31 @@ class SqliteSiloStore(SiloStore):
         if all(j.readonly for j in batch):
             return [(True, j.fn(ops)) for j in batch]
         conn = ops.conn
+        lock = self._writer_lock
+        if lock is not None:
+            # Several sipsilo processes on this file (worker processes): wait
+            # our turn in the kernel, woken the moment the other commits,
+            # rather than in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms...
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise _TxnFailed(e) from e
-        try:
-            out = [(True, j.fn(ops)) for j in batch]
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            if conn.in_transaction:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise _TxnFailed(e) from e
+            try:
+                out = [(True, j.fn(ops)) for j in batch]
+            except BaseException:
                 conn.execute("ROLLBACK")
-            raise _TxnFailed(e) from e
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _TxnFailed(e) from e
+        finally:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         st = self.stats
         st.transactions += 1
         st.operations += len(batch)

@@ -49,14 +49,21 @@ def uri_hash(request_uri: str) -> str:
     return hashlib.blake2s(data, digest_size=4).hexdigest()
 
 
-def loop_branch(token: str, request_uri: str) -> str:
+def loop_branch(token: str, request_uri: str, tag: str = "") -> str:
     """A branch naming this server (token) and the Request-URI it was sent to.
 
     RFC 3261 §16.6 step 8: if the request comes back to us with one of our
     branches for the same Request-URI, it has looped; a spiral (back to us
-    with another Request-URI) is legitimate and passes.
+    with another Request-URI) is legitimate and passes. *tag* (two hex digits,
+    at BRANCH_TAG_OFFSET) names the worker process that sent the request, so
+    that its responses are handed to that process (see workers.keys).
     """
-    return f"{BRANCH_MAGIC}{token}.{uri_hash(request_uri)}.{_hex.take(12)}"
+    return f"{BRANCH_MAGIC}{token}.{uri_hash(request_uri)}.{tag}{_hex.take(12)}"
+
+
+# Where loop_branch puts its tag: magic cookie, 8-character token, ".",
+# 8-character Request-URI hash, ".".
+BRANCH_TAG_OFFSET = len(BRANCH_MAGIC) + 8 + 1 + 8 + 1
 
 
 def is_loop(token: str, request_uri: str, branches: list[str]) -> bool:

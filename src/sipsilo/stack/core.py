@@ -97,7 +97,10 @@ class SipStack:
         self._server: dict[tuple[str, ...], _Entry] = {}
         self._client: dict[tuple[str, ...], _Entry] = {}
         self._completed = CompletedTransactions()
-        self.branch_token = new_token()  # names this process in every branch it makes
+        self.branch_token = new_token()  # names this server in every branch it makes
+        # With several worker processes: this one's number, in its branches, so
+        # that responses are handed back to it (workers.keys).
+        self.branch_tag = ""
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # INVITE client branches we generated lately (branch -> monotonic time)
@@ -244,7 +247,7 @@ class SipStack:
             host, port = self.transports.local_address(
                 target.transport, target.host, target.local
             )
-            branch = loop_branch(self.branch_token, str(request.uri))
+            branch = loop_branch(self.branch_token, str(request.uri), self.branch_tag)
             via = Via(target.transport.upper(), host, port, [("branch", branch)])
             if target.transport == "udp":
                 via.set_param("rport", None)

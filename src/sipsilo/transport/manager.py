@@ -19,6 +19,7 @@ from sipsilo.sip.uri import canonical_host, is_ip_address
 from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.tcp import TcpListener, TcpRegistry
 from sipsilo.transport.udp import UdpListener
+from sipsilo.transport.worker_link import SharedUdpListener
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,12 @@ class Transports:
         advertise: tuple[str, int | None] | None = None,
         tcp_idle_timeout: float = 3600.0,
         tcp_max_connections: int = 2048,
+        shared_udp: list[socket.socket] | None = None,
     ) -> None:
         self._specs = list(specs)
+        # In a worker process: the supervisor's UDP sockets, one per UDP
+        # listen address in order, to send on (transport.worker_link).
+        self._shared_udp = list(shared_udp) if shared_udp is not None else None
         self._receiver = receiver
         self.tcp = TcpRegistry(
             receiver, on_framing_error, max_message_size,
@@ -91,9 +96,12 @@ class Transports:
         self._sources: dict[str, str] = {}  # destination host -> our address toward it
 
     async def start(self) -> None:
+        shared = iter(self._shared_udp or ())
         for spec in self._specs:
             if spec.proto == "udp":
-                udp = UdpListener(spec.host, spec.port, self._receiver)
+                udp = (UdpListener(spec.host, spec.port, self._receiver)
+                       if self._shared_udp is None
+                       else SharedUdpListener(spec.host, spec.port, self._receiver, next(shared)))
                 await udp.start()
                 self.udp.append(udp)
             elif spec.proto == "tcp":

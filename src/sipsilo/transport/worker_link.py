@@ -1,0 +1,150 @@
+"""A worker process's end of its link to the supervisor (``[server] workers`` > 1).
+
+The supervisor owns the listening UDP sockets and reads every datagram; each
+worker inherits the same sockets but only *sends* on them, so its responses
+and requests leave from the listening address (a NAT pinhole a phone opened to
+port 5060 stays usable) and replies to its requests come back to that address,
+where the supervisor hands them to the worker named in their Via branch.
+
+Between the two runs one SOCK_SEQPACKET socket pair: message boundaries are
+kept, and a closed end reads as end-of-file, so a worker notices at once when
+its supervisor is gone. Frames, first byte their kind:
+
+* ``S`` supervisor → worker: a SIP datagram. Listener index (1 byte), source
+  port (2 bytes), length of the source host (1 byte), host, then the datagram.
+* ``L`` both ways: a change of the location service, replicated to every other
+  worker (see registrar.replicated).
+* ``R`` worker → supervisor: the worker is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from sipsilo.transport.udp import UdpListener
+
+log = logging.getLogger(__name__)
+
+SIP = 0x53  # "S"
+LOCATION = 0x4C  # "L"
+READY = 0x52  # "R"
+MAX_FRAME = 65536 + 300  # a UDP datagram plus the header
+LINK_BUFFER = 8 * 1024 * 1024  # like the UDP receive buffer: bursts wait here
+
+
+def sip_frame(listener: int, host: str, port: int, data: bytes) -> list[bytes]:
+    """The parts of an ``S`` frame (sent with sendmsg: no copy of the datagram)."""
+    h = host.encode()
+    return [bytes((SIP, listener)) + port.to_bytes(2, "big") + bytes((len(h),)) + h, data]
+
+
+def tune(sock: socket.socket) -> None:
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, LINK_BUFFER)
+    sock.setblocking(False)
+
+
+class SharedUdpListener(UdpListener):
+    """A UDP listener whose socket is read by the supervisor: this process only sends.
+
+    Datagrams arrive through the WorkerLink, which calls datagram_received.
+    """
+
+    def __init__(self, host: str, port: int, receiver: Any, sock: socket.socket) -> None:
+        super().__init__(host, port, receiver)
+        self._sock: socket.socket | None = sock
+
+    async def start(self) -> None:
+        assert self._sock is not None
+        self._sock.setblocking(False)
+        bound = self._sock.getsockname()
+        self.local = (self.host, bound[1])
+        self.port = bound[1]
+
+    def send(self, data: bytes, remote: tuple[str, int]) -> None:
+        if self._sock is None:
+            raise ConnectionError("UDP listener is not running")
+        try:
+            self._sock.sendto(data, remote)
+        except BlockingIOError:
+            # The socket's send buffer is full: as good as lost on the wire;
+            # the transaction layer retransmits.
+            log.debug("udp send buffer full; datagram to %s dropped", remote)
+        except (ValueError, OverflowError, TypeError, socket.gaierror) as exc:
+            raise ConnectionError(f"cannot send to {remote[0]}:{remote[1]}: {exc}") from exc
+
+    def close(self) -> None:
+        # The socket is the supervisor's too: closing our copy is all we may do.
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class WorkerLink:
+    """Reads frames from the supervisor and hands them on."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_location: Callable[[bytes], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._sock = sock
+        self._on_location = on_location
+        self._on_lost = on_lost
+        self.listeners: list[UdpListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, listeners: list[UdpListener]) -> None:
+        self.listeners = listeners
+        tune(self._sock)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self.send(bytes((READY,)))
+
+    def send(self, frame: bytes) -> None:
+        try:
+            self._sock.send(frame)
+        except OSError as exc:
+            log.warning("link to the supervisor: %s", exc)
+
+    def _readable(self) -> None:
+        # Drain a bounded number per wake-up: other callbacks get their turn.
+        recv = self._sock.recv
+        for _ in range(64):
+            try:
+                frame = recv(MAX_FRAME)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("link to the supervisor: %s", exc)
+                frame = b""
+            if not frame:
+                self.close()
+                self._on_lost()
+                return
+            kind = frame[0]
+            if kind == SIP:
+                hl = frame[4]
+                host = frame[5:5 + hl].decode()
+                port = int.from_bytes(frame[2:4], "big")
+                index = frame[1]
+                if index < len(self.listeners):
+                    self.listeners[index].datagram_received(frame[5 + hl:], (host, port))
+            elif kind == LOCATION:
+                try:
+                    self._on_location(frame[1:])
+                except Exception:
+                    log.exception("replicated location change failed")
+
+    def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock.fileno())
+            self._loop = None

@@ -1,0 +1,307 @@
+"""`sipsilo serve` with ``[server] workers`` > 1: one supervisor, N worker processes.
+
+One Python process handles about 2,500 stored MESSAGEs a second; a machine
+has more cores than that. The supervisor binds the UDP listeners, starts the
+workers (each a complete sipsilo: stack, routing, silo, delivery) and then only
+moves datagrams: it reads each one, picks its worker with workers.keys (by
+user for requests, by the worker's mark in the Via branch for responses) and
+passes it over that worker's socket pair. Workers send straight out of the
+same listening sockets, which they inherit.
+
+It also answers the control channel (`sipsilo stats`, `sipsilo location
+list`) by asking every worker and adding up, and it stops the workers in
+order: on SIGTERM every worker gets SIGTERM and finishes what it is doing
+(its deliveries in flight still receive their 2xx through this process);
+the sockets close when the last worker has gone. A worker that dies on its
+own takes the others down with it and the supervisor exits with status 1:
+its users' state (registrations, claims) lived there, and a process manager
+restarting the whole server is the honest recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sipsilo import __version__
+from sipsilo.config import Config
+from sipsilo.config_values import mask_url
+from sipsilo.control.server import ControlServer
+from sipsilo.silo.admin import open_store
+from sipsilo.silo.sqlbase import StoreUnavailable
+from sipsilo.sip.ids import new_token
+from sipsilo.sip.uri import format_host
+from sipsilo.transport import worker_link as wl
+from sipsilo.transport.udp import RCVBUF_BYTES
+from sipsilo.workers.keys import worker_for
+
+log = logging.getLogger("sipsilo.supervisor")
+
+SPEC_ENV = "SIPSILO_WORKER"
+START_TIMEOUT = 30.0
+# Stats that every worker reports alike (a database count, the replicated
+# location table): shown once, not added up.
+_SHARED_STATS = frozenset({"msilo:stored_rows", "usrloc:registered_contacts"})
+
+
+def worker_control_path(base: Path, index: int) -> Path:
+    return base.with_name(f"{base.name}.{index}")
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class WorkerStartError(Exception):
+    """A worker process did not come up (its own log lines say why)."""
+
+
+class _Reader(asyncio.DatagramProtocol):
+    """One listening socket: every datagram to its worker."""
+
+    def __init__(self, sup: Supervisor, index: int) -> None:
+        self._sup = sup
+        self._index = index
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._sup.dispatch(self._index, data, str(addr[0]), int(addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.n = config.server.workers
+        self.token = new_token()
+        self.stopping = asyncio.Event()
+        self.failed = False
+        self.dropped = 0
+        self._socks: list[socket.socket] = []
+        self._links: list[socket.socket] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._ready: set[int] = set()
+        self._all_ready = asyncio.Event()
+        self._transports: list[asyncio.BaseTransport] = []
+        self.control: ControlServer | None = None
+
+    # ------------------------------------------------------------- start-up
+    async def start(self) -> None:
+        cfg = self.config
+        # Create or migrate the schema once, here: N workers opening a new
+        # SQLite file at the same moment would race to set it up.
+        store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
+                           pool_min=1, pool_max=1)
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"msilo.db_url: {exc}") from None
+        await store.close()
+        for addr in cfg.server.listen:
+            self._socks.append(bind_udp(addr.host, addr.port))
+        loop = asyncio.get_running_loop()
+        for i in range(self.n):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            wl.tune(ours)
+            wl.tune(theirs)
+            self._links.append(ours)
+            self._procs.append(self._spawn(i, theirs))
+            theirs.close()
+            loop.add_reader(ours.fileno(), self._from_worker, i)
+        for i, sock in enumerate(self._socks):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
+            self._transports.append(transport)
+        try:
+            await asyncio.wait_for(self._all_ready.wait(), START_TIMEOUT)
+        except TimeoutError:
+            raise WorkerStartError(
+                f"only {len(self._ready)} of {self.n} worker processes started "
+                f"within {START_TIMEOUT:.0f} s; see their log lines above") from None
+        if self.stopping.is_set():
+            raise WorkerStartError(
+                "a worker process exited during start-up; see its log lines above")
+        self.control = ControlServer(
+            cfg.control_socket_path(),
+            {"stats": self._stats, "location.list": self._location_list},
+        )
+        try:
+            await self.control.start()
+        except OSError as exc:
+            log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
+        listening = ", ".join(f"udp:{format_host(a.host)}:{s.getsockname()[1]}"
+                              for a, s in zip(cfg.server.listen, self._socks, strict=True))
+        log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
+                 __version__, listening, self.n, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
+
+    def _spawn(self, index: int, link: socket.socket) -> subprocess.Popen[bytes]:
+        udp_fds = [s.fileno() for s in self._socks]
+        spec = {
+            "index": index,
+            "workers": self.n,
+            "token": self.token,
+            "link_fd": link.fileno(),
+            "udp_fds": udp_fds,
+            "data_dir": str(self.config.data_dir),
+            "config": self.config.model_dump_json(),
+        }
+        env = dict(os.environ)
+        env[SPEC_ENV] = json.dumps(spec)
+        return subprocess.Popen(
+            [sys.executable, "-m", "sipsilo.workers.worker"],
+            pass_fds=[link.fileno(), *udp_fds],
+            env=env,
+        )
+
+    # --------------------------------------------------------------- traffic
+    def dispatch(self, listener: int, data: bytes, host: str, port: int) -> None:
+        index = worker_for(data, self.n, self.token)
+        try:
+            self._links[index].sendmsg(wl.sip_frame(listener, host, port, data))
+        except BlockingIOError:
+            # The worker is that far behind: the datagram is lost as on a
+            # full socket buffer, and the sender's retransmission comes later.
+            self.dropped += 1
+        except OSError as exc:
+            log.debug("worker %d link: %s", index, exc)
+
+    def _from_worker(self, index: int) -> None:
+        link = self._links[index]
+        for _ in range(64):
+            try:
+                frame = link.recv(wl.MAX_FRAME)
+            except BlockingIOError:
+                return
+            except OSError:
+                frame = b""
+            if not frame:
+                asyncio.get_running_loop().remove_reader(link.fileno())
+                self._lost(index)
+                return
+            kind = frame[0]
+            if kind == wl.LOCATION:
+                for j, other in enumerate(self._links):
+                    if j != index:
+                        with contextlib.suppress(OSError):
+                            other.send(frame)
+            elif kind == wl.READY:
+                self._ready.add(index)
+                if len(self._ready) == self.n:
+                    self._all_ready.set()
+
+    def _lost(self, index: int) -> None:
+        if self.stopping.is_set():
+            return
+        code = self._procs[index].poll()
+        log.error("worker %d exited unexpectedly (status %s); stopping the server",
+                  index, code if code is not None else "unknown")
+        self.failed = True
+        self.stopping.set()
+        self._all_ready.set()  # a start-up waiting for it gives up now
+
+    # ------------------------------------------------------------- shut-down
+    async def stop(self) -> None:
+        """SIGTERM the workers, keep moving their datagrams until they are gone."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        if self.control is not None:
+            await self.control.aclose()
+        # A worker's own stop waits up to fr_timer + 1 s twice (deliveries, then
+        # request handlers); a little on top for its start-up and shut-down.
+        deadline = time.monotonic() + 2 * (self.config.tm.fr_timer + 1.0) + 5.0
+        while any(p.poll() is None for p in self._procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for i, proc in enumerate(self._procs):
+            if proc.poll() is None:
+                log.error("worker %d did not stop in time; killed", i)
+                proc.kill()
+                proc.wait()
+        loop = asyncio.get_running_loop()
+        for link in self._links:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(link.fileno())
+            link.close()
+        for transport in self._transports:
+            transport.close()
+        for sock in self._socks:
+            sock.close()
+        if self.dropped:
+            log.info("%d datagrams were dropped because a worker fell behind", self.dropped)
+
+    # --------------------------------------------------------- control channel
+    async def _ask(self, index: int, message: dict[str, Any]) -> Any:
+        path = worker_control_path(self.config.control_socket_path(), index)
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        try:
+            writer.write(json.dumps(message).encode() + b"\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+        finally:
+            writer.close()
+        reply = json.loads(line or b"{}")
+        if "error" in reply:
+            raise RuntimeError(f"worker {index}: {reply['error']}")
+        return reply.get("result")
+
+    async def _stats(self, message: dict[str, Any]) -> dict[str, Any]:
+        replies = await asyncio.gather(*(self._ask(i, message) for i in range(self.n)))
+        return merge_stats(replies, self.dropped)
+
+    async def _location_list(self, message: dict[str, Any]) -> Any:
+        # Every worker holds the whole table (registrar.replicated, or SQL).
+        return await self._ask(0, message)
+
+
+def merge_stats(replies: list[dict[str, Any]], dropped: int = 0) -> dict[str, Any]:
+    """The workers' stats as one server's: counts added up, maxima the largest."""
+    out: dict[str, Any] = {}
+    for reply in replies:
+        for key, value in reply.items():
+            if key not in out:
+                out[key] = value
+            elif key in _SHARED_STATS or not isinstance(value, int | float):
+                continue
+            elif "max" in key:
+                out[key] = max(out[key], value)
+            else:
+                out[key] += value
+    out["server:workers"] = len(replies)
+    out["server:dropped_datagrams"] = dropped
+    return out
+
+
+async def supervise(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; the exit status of `sipsilo serve`."""
+    sup = Supervisor(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, sup.stopping.set)
+    try:
+        await sup.start()
+        await sup.stopping.wait()
+    finally:
+        log.info("shutting down")
+        await sup.stop()
+    return 1 if sup.failed else 0
