@@ -88,6 +88,30 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def children(pid: int) -> list[int]:
+    """Direct child processes of pid (a supervisor's workers)."""
+    out = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            out = [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def peak_rss_tree_mb(pid: int) -> float | None:
+    """Peak RSS of pid plus that of each of its children (workers).
+
+    The sum of the peaks: an upper bound of what they held at any one moment.
+    """
+    total = peak_rss_mb(pid)
+    if total is None:
+        return None
+    for child in children(pid):
+        total += peak_rss_mb(child) or 0.0
+    return total
+
+
 def loadavg() -> list[float]:
     try:
         with open("/proc/loadavg") as f:

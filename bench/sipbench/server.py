@@ -74,5 +74,5 @@ class RunningServer:
         if self.proc is None:
             return
         self.exited_early = self.proc.poll() is not None
-        self.peak_rss_mb = procs.peak_rss_mb(self.proc.pid)
+        self.peak_rss_mb = procs.peak_rss_tree_mb(self.proc.pid)
         procs.stop(self.proc)

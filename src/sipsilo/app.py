@@ -127,6 +127,10 @@ class Server:
             # is still a loop); the tag brings responses back to this one.
             self.stack.branch_token = worker.token
             self.stack.branch_tag = tag_for(worker.index)
+        if link is not None:
+            # Ready but for the sockets: the supervisor binds them once every
+            # worker got here, and hands them over.
+            worker.udp_socks = link.handshake()  # type: ignore[union-attr]
         self.transports = Transports(
             [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
             self.stack.receive,

@@ -179,3 +179,29 @@ def test_workers_with_a_tcp_listener_is_a_config_error(tmp_path: Path, listen: s
     assert "several worker processes serve UDP only" in out.stderr
     assert "Traceback" not in out.stderr
 
+
+
+def test_port_in_use_is_one_line_and_leaves_no_worker_behind(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSILO_")}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sipsilo", "serve", "--data-dir", str(tmp_path),
+             "--set", "server.workers=2", "--set", f"server.listen=udp:127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        workers: list[int] = []
+        while proc.poll() is None and time.monotonic() - started < 20:
+            workers = workers or _children(proc.pid)
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "Address already in use" in err.splitlines()[-1]
+    assert "Traceback" not in err
+    assert time.monotonic() - started < 10  # not the workers' stop timeout
+    assert not any(_alive(p) for p in workers)

@@ -14,7 +14,9 @@ its supervisor is gone. Frames, first byte their kind:
   port (2 bytes), length of the source host (1 byte), host, then the datagram.
 * ``L`` both ways: a change of the location service, replicated to every other
   worker (see registrar.replicated).
-* ``R`` worker → supervisor: the worker is ready.
+* ``R`` worker → supervisor: the worker is ready for its sockets.
+* ``F`` supervisor → worker, once, right after every worker said ``R``: the
+  listening UDP sockets, as file descriptors (SCM_RIGHTS), in listen order.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 SIP = 0x53  # "S"
 LOCATION = 0x4C  # "L"
 READY = 0x52  # "R"
+SOCKETS = 0x46  # "F"
 MAX_FRAME = 65536 + 300  # a UDP datagram plus the header
 LINK_BUFFER = 8 * 1024 * 1024  # like the UDP receive buffer: bursts wait here
 
@@ -48,6 +52,19 @@ def tune(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, LINK_BUFFER)
     sock.setblocking(False)
+
+
+def send_sockets(link: socket.socket, fds: list[int]) -> None:
+    """The supervisor's half of the handshake (see WorkerLink.handshake)."""
+    link.setblocking(True)
+    try:
+        socket.send_fds(link, [bytes((SOCKETS,))], fds)
+    finally:
+        link.setblocking(False)
+
+
+class LinkClosed(Exception):
+    """The supervisor has gone."""
 
 
 class SharedUdpListener(UdpListener):
@@ -101,12 +118,27 @@ class WorkerLink:
         self.listeners: list[UdpListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def handshake(self) -> list[socket.socket]:
+        """Say ready; wait for the listening sockets (blocking: nothing else to do yet)."""
+        sock = self._sock
+        sock.setblocking(True)
+        sock.send(bytes((READY,)))
+        while True:
+            frame, fds, _, _ = socket.recv_fds(sock, MAX_FRAME, 16)
+            if not frame:
+                raise LinkClosed("the supervisor went away during start-up")
+            if frame[0] == SOCKETS:
+                return [socket.socket(fileno=fd) for fd in fds]
+            for fd in fds:  # nothing else carries descriptors
+                os.close(fd)
+            if frame[0] == LOCATION:
+                self._on_location(frame[1:])
+
     def start(self, listeners: list[UdpListener]) -> None:
         self.listeners = listeners
         tune(self._sock)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
-        self.send(bytes((READY,)))
 
     def send(self, frame: bytes) -> None:
         try:

@@ -101,6 +101,7 @@ class Supervisor:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._ready: set[int] = set()
         self._all_ready = asyncio.Event()
+        self._handed_over = False  # the workers have their sockets
         self._transports: list[asyncio.BaseTransport] = []
         self.control: ControlServer | None = None
 
@@ -116,21 +117,14 @@ class Supervisor:
         except StoreUnavailable as exc:
             raise StoreUnavailable(f"msilo.db_url: {exc}") from None
         await store.close()
-        for addr in cfg.server.listen:
-            self._socks.append(bind_udp(addr.host, addr.port))
         loop = asyncio.get_running_loop()
         for i in range(self.n):
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             wl.tune(ours)
-            wl.tune(theirs)
             self._links.append(ours)
             self._procs.append(self._spawn(i, theirs))
             theirs.close()
             loop.add_reader(ours.fileno(), self._from_worker, i)
-        for i, sock in enumerate(self._socks):
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
-            self._transports.append(transport)
         try:
             await asyncio.wait_for(self._all_ready.wait(), START_TIMEOUT)
         except TimeoutError:
@@ -140,6 +134,19 @@ class Supervisor:
         if self.stopping.is_set():
             raise WorkerStartError(
                 "a worker process exited during start-up; see its log lines above")
+        # Bound only now, with every worker ready: whoever waits for the port
+        # (a service manager, a benchmark) never sends into a server that is
+        # still starting. Each worker gets the sockets over its link.
+        for addr in cfg.server.listen:
+            self._socks.append(bind_udp(addr.host, addr.port))
+        fds = [s.fileno() for s in self._socks]
+        for link in self._links:
+            wl.send_sockets(link, fds)
+        self._handed_over = True
+        for i, sock in enumerate(self._socks):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
+            self._transports.append(transport)
         self.control = ControlServer(
             cfg.control_socket_path(),
             {"stats": self._stats, "location.list": self._location_list},
@@ -154,22 +161,18 @@ class Supervisor:
                  __version__, listening, self.n, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
 
     def _spawn(self, index: int, link: socket.socket) -> subprocess.Popen[bytes]:
-        udp_fds = [s.fileno() for s in self._socks]
         spec = {
             "index": index,
             "workers": self.n,
             "token": self.token,
             "link_fd": link.fileno(),
-            "udp_fds": udp_fds,
             "data_dir": str(self.config.data_dir),
             "config": self.config.model_dump_json(),
         }
         env = dict(os.environ)
         env[SPEC_ENV] = json.dumps(spec)
         return subprocess.Popen(
-            [sys.executable, "-m", "sipsilo.workers.worker"],
-            pass_fds=[link.fileno(), *udp_fds],
-            env=env,
+            [sys.executable, "-m", "sipsilo.workers.worker"], pass_fds=[link.fileno()], env=env,
         )
 
     # --------------------------------------------------------------- traffic
@@ -221,6 +224,13 @@ class Supervisor:
     # ------------------------------------------------------------- shut-down
     async def stop(self) -> None:
         """SIGTERM the workers, keep moving their datagrams until they are gone."""
+        if not self._handed_over:
+            # Start-up failed (a port in use...): workers still waiting for their
+            # sockets read end-of-file and give up at once.
+            for link in self._links:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_reader(link.fileno())
+                link.close()
         for proc in self._procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -239,9 +249,10 @@ class Supervisor:
                 proc.wait()
         loop = asyncio.get_running_loop()
         for link in self._links:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(link.fileno())
-            link.close()
+            if link.fileno() >= 0:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(link.fileno())
+                link.close()
         for transport in self._transports:
             transport.close()
         for sock in self._socks:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipsilo.config import Config
-from sipsilo.transport.worker_link import WorkerLink
+from sipsilo.transport.worker_link import LinkClosed, WorkerLink
 from sipsilo.workers.supervisor import SPEC_ENV
 
 
@@ -25,7 +25,7 @@ class WorkerContext:
     workers: int
     token: str
     link_sock: socket.socket
-    udp_socks: list[socket.socket]
+    udp_socks: list[socket.socket] = field(default_factory=list)  # from the handshake
     link: WorkerLink | None = field(default=None)
 
     @property
@@ -46,7 +46,6 @@ def context_from_env() -> tuple[Config, WorkerContext]:
         workers=int(spec["workers"]),
         token=str(spec["token"]),
         link_sock=socket.socket(fileno=int(spec["link_fd"])),
-        udp_socks=[socket.socket(fileno=int(fd)) for fd in spec["udp_fds"]],
     )
     return config, ctx
 
@@ -59,6 +58,8 @@ def main() -> None:
         app.run(config, worker=ctx)
     except KeyboardInterrupt:
         pass
+    except LinkClosed:
+        sys.exit(1)  # the supervisor failed to start and says why
     except Exception as exc:  # one line, like `sipsilo serve`
         print(f"sipsilo worker {ctx.index}: {exc}", file=sys.stderr)
         sys.exit(1)
