@@ -226,8 +226,9 @@ class Services:
         if target is None:
             return
         notice = offline_notice(request, registrar, uri, self.server_header)
-        response = await self.stack.send_request(notice, target)
-        log.debug("offline notice to %s answered %s", uri, response.status)
+        # Nobody acts on the answer: no task waits for it (thousands a second).
+        self.stack.start_request(notice, target)
+        log.debug("offline notice to %s sent", uri)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -53,10 +53,15 @@ def _split_headers(lines: list[str]) -> list[tuple[str, str, str]]:
         if colon <= 0:
             raise ParseError(400, "Malformed header line", answerable=False)
         raw_name = line[:colon].rstrip(" \t")
-        if not is_token(raw_name):
-            raise ParseError(400, "Malformed header name", answerable=False)
         low = raw_name.lower()
-        name = canonical.get(low, raw_name)
+        known = canonical.get(low)
+        if known is None or not raw_name.isascii():
+            # A name we know is a token already (the ASCII check: "\u212a".lower()
+            # is "k"); only the others need the character check.
+            if not is_token(raw_name):
+                raise ParseError(400, "Malformed header name", answerable=False)
+            known = canonical.get(low, raw_name)
+        name = known
         entries.append((name.lower(), name, line[colon + 1 :].strip(" \t")))
     return entries
 

@@ -239,6 +239,26 @@ class SipStack:
         True when it dealt with one, else a 2xx is forwarded as a stray.
         on_timeout is called just before a timeout's synthetic 408 is returned.
         """
+        entry = self._start_client(request, target, keep_via, wait=True)
+        entry.on_provisional = on_provisional
+        entry.on_late = on_late
+        entry.on_timeout = on_timeout
+        if request.method == "INVITE":
+            self._remember_invite(entry.key[0], on_late)
+        assert entry.future is not None
+        return await entry.future
+
+    def start_request(self, request: Request, target: Target) -> None:
+        """Send a non-INVITE request in a new client transaction, not waiting for
+        its answer (the offline notice: nobody acts on it). Retransmissions and
+        the transaction's timers run as for send_request."""
+        if request.method in ("INVITE", "ACK"):
+            raise ValueError(f"start_request is for non-INVITE requests, not {request.method}")
+        self._start_client(request, target, False, wait=False)
+
+    def _start_client(
+        self, request: Request, target: Target, keep_via: bool, *, wait: bool
+    ) -> _Entry:
         if keep_via:
             top = request.top_via
             assert top is not None and top.branch is not None
@@ -256,15 +276,11 @@ class SipStack:
         key = (str(via.branch), request.method if request.method != "ACK" else "INVITE")
         entry = _Entry(key, cls(request, target.reliable, self.timers))
         entry.target = target
-        entry.future = asyncio.get_running_loop().create_future()
-        entry.on_provisional = on_provisional
-        entry.on_late = on_late
-        entry.on_timeout = on_timeout
-        if request.method == "INVITE":
-            self._remember_invite(key[0], on_late)
+        if wait:
+            entry.future = asyncio.get_running_loop().create_future()
         self._client[key] = entry
         self._run(entry, entry.machine.start())
-        return await entry.future
+        return entry
 
     def _remember_invite(self, branch: str, on_late: Callable[[Response], bool] | None) -> None:
         recent = self._recent_invites
