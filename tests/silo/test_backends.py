@@ -182,8 +182,10 @@ def test_group_commit_batches_and_each_store_is_visible_on_return(backend: Backe
         other = await backend.open()  # another connection (pool), as another process
 
         async def one(i: int) -> None:
-            rid = await s.store(msg(i))
-            assert await other.get(rid) is not None  # durable (committed) on return
+            m = msg(i)
+            rid = await s.store(m)
+            got = await other.get(rid)  # durable (committed) on return ...
+            assert got is not None and got.body == m.body  # ... and the id is this message's
 
         try:
             await asyncio.gather(*(one(i) for i in range(200)))

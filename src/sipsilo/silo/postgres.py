@@ -93,6 +93,16 @@ class _PgConn(Conn):
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
         return int(await self._do(self._c.fetchval(to_dollar(sql) + " RETURNING id", *args)))
 
+    async def insert_many(
+        self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
+    ) -> list[int]:
+        # One statement, one round trip; RETURNING gives the ids in VALUES order.
+        if not rows:
+            return []
+        args = [a for r in rows for a in r]
+        sql = to_dollar(prefix + ", ".join([row] * len(rows))) + " RETURNING id"
+        return [int(r[0]) for r in await self._do(self._c.fetch(sql, *args))]
+
     async def lock(self, name: str) -> None:
         await self.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
 

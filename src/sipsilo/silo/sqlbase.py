@@ -181,6 +181,13 @@ class Conn(ABC):
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
         """Run an INSERT into a table whose key is ``id``; return the new id."""
 
+    async def insert_many(
+        self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
+    ) -> list[int]:
+        """``prefix`` + ``row`` for each of *rows* (``INSERT ... VALUES`` + ``(%s, ...)``);
+        the new ids in order. Drivers that can send one multi-row INSERT do."""
+        return [await self.insert(prefix + row, args) for args in rows]
+
     async def begin(self) -> None:
         await self.execute("BEGIN")
 

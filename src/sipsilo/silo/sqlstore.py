@@ -108,11 +108,11 @@ class SqlSiloStore(SiloStore):
         self._tasks: list[asyncio.Task[None]] = []
         self._open = False
         t = self.table
-        self._sql_insert = (
+        self._sql_insert_into = (
             f"INSERT INTO {t} (src_addr, dst_addr, username, domain, inc_time, exp_time,"
-            " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, 0)"
+            " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status) VALUES "
         )
+        self._sql_insert_row = "(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, 0)"
         self._sql_scan = (
             f"SELECT id, claim_owner, claim_until FROM {t} WHERE username = %s AND domain = %s"
             f" AND snd_time = 0 AND exp_time > %s AND id > %s ORDER BY id LIMIT {_SCAN}"
@@ -176,7 +176,11 @@ class SqlSiloStore(SiloStore):
 
     async def _flush(self, batch: list[_Pending]) -> None:
         async def insert_all(c: Conn) -> list[int]:
-            return [await c.insert(self._sql_insert, self._args(p.msg)) for p in batch]
+            ids: list[int] = []
+            for chunk in _chunks(batch):
+                ids += await c.insert_many(self._sql_insert_into, self._sql_insert_row,
+                                           [self._args(p.msg) for p in chunk])
+            return ids
 
         try:
             ids = await run_txn(self.pool, insert_all)
@@ -508,3 +512,23 @@ async def schema_version(pool: Pool, table: str) -> int:
         loop = asyncio.get_running_loop()
         cur = _SyncCursor(conn, loop)
         return await asyncio.to_thread(current_version, cur, pool.dialect, table)
+
+
+# One multi-row INSERT carries at most this many rows or bytes of bodies: well
+# inside MySQL's max_allowed_packet (16 MiB by default) and PostgreSQL's 65535
+# parameters, large enough that a busy second needs few round trips.
+_CHUNK_ROWS = 100
+_CHUNK_BYTES = 1 << 20
+
+
+def _chunks(batch: list[_Pending]) -> list[list[_Pending]]:
+    out: list[list[_Pending]] = []
+    size = 0
+    for p in batch:
+        body = len(p.msg.body)
+        if not out or len(out[-1]) >= _CHUNK_ROWS or size + body > _CHUNK_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(p)
+        size += body
+    return out
