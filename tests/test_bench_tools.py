@@ -116,6 +116,7 @@ def test_report_targets_and_markdown() -> None:
                 "codes": {"202": 20000},
                 "loadavg": [1.0, 0.5, 0.2],
                 "peak_rss_mb": 80.0,
+                "server_cpu_us_per_msg": 321,
             }
         },
         "dump": {
@@ -136,3 +137,4 @@ def test_report_targets_and_markdown() -> None:
     assert met["server peak RSS < 150 MB"] is True
     md = report.markdown(res)
     assert "**500 msg/s**" in md and "**0.400 s**" in md
+    assert "server CPU 321 µs/msg" in md

@@ -72,13 +72,20 @@ def store_step(
     count: int,
     rate: int,
     keep_log: bool = False,
+    cpu: Callable[[], float | None] = lambda: None,
 ) -> dict[str, Any]:
-    """One run at a fixed offered rate, judged by the kit's pass criteria."""
+    """One run at a fixed offered rate, judged by the kit's pass criteria.
+
+    *cpu* reads the server's CPU seconds so far (all its processes): the run's
+    share per message is a cost figure that, unlike the ladder, is not coarser
+    than the differences it should show (empty silo vs 1,000,000 rows).
+    """
     short = out / f"{tag}.short.log"
     # A failed step leaves the server working off a backlog; let it finish, so the
     # next run neither pays for it nor sees its late replies.
     time.sleep(2.0)
     load = [round(x, 2) for x in procs.loadavg()]
+    cpu0 = cpu()
     rc = sipp.run_uac(
         "store_distinct",
         target_port,
@@ -97,6 +104,7 @@ def store_step(
         "contact_port",
         str(ports.sink),
     )
+    cpu1 = cpu()
     st = uac_stats(read_shortmsg(short), 202)
     passed = (
         rc == 0 and st.ok == count and st.other == 0 and st.retrans == 0 and st.rate >= 0.95 * rate
@@ -110,6 +118,9 @@ def store_step(
         "sipp_rc": rc,
         "pass": passed,
         "loadavg": load,
+        "server_cpu_us_per_msg": (
+            round((cpu1 - cpu0) / count * 1e6) if cpu0 is not None and cpu1 is not None else None
+        ),
         **asdict(st),
     }
     cleaned: dict[str, Any] = _clean(res)
@@ -123,6 +134,7 @@ def store_ladder(
     p: StoreParams,
     log: Callable[[str], None],
     alive: Callable[[], bool] = lambda: True,
+    cpu: Callable[[], float | None] = lambda: None,
 ) -> dict[str, Any]:
     """Climb the ladder until a step fails, then confirm the best step with p.n messages."""
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +146,7 @@ def store_ladder(
         best = 0
         for rate in LADDER:
             count = max(p.min_step, int(rate * p.step_seconds))
-            step = store_step(target_port, ports, out, f"r{rate}", count, rate)
+            step = store_step(target_port, ports, out, f"r{rate}", count, rate, cpu=cpu)
             steps.append(step)
             log(f"  step {rate:>5}/s: {_brief(step)}")
             if not step["pass"] or not alive():
@@ -144,7 +156,8 @@ def store_ladder(
         for i in range(1, p.confirm_tries + 1):
             if cand <= 0 or not alive():
                 break
-            run = store_step(target_port, ports, out, f"confirm{i}", p.n, cand, keep_log=True)
+            run = store_step(target_port, ports, out, f"confirm{i}", p.n, cand, keep_log=True,
+                             cpu=cpu)
             confirms.append(run)
             log(f"  confirm {cand:>5}/s x {p.n}: {_brief(run)}")
             if run["pass"]:
@@ -160,6 +173,7 @@ def store_ladder(
         "p50_ms": final["p50_ms"] if final else None,
         "p99_ms": final["p99_ms"] if final else None,
         "max_ms": final["max_ms"] if final else None,
+        "server_cpu_us_per_msg": final["server_cpu_us_per_msg"] if final else None,
         "codes": final["codes"] if final else {},
         "loadavg": final["loadavg"] if final else (steps[0]["loadavg"] if steps else []),
         "steps": steps,
@@ -172,6 +186,8 @@ def _brief(r: dict[str, Any]) -> str:
         f"{'PASS' if r['pass'] else 'fail'} achieved {r['rate']:.0f}/s ok {r['ok']}/{r['n']}"
         f" other {r['other']} retrans {r['retrans']} p50/p99 {r['p50_ms']}/{r['p99_ms']} ms"
         f" codes {r['codes']} rc {r['sipp_rc']}"
+        + (f" server CPU {r['server_cpu_us_per_msg']} us/msg"
+           if r.get("server_cpu_us_per_msg") is not None else "")
     )
 
 

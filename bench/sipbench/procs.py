@@ -112,6 +112,22 @@ def peak_rss_tree_mb(pid: int) -> float | None:
     return total
 
 
+def cpu_seconds_tree(pid: int) -> float | None:
+    """User + system CPU seconds of pid and its children (workers) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if p == pid:
+                return None
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def loadavg() -> list[float]:
     try:
         with open("/proc/loadavg") as f:

@@ -22,6 +22,8 @@ def _store_row(name: str, r: dict[str, Any]) -> str:
     lat = f"{_f(r.get('p50_ms'))} / {_f(r.get('p99_ms'))}"
     codes = ", ".join(f"{k}×{v}" for k, v in (r.get("codes") or {}).items()) or "–"
     note = f"offered {r.get('offered_msgs_per_s')}/s, best step {r.get('best_step')}/s, {codes}"
+    if r.get("server_cpu_us_per_msg") is not None:
+        note += f", server CPU {r['server_cpu_us_per_msg']} µs/msg"
     if not r.get("rate_msgs_per_s") and r.get("confirm"):
         # No run passed: say how the last confirmation run failed, it is the useful part.
         c = r["confirm"][-1]

@@ -105,7 +105,7 @@ class Run:
         d = self.plan.out / name
         with RunningServer(self.plan.server, data, d / "server.log", notify) as srv:
             r = benches.store_ladder(
-                self.ports.server, self.ports, d, self.plan.store, log, srv.alive
+                self.ports.server, self.ports, d, self.plan.store, log, srv.alive, srv.cpu_seconds
             )
             r["server_exited_early"] = not srv.alive()
         r["peak_rss_mb"] = srv.peak_rss_mb

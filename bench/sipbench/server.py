@@ -67,6 +67,9 @@ class RunningServer:
         time.sleep(0.5)  # let it finish its start-up after the bind (timers, control socket)
         return self
 
+    def cpu_seconds(self) -> float | None:
+        return None if self.proc is None else procs.cpu_seconds_tree(self.proc.pid)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
