@@ -84,6 +84,7 @@ class Server:
     def __init__(self, config: Config, worker: WorkerContext | None = None) -> None:
         self.config = config
         self.worker = worker
+        self.orphaned = False
         self.counters = Counters()
         self.stopping = asyncio.Event()
         self._jobs: list[asyncio.Task[None]] = []
@@ -93,7 +94,7 @@ class Server:
         worker = self.worker
         link = None
         if worker is not None:
-            link = worker.link = WorkerLink(worker.link_sock, lambda _: None, self.stopping.set)
+            link = worker.link = WorkerLink(worker.link_sock, lambda _: None, self._orphaned)
         route = load_route(cfg.server.route)
         self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
                                 pool_min=cfg.msilo.db_pool_min, pool_max=cfg.msilo.db_pool_max)
@@ -103,7 +104,7 @@ class Server:
             raise StoreUnavailable(f"msilo.db_url: {exc}") from None
         if link is not None and not cfg.registrar.db_url:
             # Every worker holds every binding: see registrar.replicated.
-            replicated = ReplicatedLocation(lambda change: link.send(b"L" + change))
+            replicated = ReplicatedLocation(lambda change: link.publish(b"L" + change))
             link._on_location = replicated.apply
             self.location: LocationService = replicated
         else:
@@ -127,10 +128,6 @@ class Server:
             # is still a loop); the tag brings responses back to this one.
             self.stack.branch_token = worker.token
             self.stack.branch_tag = tag_for(worker.index)
-        if link is not None:
-            # Ready but for the sockets: the supervisor binds them once every
-            # worker got here, and hands them over.
-            worker.udp_socks = link.handshake()  # type: ignore[union-attr]
         self.transports = Transports(
             [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
             self.stack.receive,
@@ -139,7 +136,7 @@ class Server:
             advertise=cfg.server.advertise_address(),
             tcp_idle_timeout=cfg.server.tcp_idle_timeout,
             tcp_max_connections=cfg.server.tcp_max_connections,
-            shared_udp=None if worker is None else worker.udp_socks,
+            shared_udp=None if worker is None else [],
         )
         self.stack.transports = self.transports
         # The claim owner is stable across restarts of this instance (host, data
@@ -170,6 +167,10 @@ class Server:
         self.dispatcher = Dispatcher(self.services, route)
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response
+        if link is not None:
+            # Ready but for the sockets: the supervisor binds them once every
+            # worker got here, and hands them over.
+            self.transports.share_udp(link.handshake())
         await self.transports.start()
         if link is not None:
             link.start(self.transports.udp)
@@ -204,6 +205,14 @@ class Server:
         if cfg.msilo.registrar:
             log.info("offline notices are sent from %s", cfg.msilo.registrar)
 
+    def _orphaned(self) -> None:
+        """The supervisor has gone (killed): no answer can reach this worker any
+        more, so waiting for deliveries in flight is pointless. Stop at once;
+        their claims are released and the next server delivers them."""
+        log.error("supervisor gone; stopping now")
+        self.orphaned = True
+        self.stopping.set()
+
     def _on_request(self, tx: Any) -> Any:
         return self.dispatcher.on_request(tx)
 
@@ -218,7 +227,7 @@ class Server:
         # only then do the transports close. Both waits are bounded.
         # A delivery in flight gets its full fr_timer: released earlier, a
         # message the phone then answers would be delivered again after restart.
-        grace = self.config.tm.fr_timer + 1.0
+        grace = 0.0 if self.orphaned else self.config.tm.fr_timer + 1.0
         delivery = getattr(self, "delivery", None)
         if delivery is not None:
             delivery.stop_starting()

@@ -170,3 +170,37 @@ def test_stored_ids_survive_sigkill(tmp_path: Path) -> None:
     missing = set(printed) - present
     assert not missing, f"{len(missing)} acknowledged ids lost"
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_writer_lock_held_elsewhere_fails_the_store_after_busy_timeout(tmp_path: Path) -> None:
+    # Another sipsilo process (a worker) stuck while holding the writer lock:
+    # stores here fail within busy_timeout (503 upstream) instead of hanging.
+    import fcntl
+    import os
+    import time as _time
+
+    from sipsilo.silo.sqlite import SqliteSiloStore
+    from sipsilo.silo.store import StoreError
+
+    async def main() -> None:
+        store = SqliteSiloStore(tmp_path / "silo.db", busy_timeout=0.3)
+        await store.open()
+        try:
+            await store.store(msg(1))  # the lock file exists from here on
+            fd = os.open(str(tmp_path / "silo.db") + "-writer", os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            started = _time.monotonic()
+            try:
+                await store.store(msg(2))
+            except StoreError as exc:
+                assert "writer lock" in str(exc)
+            else:
+                raise AssertionError("stored while another process held the writer lock")
+            assert 0.25 < _time.monotonic() - started < 3.0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            assert await store.store(msg(3)) > 0  # and works again once released
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -89,3 +89,19 @@ def test_tag_bounds() -> None:
     assert tag_for(0) == "00" and tag_for(63) == "3f"
     with pytest.raises(ValueError):
         tag_for(256)
+
+
+def test_odd_but_legal_syntax_reaches_the_same_worker() -> None:
+    # what sip.parser accepts must be read alike here
+    folded = req("REGISTER", "sip:example.com", to="\r\n <sip:carol@example.com>")
+    assert worker_for(folded, N, TOKEN) == owner("carol")
+    quoted = req("REGISTER", "sip:example.com", to='"sip:x@y" <sip:carol@example.com>')
+    assert worker_for(quoted, N, TOKEN) == owner("carol")
+    addr_spec = req("REGISTER", "sip:example.com", to="sip:carol@example.com;tag=9")
+    assert worker_for(addr_spec, N, TOKEN) == owner("carol")
+    leading = b"\r\n\r\n" + req("CANCEL", "sip:carol@example.com")
+    assert worker_for(leading, N, TOKEN) == owner("carol")
+    branch = loop_branch(TOKEN, "sip:bob@10.0.0.9", tag_for(2))
+    folded_via = resp(branch).replace(b"Via: SIP/2.0/UDP", b"Via:\r\n\tSIP/2.0/UDP")
+    assert worker_for(folded_via, N, TOKEN) == 2
+    assert worker_for(b"\r\n" + resp(branch), N, TOKEN) == 2

@@ -32,6 +32,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -418,7 +419,8 @@ class SqliteSiloStore(SiloStore):
                     self._writer_lock = os.open(
                         self.path + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
                 except OSError as e:  # a read-only directory: SQLite's own locking still works
-                    log.debug("no writer lock file for %s: %s", self.path, e)
+                    log.warning("no writer lock file for %s (%s): writers of several"
+                                " processes will wait in SQLite's busy handler", self.path, e)
                 # Checkpoints copy the WAL into the database file and fsync it:
                 # done inside a writer's COMMIT they stall every store queued
                 # behind it for a few hundred milliseconds. The writer never
@@ -514,10 +516,7 @@ class SqliteSiloStore(SiloStore):
         conn = ops.conn
         lock = self._writer_lock
         if lock is not None:
-            # Several sipsilo processes on this file (worker processes): wait
-            # our turn in the kernel, woken the moment the other commits,
-            # rather than in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms...
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._take_writer_lock(lock)
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -543,6 +542,34 @@ class SqliteSiloStore(SiloStore):
         st.stores += sum(1 for j in batch if j.is_store)
         st.max_batch = max(st.max_batch, len(batch))
         return out
+
+    def _take_writer_lock(self, lock: int) -> None:
+        """Several sipsilo processes on this file (worker processes) take turns here.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10, 15 ms... between tries:
+        a writer waiting behind another's 1 ms commit would lose several. This
+        polls with short sleeps instead, bounded like SQLite's wait by
+        busy_timeout (a process stuck holding it must not hang the others:
+        their stores fail with 503 and the senders retry).
+        """
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.0001
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _TxnFailed(sqlite3.OperationalError(
+                        "database is locked (another sipsilo process holds the writer lock)"
+                    )) from None
+                pause = min(pause * 2, 0.001)
 
     def _resolve(self, batch: builtins.list[_Job], results: builtins.list[_Result]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, builtins.list[_Settle]] = {}

@@ -95,6 +95,10 @@ class Transports:
         self.advertise = advertise
         self._sources: dict[str, str] = {}  # destination host -> our address toward it
 
+    def share_udp(self, socks: list[socket.socket]) -> None:
+        """A worker process's listening sockets, received from its supervisor."""
+        self._shared_udp = list(socks)
+
     async def start(self) -> None:
         shared = iter(self._shared_udp or ())
         for spec in self._specs:

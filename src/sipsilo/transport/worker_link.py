@@ -14,6 +14,8 @@ its supervisor is gone. Frames, first byte their kind:
   port (2 bytes), length of the source host (1 byte), host, then the datagram.
 * ``L`` both ways: a change of the location service, replicated to every other
   worker (see registrar.replicated).
+* ``C`` supervisor → worker, first of all: the worker's number and the
+  configuration, as JSON.
 * ``R`` worker → supervisor: the worker is ready for its sockets.
 * ``F`` supervisor → worker, once, right after every worker said ``R``: the
   listening UDP sockets, as file descriptors (SCM_RIGHTS), in listen order.
@@ -22,6 +24,7 @@ its supervisor is gone. Frames, first byte their kind:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -37,6 +40,7 @@ SIP = 0x53  # "S"
 LOCATION = 0x4C  # "L"
 READY = 0x52  # "R"
 SOCKETS = 0x46  # "F"
+SPEC = 0x43  # "C"
 MAX_FRAME = 65536 + 300  # a UDP datagram plus the header
 LINK_BUFFER = 8 * 1024 * 1024  # like the UDP receive buffer: bursts wait here
 
@@ -54,6 +58,15 @@ def tune(sock: socket.socket) -> None:
     sock.setblocking(False)
 
 
+def read_spec(link: socket.socket) -> bytes:
+    """The worker's first read: its ``C`` frame (blocking; nothing runs yet)."""
+    link.setblocking(True)
+    frame = link.recv(MAX_FRAME)
+    if not frame or frame[0] != SPEC:
+        raise LinkClosed("no start-up frame from the supervisor")
+    return frame[1:]
+
+
 def send_sockets(link: socket.socket, fds: list[int]) -> None:
     """The supervisor's half of the handshake (see WorkerLink.handshake)."""
     link.setblocking(True)
@@ -61,6 +74,64 @@ def send_sockets(link: socket.socket, fds: list[int]) -> None:
         socket.send_fds(link, [bytes((SOCKETS,))], fds)
     finally:
         link.setblocking(False)
+
+
+class ReliableFrames:
+    """Frames that must not be lost (location changes) on a non-blocking link.
+
+    A SIP datagram that does not fit the link is dropped like one the kernel
+    drops on a full UDP buffer: its sender retransmits. A location change has
+    no sender to retransmit it, so what does not fit waits here, in order, and
+    goes as soon as the link can take it; until then it goes before any new
+    datagram (``busy``: the supervisor drops datagrams for that worker).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def send(self, frame: bytes) -> None:
+        if not self._queue:
+            try:
+                self._sock.send(frame)
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # the other end is gone: nothing to keep
+                log.debug("link: %s", exc)
+                return
+        self._queue.append(frame)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        while self._queue:
+            try:
+                self._sock.send(self._queue[0])
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.debug("link: %s", exc)
+                self._queue.clear()
+                break
+            self._queue.popleft()
+        if self._loop is not None:
+            self._loop.remove_writer(self._sock.fileno())
+            self._loop = None
+
+
+    def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._sock.fileno())
+            self._loop = None
+        self._queue.clear()
 
 
 class LinkClosed(Exception):
@@ -115,6 +186,7 @@ class WorkerLink:
         self._sock = sock
         self._on_location = on_location
         self._on_lost = on_lost
+        self._reliable = ReliableFrames(sock)
         self.listeners: list[UdpListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -140,11 +212,9 @@ class WorkerLink:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
 
-    def send(self, frame: bytes) -> None:
-        try:
-            self._sock.send(frame)
-        except OSError as exc:
-            log.warning("link to the supervisor: %s", exc)
+    def publish(self, frame: bytes) -> None:
+        """A frame the supervisor must get (a location change)."""
+        self._reliable.send(frame)
 
     def _readable(self) -> None:
         # Drain a bounded number per wake-up: other callbacks get their turn.
@@ -176,6 +246,7 @@ class WorkerLink:
                     log.exception("replicated location change failed")
 
     def close(self) -> None:
+        self._reliable.close()
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._sock.fileno())

@@ -30,6 +30,8 @@ from sipsilo.sip.ids import BRANCH_MAGIC, BRANCH_TAG_OFFSET
 _VIA = re.compile(rb"\n(?:via|v)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _TO = re.compile(rb"\n(?:to|t)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _BRANCH = re.compile(rb";[ \t]*branch[ \t]*=[ \t]*([^;, \t]+)", re.IGNORECASE)
+_FOLD = re.compile(rb"\r?\n[ \t]+")
+_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
 # user part of a sip:/sips: URI; a URI without "@" has none
 _USER = re.compile(rb"sips?:([^@>\s]*)@", re.IGNORECASE)
 
@@ -41,6 +43,10 @@ def worker_for(data: bytes, workers: int, token: str) -> int:
     """
     if workers <= 1:
         return 0
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: CRLFs before the start line
+    if b"\n " in data or b"\n\t" in data:
+        data = _unfold(data)
     eol = data.find(b"\n")
     first = data if eol < 0 else data[:eol]
     if first[:4].upper() == b"SIP/":
@@ -52,7 +58,7 @@ def worker_for(data: bytes, workers: int, token: str) -> int:
     if parts[0] == b"REGISTER":
         m = _TO.search(data)
         if m is not None:
-            target = m.group(1)
+            target = _uri_of(m.group(1))
     m = _USER.search(target)
     key = m.group(1) if m is not None else target
     if b"%" in key:
@@ -78,6 +84,25 @@ def _response_worker(data: bytes, workers: int, token: str, first: bytes) -> int
                     return index
             return zlib.crc32(value) % workers
     return zlib.crc32(first) % workers
+
+
+def _unfold(data: bytes) -> bytes:
+    """The header block with folded lines joined (RFC 3261 §7.3.1), body as is."""
+    end = data.find(b"\r\n\r\n")
+    end = len(data) if end < 0 else end
+    return _FOLD.sub(b" ", data[:end]) + data[end:]
+
+
+def _uri_of(value: bytes) -> bytes:
+    """The URI of a name-addr or addr-spec header value (a quoted display name
+    may itself look like a URI: '"sip:x@y" <sip:bob@example.com>')."""
+    if b'"' in value:
+        value = _QUOTED.sub(b"", value)
+    lt = value.find(b"<")
+    if lt >= 0:
+        gt = value.find(b">", lt)
+        return value[lt + 1:gt if gt > 0 else len(value)]
+    return value.split(b";", 1)[0]
 
 
 def tag_for(index: int) -> str:

@@ -98,6 +98,7 @@ class Supervisor:
         self.dropped = 0
         self._socks: list[socket.socket] = []
         self._links: list[socket.socket] = []
+        self._reliable: list[wl.ReliableFrames] = []  # per link, for location changes
         self._procs: list[subprocess.Popen[bytes]] = []
         self._ready: set[int] = set()
         self._all_ready = asyncio.Event()
@@ -122,18 +123,25 @@ class Supervisor:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             wl.tune(ours)
             self._links.append(ours)
-            self._procs.append(self._spawn(i, theirs))
+            self._reliable.append(wl.ReliableFrames(ours))
+            self._procs.append(self._spawn(i, ours, theirs))
             theirs.close()
             loop.add_reader(ours.fileno(), self._from_worker, i)
-        try:
-            await asyncio.wait_for(self._all_ready.wait(), START_TIMEOUT)
-        except TimeoutError:
-            raise WorkerStartError(
-                f"only {len(self._ready)} of {self.n} worker processes started "
-                f"within {START_TIMEOUT:.0f} s; see their log lines above") from None
-        if self.stopping.is_set():
+        ready = asyncio.ensure_future(self._all_ready.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({ready, stop}, timeout=START_TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        stop.cancel()
+        if self.failed:
             raise WorkerStartError(
                 "a worker process exited during start-up; see its log lines above")
+        if self.stopping.is_set():
+            return  # SIGTERM/SIGINT while starting: stop quietly
+        if not self._all_ready.is_set():
+            raise WorkerStartError(
+                f"only {len(self._ready)} of {self.n} worker processes started "
+                f"within {START_TIMEOUT:.0f} s; see their log lines above")
         # Bound only now, with every worker ready: whoever waits for the port
         # (a service manager, a benchmark) never sends into a server that is
         # still starting. Each worker gets the sockets over its link.
@@ -160,24 +168,32 @@ class Supervisor:
         log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
                  __version__, listening, self.n, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
 
-    def _spawn(self, index: int, link: socket.socket) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, index: int, ours: socket.socket, theirs: socket.socket
+    ) -> subprocess.Popen[bytes]:
+        # The configuration goes over the link, not in the environment: it may
+        # hold database passwords, and /proc/<pid>/environ keeps what a
+        # process was started with.
         spec = {
             "index": index,
             "workers": self.n,
             "token": self.token,
-            "link_fd": link.fileno(),
             "data_dir": str(self.config.data_dir),
             "config": self.config.model_dump_json(),
         }
+        ours.send(bytes((wl.SPEC,)) + json.dumps(spec).encode())
         env = dict(os.environ)
-        env[SPEC_ENV] = json.dumps(spec)
+        env[SPEC_ENV] = str(theirs.fileno())
         return subprocess.Popen(
-            [sys.executable, "-m", "sipsilo.workers.worker"], pass_fds=[link.fileno()], env=env,
+            [sys.executable, "-m", "sipsilo.workers.worker"], pass_fds=[theirs.fileno()], env=env,
         )
 
     # --------------------------------------------------------------- traffic
     def dispatch(self, listener: int, data: bytes, host: str, port: int) -> None:
         index = worker_for(data, self.n, self.token)
+        if self._reliable[index].busy:
+            self.dropped += 1  # location changes first: that worker is behind anyway
+            return
         try:
             self._links[index].sendmsg(wl.sip_frame(listener, host, port, data))
         except BlockingIOError:
@@ -202,10 +218,9 @@ class Supervisor:
                 return
             kind = frame[0]
             if kind == wl.LOCATION:
-                for j, other in enumerate(self._links):
+                for j, reliable in enumerate(self._reliable):
                     if j != index:
-                        with contextlib.suppress(OSError):
-                            other.send(frame)
+                        reliable.send(frame)
             elif kind == wl.READY:
                 self._ready.add(index)
                 if len(self._ready) == self.n:
@@ -219,7 +234,6 @@ class Supervisor:
                   index, code if code is not None else "unknown")
         self.failed = True
         self.stopping.set()
-        self._all_ready.set()  # a start-up waiting for it gives up now
 
     # ------------------------------------------------------------- shut-down
     async def stop(self) -> None:
@@ -227,6 +241,8 @@ class Supervisor:
         if not self._handed_over:
             # Start-up failed (a port in use...): workers still waiting for their
             # sockets read end-of-file and give up at once.
+            for reliable in self._reliable:
+                reliable.close()
             for link in self._links:
                 with contextlib.suppress(Exception):
                     asyncio.get_running_loop().remove_reader(link.fileno())
@@ -248,6 +264,8 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         loop = asyncio.get_running_loop()
+        for reliable in self._reliable:
+            reliable.close()
         for link in self._links:
             if link.fileno() >= 0:
                 with contextlib.suppress(Exception):

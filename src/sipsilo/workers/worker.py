@@ -1,8 +1,9 @@
 """Entry point of one worker process, started by the supervisor (not by hand).
 
-The supervisor passes the effective configuration, this worker's number, the
-branch token all workers share and the inherited file descriptors in one
-environment variable; see workers.supervisor and transport.worker_link.
+The supervisor passes the link's file descriptor number in an environment
+variable, then the effective configuration, this worker's number and the
+branch token all workers share as the link's first frame; see
+workers.supervisor and transport.worker_link.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipsilo.config import Config
-from sipsilo.transport.worker_link import LinkClosed, WorkerLink
+from sipsilo.transport.worker_link import LinkClosed, WorkerLink, read_spec
 from sipsilo.workers.supervisor import SPEC_ENV
 
 
@@ -25,7 +26,6 @@ class WorkerContext:
     workers: int
     token: str
     link_sock: socket.socket
-    udp_socks: list[socket.socket] = field(default_factory=list)  # from the handshake
     link: WorkerLink | None = field(default=None)
 
     @property
@@ -33,11 +33,12 @@ class WorkerContext:
         return f"w{self.index}"
 
 
-def context_from_env() -> tuple[Config, WorkerContext]:
-    raw = os.environ.pop(SPEC_ENV, None)
-    if raw is None:
+def context_from_link() -> tuple[Config, WorkerContext]:
+    fd = os.environ.pop(SPEC_ENV, None)
+    if fd is None or not fd.isdigit():
         raise SystemExit("sipsilo.workers.worker is started by `sipsilo serve`, not by hand")
-    spec = json.loads(raw)
+    link = socket.socket(fileno=int(fd))
+    spec = json.loads(read_spec(link))
     config = Config.model_validate_json(spec["config"]).model_copy(
         update={"data_dir": Path(spec["data_dir"])}
     )
@@ -45,13 +46,16 @@ def context_from_env() -> tuple[Config, WorkerContext]:
         index=int(spec["index"]),
         workers=int(spec["workers"]),
         token=str(spec["token"]),
-        link_sock=socket.socket(fileno=int(spec["link_fd"])),
+        link_sock=link,
     )
     return config, ctx
 
 
 def main() -> None:
-    config, ctx = context_from_env()
+    try:
+        config, ctx = context_from_link()
+    except LinkClosed:
+        sys.exit(1)
     from sipsilo import app
 
     try:

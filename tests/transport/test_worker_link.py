@@ -1,0 +1,51 @@
+"""transport.worker_link: location changes are never dropped, datagrams may be."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from sipsilo.transport.worker_link import ReliableFrames
+
+
+def _full_pair() -> tuple[socket.socket, socket.socket, int]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.setblocking(False)
+    b.setblocking(False)
+    filler = 0
+    while True:
+        try:
+            a.send(b"S" + bytes(1000))
+        except BlockingIOError:
+            return a, b, filler
+        filler += 1
+
+
+def test_changes_wait_in_order_while_the_link_is_full_and_go_first() -> None:
+    async def main() -> None:
+        a, b, filler = _full_pair()
+        frames = ReliableFrames(a)
+        frames.send(b"L1")
+        frames.send(b"L2")
+        assert frames.busy  # the supervisor drops datagrams for this worker now
+        got: list[bytes] = []
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            while True:
+                try:
+                    got.append(b.recv(2000))
+                except BlockingIOError:
+                    break
+            if b"L2" in got:
+                break
+        assert got[:filler] == [b"S" + bytes(1000)] * filler
+        assert got[filler:] == [b"L1", b"L2"]
+        assert not frames.busy
+        frames.send(b"L3")  # room again: straight through
+        assert not frames.busy and b.recv(10) == b"L3"
+        frames.close()
+        a.close()
+        b.close()
+
+    asyncio.run(main())
