@@ -10,13 +10,11 @@ left held and no accepted message is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import gc
 import hashlib
 import logging
 import math
-import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -326,10 +324,7 @@ async def _drain(stack: SipStack, timeout: float) -> None:
 
 async def serve(config: Config, worker: WorkerContext | None = None) -> None:
     server = Server(config, worker)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, server.stopping.set)
+    event_loop.stop_on_signals(server.stopping)
     try:
         await server.start()
         await server.stopping.wait()

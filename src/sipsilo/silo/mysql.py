@@ -33,6 +33,7 @@ from .sqlbase import (
     StoreConflict,
     StoreUnavailable,
     is_connection_error,
+    multi_row,
     reason,
 )
 from .store import StoreError
@@ -102,8 +103,8 @@ class _MyConn(Conn):
         # may be off, the rows themselves are right.
         if not rows:
             return []
-        args = [a for r in rows for a in r]
-        first: int = await self._run(prefix + ", ".join([row] * len(rows)), args, "id")
+        sql, args = multi_row(prefix, row, rows)
+        first: int = await self._run(sql, args, "id")
         return [first + i for i in range(len(rows))]
 
     async def lock(self, name: str) -> None:

@@ -25,6 +25,7 @@ from .sqlbase import (
     StoreConflict,
     StoreUnavailable,
     is_connection_error,
+    multi_row,
     reason,
 )
 from .store import StoreError
@@ -99,9 +100,9 @@ class _PgConn(Conn):
         # One statement, one round trip; RETURNING gives the ids in VALUES order.
         if not rows:
             return []
-        args = [a for r in rows for a in r]
-        sql = to_dollar(prefix + ", ".join([row] * len(rows))) + " RETURNING id"
-        return [int(r[0]) for r in await self._do(self._c.fetch(sql, *args))]
+        sql, args = multi_row(prefix, row, rows)
+        rows_back = await self._do(self._c.fetch(to_dollar(sql) + " RETURNING id", *args))
+        return [int(r[0]) for r in rows_back]
 
     async def lock(self, name: str) -> None:
         await self.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))

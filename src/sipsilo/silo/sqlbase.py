@@ -163,6 +163,11 @@ def reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- interfaces
 
 
+def multi_row(prefix: str, row: str, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """One ``INSERT ... VALUES (..), (..)`` statement and its flat arguments."""
+    return prefix + ", ".join([row] * len(rows)), [a for r in rows for a in r]
+
+
 class Conn(ABC):
     """One connection, in autocommit mode unless inside ``begin()``/``commit()``."""
 

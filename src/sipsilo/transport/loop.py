@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -18,3 +20,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         log.info("uvloop not installed; using the standard asyncio event loop")
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def stop_on_signals(stopping: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set *stopping* (the orderly shutdown), where the loop can."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stopping.set)

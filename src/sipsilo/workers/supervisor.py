@@ -41,6 +41,7 @@ from sipsilo.silo.admin import open_store
 from sipsilo.silo.sqlbase import StoreUnavailable
 from sipsilo.sip.ids import new_token
 from sipsilo.sip.uri import format_host
+from sipsilo.transport import loop as event_loop
 from sipsilo.transport import worker_link as wl
 from sipsilo.transport.udp import RCVBUF_BYTES
 from sipsilo.workers.keys import worker_for
@@ -323,10 +324,7 @@ def merge_stats(replies: list[dict[str, Any]], dropped: int = 0) -> dict[str, An
 async def supervise(config: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status of `sipsilo serve`."""
     sup = Supervisor(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, sup.stopping.set)
+    event_loop.stop_on_signals(sup.stopping)
     try:
         await sup.start()
         await sup.stopping.wait()
