@@ -264,3 +264,39 @@ def _rows_quiet(server: ServerProcess) -> list[object]:
         return list(server.rows("select id from silo"))
     except Exception:
         return []
+
+
+def test_a_message_too_large_for_udp_does_not_hold_back_the_rest(
+    make_server: MakeServer,
+) -> None:
+    # Accepted (it fits one datagram on its way in), but with the offline
+    # prefix and our headers it no longer fits one on its way out to a UDP
+    # contact: that is permanent (513), so the dump skips it and goes on
+    # instead of ending at it at every REGISTER until it expires.
+    from tests.integration.sipwire import status_line, udp_exchange
+
+    server = make_server()
+
+    def head(length: int) -> bytes:
+        return (
+            f"MESSAGE sip:bob@{server.uri_host} SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK-big-1\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=big\r\n"
+            f"To: <sip:bob@{server.uri_host}>\r\nCall-ID: big-1@127.0.0.1\r\n"
+            f"CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
+        ).encode()
+
+    size = 65507 - len(head(60000))  # the largest datagram there is
+    big = head(size) + b"x" * size
+    answer = udp_exchange(server.port, big, wait=3.0)
+    assert answer is not None and status_line(answer).startswith("SIP/2.0 202")
+    result, _ = send_message(server, body="small [call_number]\n")
+    assert result.returncode == 0, result.stdout
+    ua = start_ua(server, calls=1)
+    register(server, ua.port)
+    ua.finish(15)
+    got = ua.received()
+    assert len(got) == 1 and got[0].body.endswith(b"small 1\r\n")
+    rows = server.rows()
+    assert len(rows) == 1 and len(rows[0]["body"]) == size  # kept, not lost
+    assert "Message Too Large" in server.log()

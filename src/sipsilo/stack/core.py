@@ -32,6 +32,7 @@ from sipsilo.transaction.server import InviteServerTransaction, NonInviteServerT
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import Transports
+from sipsilo.transport.udp import DatagramTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class _Entry:
     """Book-keeping for one live transaction: its machine, timers and peer."""
 
     __slots__ = (
-        "flow", "future", "handle", "key", "last_sent", "machine", "on_late", "on_provisional",
-        "on_timeout", "sent_to", "target", "timers",
+        "failure", "flow", "future", "handle", "key", "last_sent", "machine", "on_late",
+        "on_provisional", "on_timeout", "sent_to", "target", "timers",
     )
 
     def __init__(self, key: tuple[str, ...], machine: Any) -> None:
@@ -75,6 +76,8 @@ class _Entry:
         self.on_timeout: Callable[[], None] | None = None  # client: timer C/B/F fired
         self.last_sent: bytes | None = None  # server: the last response, as sent
         self.sent_to: Flow | None = None  # server: where it went (§18.2.2)
+        # client: the synthetic answer to a transport failure
+        self.failure: tuple[int, str] = (503, "Service Unavailable")
 
 
 class SipStack:
@@ -342,7 +345,7 @@ class SipStack:
                     self._finish_client(entry, self._synthetic(entry, 408, "Request Timeout"))
             elif isinstance(effect, fx.TransportFailed):
                 if entry.future is not None:
-                    self._finish_client(entry, self._synthetic(entry, 503, "Service Unavailable"))
+                    self._finish_client(entry, self._synthetic(entry, *entry.failure))
             elif isinstance(effect, fx.Terminated):
                 self._terminate(entry)
 
@@ -437,6 +440,10 @@ class SipStack:
                 entry.flow = self.transports.send_datagram(data, entry.target)
             except (ConnectionError, OSError) as exc:
                 log.info("send to %s failed: %s", entry.target, exc)
+                if isinstance(exc, DatagramTooLarge):
+                    # It will never fit: a permanent failure (a delivery skips
+                    # this message and goes on), not a 503 to retry for ever.
+                    entry.failure = (513, "Message Too Large")
                 # Not from inside this run of effects: the machine is mid-step.
                 asyncio.get_running_loop().call_soon(self._transport_error, entry)
             return

@@ -20,6 +20,22 @@ Receiver = Callable[[bytes, Flow], None]
 RCVBUF_BYTES = 8 * 1024 * 1024
 
 
+# The largest UDP payload (65,535 minus the IP and UDP headers); IPv6 allows
+# 20 bytes more, but a message that needs them goes nowhere over IPv4.
+MAX_DATAGRAM = 65507
+
+
+class DatagramTooLarge(ConnectionError):
+    """The message does not fit one UDP datagram: it can never be sent this way
+    (unlike a passing network failure), so the stack answers 513, not 503."""
+
+
+def check_size(data: bytes) -> None:
+    if len(data) > MAX_DATAGRAM:
+        raise DatagramTooLarge(
+            f"{len(data)} bytes do not fit a UDP datagram (at most {MAX_DATAGRAM})")
+
+
 class UdpListener(asyncio.DatagramProtocol):
     def __init__(self, host: str, port: int, receiver: Receiver) -> None:
         self.host = host
@@ -64,6 +80,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
         if self._transport is None:
             raise ConnectionError("UDP listener is not running")
+        check_size(data)  # uvloop would only report it to error_received, later
         try:
             self._transport.sendto(data, remote)
         except (ValueError, OverflowError, TypeError) as exc:

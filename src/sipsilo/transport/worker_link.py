@@ -32,7 +32,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from sipsilo.transport.udp import UdpListener
+from sipsilo.transport.udp import UdpListener, check_size
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,7 @@ class SharedUdpListener(UdpListener):
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
         if self._sock is None:
             raise ConnectionError("UDP listener is not running")
+        check_size(data)
         try:
             self._sock.sendto(data, remote)
         except BlockingIOError:
