@@ -230,7 +230,10 @@ class Supervisor:
     def _lost(self, index: int) -> None:
         if self.stopping.is_set():
             return
-        code = self._procs[index].poll()
+        try:  # its link closes a moment before the process is gone
+            code: int | None = self._procs[index].wait(0.5)
+        except subprocess.TimeoutExpired:
+            code = None
         log.error("worker %d exited unexpectedly (status %s); stopping the server",
                   index, code if code is not None else "unknown")
         self.failed = True
