@@ -92,7 +92,7 @@ class Server:
         worker = self.worker
         link = None
         if worker is not None:
-            link = worker.link = WorkerLink(worker.link_sock, lambda _: None, self._orphaned)
+            link = worker.link = WorkerLink(worker.link_sock, self._orphaned)
         route = load_route(cfg.server.route)
         self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
                                 pool_min=cfg.msilo.db_pool_min, pool_max=cfg.msilo.db_pool_max)
@@ -102,8 +102,8 @@ class Server:
             raise StoreUnavailable(f"msilo.db_url: {exc}") from None
         if link is not None and not cfg.registrar.db_url:
             # Every worker holds every binding: see registrar.replicated.
-            replicated = ReplicatedLocation(lambda change: link.publish(b"L" + change))
-            link._on_location = replicated.apply
+            replicated = ReplicatedLocation(link.publish_location)
+            link.on_location = replicated.apply
             self.location: LocationService = replicated
         else:
             self.location = await open_location(cfg)

@@ -36,6 +36,20 @@ def check_size(data: bytes) -> None:
             f"{len(data)} bytes do not fit a UDP datagram (at most {MAX_DATAGRAM})")
 
 
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket with large buffers (a listener's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        # A kernel that caps the size gives less, which is fine.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
 class UdpListener(asyncio.DatagramProtocol):
     def __init__(self, host: str, port: int, receiver: Receiver) -> None:
         self.host = host
@@ -46,15 +60,7 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            # A kernel that caps the size gives less, which is fine.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
-        sock.bind((self.host, self.port))
-        sock.setblocking(False)
+        sock = bind_udp(self.host, self.port)
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
         bound = sock.getsockname()
         self.local = (self.host, bound[1])
@@ -78,16 +84,19 @@ class UdpListener(asyncio.DatagramProtocol):
         log.debug("udp error on %s:%s: %s", self.host, self.port, exc)
 
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
-        if self._transport is None:
-            raise ConnectionError("UDP listener is not running")
         check_size(data)  # uvloop would only report it to error_received, later
         try:
-            self._transport.sendto(data, remote)
-        except (ValueError, OverflowError, TypeError) as exc:
+            self._sendto(data, remote)
+        except (ValueError, OverflowError, TypeError, socket.gaierror) as exc:
             # A destination taken from a Via or URI that is not a numeric
             # address (a name, "1.2.-1.4", a port beyond 65535): callers
             # handle ConnectionError, not the socket layer's whole zoo.
             raise ConnectionError(f"cannot send to {remote[0]}:{remote[1]}: {exc}") from exc
+
+    def _sendto(self, data: bytes, remote: tuple[str, int]) -> None:
+        if self._transport is None:
+            raise ConnectionError("UDP listener is not running")
+        self._transport.sendto(data, remote)
 
     def close(self) -> None:
         if self._transport is not None:

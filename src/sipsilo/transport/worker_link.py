@@ -32,7 +32,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from sipsilo.transport.udp import UdpListener, check_size
+from sipsilo.transport.udp import UdpListener
 
 log = logging.getLogger(__name__)
 
@@ -155,18 +155,15 @@ class SharedUdpListener(UdpListener):
         self.local = (self.host, bound[1])
         self.port = bound[1]
 
-    def send(self, data: bytes, remote: tuple[str, int]) -> None:
+    def _sendto(self, data: bytes, remote: tuple[str, int]) -> None:
         if self._sock is None:
             raise ConnectionError("UDP listener is not running")
-        check_size(data)
         try:
             self._sock.sendto(data, remote)
         except BlockingIOError:
             # The socket's send buffer is full: as good as lost on the wire;
             # the transaction layer retransmits.
             log.debug("udp send buffer full; datagram to %s dropped", remote)
-        except (ValueError, OverflowError, TypeError, socket.gaierror) as exc:
-            raise ConnectionError(f"cannot send to {remote[0]}:{remote[1]}: {exc}") from exc
 
     def close(self) -> None:
         # The socket is the supervisor's too: closing our copy is all we may do.
@@ -178,14 +175,11 @@ class SharedUdpListener(UdpListener):
 class WorkerLink:
     """Reads frames from the supervisor and hands them on."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        on_location: Callable[[bytes], None],
-        on_lost: Callable[[], None],
-    ) -> None:
+    def __init__(self, sock: socket.socket, on_lost: Callable[[], None]) -> None:
         self._sock = sock
-        self._on_location = on_location
+        # Applies a location change another worker published (the location
+        # service sets it once it exists); None: such changes are ignored.
+        self.on_location: Callable[[bytes], None] | None = None
         self._on_lost = on_lost
         self._reliable = ReliableFrames(sock)
         self.listeners: list[UdpListener] = []
@@ -204,8 +198,8 @@ class WorkerLink:
                 return [socket.socket(fileno=fd) for fd in fds]
             for fd in fds:  # nothing else carries descriptors
                 os.close(fd)
-            if frame[0] == LOCATION:
-                self._on_location(frame[1:])
+            if frame[0] == LOCATION and self.on_location is not None:
+                self.on_location(frame[1:])
 
     def start(self, listeners: list[UdpListener]) -> None:
         self.listeners = listeners
@@ -213,9 +207,9 @@ class WorkerLink:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
 
-    def publish(self, frame: bytes) -> None:
-        """A frame the supervisor must get (a location change)."""
-        self._reliable.send(frame)
+    def publish_location(self, change: bytes) -> None:
+        """A location change, for every other worker: never dropped."""
+        self._reliable.send(bytes((LOCATION,)) + change)
 
     def _readable(self) -> None:
         # Drain a bounded number per wake-up: other callbacks get their turn.
@@ -240,9 +234,9 @@ class WorkerLink:
                 index = frame[1]
                 if index < len(self.listeners):
                     self.listeners[index].datagram_received(frame[5 + hl:], (host, port))
-            elif kind == LOCATION:
+            elif kind == LOCATION and self.on_location is not None:
                 try:
-                    self._on_location(frame[1:])
+                    self.on_location(frame[1:])
                 except Exception:
                     log.exception("replicated location change failed")
 

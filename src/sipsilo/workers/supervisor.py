@@ -43,7 +43,7 @@ from sipsilo.sip.ids import new_token
 from sipsilo.sip.uri import format_host
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport import worker_link as wl
-from sipsilo.transport.udp import RCVBUF_BYTES
+from sipsilo.transport.udp import bind_udp
 from sipsilo.workers.keys import worker_for
 
 log = logging.getLogger("sipsilo.supervisor")
@@ -57,18 +57,6 @@ _SHARED_STATS = frozenset({"msilo:stored_rows", "usrloc:registered_contacts"})
 
 def worker_control_path(base: Path, index: int) -> Path:
     return base.with_name(f"{base.name}.{index}")
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
 
 
 class WorkerStartError(Exception):
