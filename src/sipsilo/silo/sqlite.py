@@ -47,6 +47,7 @@ from .store import (
     StoredMessage,
     StoreError,
     StoreStats,
+    list_filter,
     media_type,
 )
 
@@ -284,16 +285,9 @@ class SqliteOps:
         limit: int = 1000,
         after_id: int = 0,
     ) -> builtins.list[StoredMessage]:
-        where = ["id > ?"]
-        args: builtins.list[Any] = [after_id]
-        if username is not None:
-            where.append("username = ?")
-            args.append(username)
-        if domain is not None:
-            where.append("domain = ?")
-            args.append(domain)
+        where, args = list_filter(username, domain, after_id, "?")
         args.append(limit)
-        sql = f"SELECT {_COLS} FROM {self.table} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        sql = f"SELECT {_COLS} FROM {self.table} WHERE {where} ORDER BY id LIMIT ?"
         return [_row(r) for r in self.conn.execute(sql, args)]
 
     def get(self, id: int) -> StoredMessage | None:

@@ -41,6 +41,7 @@ from .store import (
     StoredMessage,
     StoreError,
     StoreStats,
+    list_filter,
     media_type,
 )
 
@@ -415,18 +416,8 @@ class SqlSiloStore(SiloStore):
         limit: int = 1000,
         after_id: int = 0,
     ) -> builtins.list[StoredMessage]:
-        where = ["id > %s"]
-        args: builtins.list[Any] = [after_id]
-        if username is not None:
-            where.append("username = %s")
-            args.append(username)
-        if domain is not None:
-            where.append("domain = %s")
-            args.append(domain)
-        sql = (
-            f"SELECT {COLS} FROM {self.table} WHERE {' AND '.join(where)}"
-            f" ORDER BY id LIMIT {int(limit)}"
-        )
+        where, args = list_filter(username, domain, after_id, "%s")
+        sql = f"SELECT {COLS} FROM {self.table} WHERE {where} ORDER BY id LIMIT {int(limit)}"
         return [to_message(r) for r in await self._rows(sql, args)]
 
     async def get(self, id: int) -> StoredMessage | None:

@@ -22,6 +22,7 @@ import builtins
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 #: Kamailio's ``ctype`` column is VARCHAR(32).
 CTYPE_MAX = 32
@@ -239,3 +240,19 @@ __all__ = [
     "StoredMessage",
     "media_type",
 ]
+
+
+def list_filter(
+    username: str | None, domain: str | None, after_id: int, mark: str
+) -> tuple[str, list[Any]]:
+    """The WHERE condition and arguments of ``SiloStore.list`` (placeholder *mark*:
+    ``?`` for sqlite3, ``%s`` for the server backends)."""
+    where = [f"id > {mark}"]
+    args: list[Any] = [after_id]
+    if username is not None:
+        where.append(f"username = {mark}")
+        args.append(username)
+    if domain is not None:
+        where.append(f"domain = {mark}")
+        args.append(domain)
+    return " AND ".join(where), args
