@@ -338,9 +338,12 @@ def test_extend_claims_renews_only_rows_the_owner_holds(backend: Backend) -> Non
 def test_purge_expired_runs_in_chunks(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     import sipsilo.silo.sqlite
     import sipsilo.silo.sqlstore
+    import sipsilo.silo.store
 
+    # the statements' LIMIT (per backend) and the loop that runs them (shared)
     monkeypatch.setattr(sipsilo.silo.sqlite, "PURGE_CHUNK", 7)
     monkeypatch.setattr(sipsilo.silo.sqlstore, "PURGE_CHUNK", 7)
+    monkeypatch.setattr(sipsilo.silo.store, "PURGE_CHUNK", 7)
 
     async def body(s: SiloStore) -> None:
         await asyncio.gather(*(s.store(msg(i, exp=1500 + i % 2 * 5000)) for i in range(40)))

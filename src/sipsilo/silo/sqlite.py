@@ -49,6 +49,7 @@ from .store import (
     StoreStats,
     list_filter,
     media_type,
+    purge_in_chunks,
 )
 
 log = logging.getLogger(__name__)
@@ -635,13 +636,10 @@ class SqliteSiloStore(SiloStore):
 
     async def purge_expired(self, now: int) -> int:
         # One chunk per writer job: stores queued meanwhile go in between chunks.
-        total = 0
-        while True:
-            n = int(await self._submit(lambda o: o.purge_expired(int(now))))
-            total += n
-            if n < PURGE_CHUNK:
-                return total
-            await asyncio.sleep(0)
+        async def chunk() -> int:
+            return int(await self._submit(lambda o: o.purge_expired(int(now))))
+
+        return await purge_in_chunks(chunk)
 
     async def list(
         self,

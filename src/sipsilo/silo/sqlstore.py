@@ -43,6 +43,7 @@ from .store import (
     StoreStats,
     list_filter,
     media_type,
+    purge_in_chunks,
 )
 
 COLS = (
@@ -401,13 +402,7 @@ class SqlSiloStore(SiloStore):
                 f"DELETE FROM {self.table} WHERE id IN"
                 f" (SELECT id FROM {self.table} WHERE exp_time <= %s LIMIT {PURGE_CHUNK})"
             )
-        total = 0
-        while True:
-            n = await self._one(sql, (int(now),))
-            total += n
-            if n < PURGE_CHUNK:
-                return total
-            await asyncio.sleep(0)
+        return await purge_in_chunks(lambda: self._one(sql, (int(now),)))
 
     async def list(
         self,

@@ -18,8 +18,10 @@ lost (at-least-once).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -256,3 +258,15 @@ def list_filter(
         where.append(f"domain = {mark}")
         args.append(domain)
     return " AND ".join(where), args
+
+
+async def purge_in_chunks(chunk: Callable[[], Awaitable[int]]) -> int:
+    """Run *chunk* (one DELETE of at most PURGE_CHUNK rows) until a short one;
+    the rows deleted in all. Other work gets the loop between chunks."""
+    total = 0
+    while True:
+        n = await chunk()
+        total += n
+        if n < PURGE_CHUNK:
+            return total
+        await asyncio.sleep(0)
