@@ -123,6 +123,26 @@ def send_message(
     return result, parse_log(log_path(server, "silo_uac_message", port).read_bytes())
 
 
+def start_burst(
+    server: ServerProcess, calls: int, rate: float, timeout: float
+) -> tuple[subprocess.Popen[str], int]:
+    """`calls` MESSAGEs from alice to bob at `rate`/s in the background; (SIPp, its port).
+
+    Finish with harness.finish_sipp(proc, server, "silo_uac_message", port, ...).
+    """
+    port = free_port({server.port})
+    proc = run_sipp(
+        "silo_uac_message", server, local_port=port, calls=calls, rate=rate, timeout=timeout,
+        background=True,
+        keys={"from_uri": f"sip:alice@{server.uri_host}", "to_user": "bob",
+              "contact_uri": f"sip:alice@127.0.0.1:{port}"},
+        subst={"headers": "Content-Type: text/plain\n", "body": "burst [call_number]\n",
+               "expect": 202},
+    )
+    assert isinstance(proc, subprocess.Popen)
+    return proc, port
+
+
 def register(
     server: ServerProcess,
     contact_port: int,

@@ -4,15 +4,15 @@ restart on the same data directory."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 
-from tests.integration.harness import ServerProcess, finish_sipp, free_port, run_sipp
+from tests.integration.harness import ServerProcess, finish_sipp
 from tests.integration.silo_helpers import (
     count_202,
     log_path,
     parse_log,
     register,
+    start_burst,
     start_ua,
     wait_for,
 )
@@ -22,16 +22,7 @@ MakeServer = Callable[..., ServerProcess]
 
 def test_sigkill_after_202_loses_nothing(make_server: MakeServer) -> None:
     server = make_server(**{"msilo.check_time": 1})
-    port = free_port({server.port})
-    proc = run_sipp(
-        "silo_uac_message", server, local_port=port, calls=200, rate=1000, timeout=6,
-        background=True,
-        keys={"from_uri": f"sip:alice@{server.uri_host}", "to_user": "bob",
-              "contact_uri": f"sip:alice@127.0.0.1:{port}"},
-        subst={"headers": "Content-Type: text/plain\n", "body": "burst [call_number]\n",
-               "expect": 202},
-    )
-    assert isinstance(proc, subprocess.Popen)
+    proc, port = start_burst(server, calls=200, rate=1000, timeout=6)
     wait_for(lambda: len(server.rows()) >= 100, 10, interval=0.01)
     server.kill()
     finish_sipp(proc, server, "silo_uac_message", port, timeout=20)

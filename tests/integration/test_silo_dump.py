@@ -16,6 +16,7 @@ from tests.integration.silo_helpers import (
     parse_log,
     register,
     send_message,
+    start_burst,
     start_ua,
     stats,
     wait_for,
@@ -239,16 +240,7 @@ def test_sigterm_during_a_slow_dump_keeps_the_answered_message_delivered(
 
 def test_sigterm_after_a_burst_every_202_is_stored_once(make_server: MakeServer) -> None:
     server = make_server()
-    port = free_port({server.port})
-    proc = run_sipp(
-        "silo_uac_message", server, local_port=port, calls=200, rate=400, timeout=8,
-        background=True,
-        keys={"from_uri": f"sip:alice@{server.uri_host}", "to_user": "bob",
-              "contact_uri": f"sip:alice@127.0.0.1:{port}"},
-        subst={"headers": "Content-Type: text/plain\n", "body": "burst [call_number]\n",
-               "expect": 202},
-    )
-    assert isinstance(proc, subprocess.Popen)
+    proc, port = start_burst(server, calls=200, rate=400, timeout=8)
     wait_for(lambda: len(_rows_quiet(server)) >= 20, 10, 0.005)
     assert server.stop() == 0
     finish_sipp(proc, server, "silo_uac_message", port, timeout=30)
