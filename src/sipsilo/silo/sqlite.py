@@ -48,7 +48,6 @@ from .store import (
     StoreError,
     StoreStats,
     list_filter,
-    media_type,
     purge_in_chunks,
 )
 
@@ -153,22 +152,7 @@ class SqliteOps:
         )
 
     def insert(self, m: NewMessage) -> int:
-        cur = self.conn.execute(
-            self.sql_insert,
-            (
-                m.src_addr,
-                m.dst_addr,
-                m.username,
-                m.domain,
-                int(m.inc_time),
-                int(m.exp_time),
-                media_type(m.ctype),
-                m.ctype,
-                bytes(m.body),
-                m.extra_hdrs,
-                m.callid,
-            ),
-        )
+        cur = self.conn.execute(self.sql_insert, m.insert_values())
         rid = cur.lastrowid
         assert rid is not None
         return rid

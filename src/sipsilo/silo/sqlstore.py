@@ -42,7 +42,6 @@ from .store import (
     StoreError,
     StoreStats,
     list_filter,
-    media_type,
     purge_in_chunks,
 )
 
@@ -181,7 +180,7 @@ class SqlSiloStore(SiloStore):
             ids: list[int] = []
             for chunk in _chunks(batch):
                 ids += await c.insert_many(self._sql_insert_into, self._sql_insert_row,
-                                           [self._args(p.msg) for p in chunk])
+                                           [p.msg.insert_values() for p in chunk])
             return ids
 
         try:
@@ -212,22 +211,6 @@ class SqlSiloStore(SiloStore):
         for p in batch:
             if not p.fut.done():
                 p.fut.set_exception(exc)
-
-    @staticmethod
-    def _args(m: NewMessage) -> tuple[Any, ...]:
-        return (
-            m.src_addr,
-            m.dst_addr,
-            m.username,
-            m.domain,
-            int(m.inc_time),
-            int(m.exp_time),
-            media_type(m.ctype),
-            m.ctype,
-            bytes(m.body),
-            m.extra_hdrs,
-            m.callid,
-        )
 
     # ------------------------------------------------------------------ helpers
 

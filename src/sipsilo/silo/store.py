@@ -67,6 +67,24 @@ class NewMessage:
     extra_hdrs: str = ""
     callid: str = ""
 
+    def insert_values(self) -> tuple[Any, ...]:
+        """The values of every backend's INSERT, in its column order: src_addr,
+        dst_addr, username, domain, inc_time, exp_time, ctype, ctype_full,
+        body, extra_hdrs, callid."""
+        return (
+            self.src_addr,
+            self.dst_addr,
+            self.username,
+            self.domain,
+            int(self.inc_time),
+            int(self.exp_time),
+            media_type(self.ctype),
+            self.ctype,
+            bytes(self.body),
+            self.extra_hdrs,
+            self.callid,
+        )
+
 
 @dataclass(kw_only=True)
 class StoredMessage(NewMessage):
