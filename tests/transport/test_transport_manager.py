@@ -12,6 +12,7 @@ from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import ListenSpec, Transports
+from sipsilo.transport.stream import StreamLimits
 
 
 def _ignore(data: bytes, flow: Flow) -> None:
@@ -98,7 +99,7 @@ def _read_until_closed(sock: socket.socket) -> bool:
 def test_tcp_connection_cap_and_idle_timeout() -> None:
     async def main() -> None:
         t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
-                       tcp_idle_timeout=0, tcp_max_connections=1)
+                       limits=StreamLimits(idle_timeout=0, max_connections=1))
         await t.start()
         port = t.tcp_listeners[0].port
         try:
@@ -112,7 +113,7 @@ def test_tcp_connection_cap_and_idle_timeout() -> None:
         finally:
             t.close()
         t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
-                       tcp_idle_timeout=0.3)
+                       limits=StreamLimits(idle_timeout=0.3))
         await t.start()
         port = t.tcp_listeners[0].port
         try:
@@ -189,8 +190,7 @@ def test_a_connection_that_never_sends_a_message_is_closed_early() -> None:
 
     async def main() -> None:
         t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
-                       tcp_idle_timeout=100)
-        t.tcp.first_message_timeout = 0.3
+                       limits=StreamLimits(idle_timeout=100, message_timeout=0.3))
         await t.start()
         port = t.tcp_listeners[0].port
         try:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.parser import StreamFramer
 from sipsilo.transport.flow import Flow
+from sipsilo.transport.stream import StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +113,18 @@ class TcpRegistry:
         on_framing_error: FramingErrorHandler,
         max_message_size: int = 65535,
         *,
-        idle_timeout: float = 3600.0,
-        max_connections: int = 2048,
+        limits: StreamLimits | None = None,
     ) -> None:
         self.receiver = receiver
         self.on_framing_error = on_framing_error
         self.max_message_size = max_message_size
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
+        self.limits = limits = limits or StreamLimits()
+        self.idle_timeout = limits.idle_timeout
+        self.max_connections = limits.max_connections
         # A connection that has not sent one complete message gets this long
         # (or idle_timeout, if shorter): otherwise silent connections could
         # hold every slot of max_connections for a whole idle_timeout.
-        self.first_message_timeout = 30.0
+        self.first_message_timeout = limits.message_timeout
         self._by_id: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
