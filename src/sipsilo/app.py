@@ -297,6 +297,10 @@ class Server:
         stats = {f"msilo:{k}": v for k, v in self.counters.snapshot().items()}
         stats.update({f"sip:{k}": v for k, v in self.stack.counters.items()})
         stats["sip:live_transactions"] = self.stack.live_transactions
+        tcp = self.transports.tcp
+        stats["tcp:open_connections"] = len(tcp)
+        stats["tcp:refused_connections"] = tcp.refusals.total
+        stats["tcp:deadline_closed_connections"] = tcp.overdue_closed
         stats["msilo:active_deliveries"] = self.delivery.active
         stats["msilo:stored_rows"] = await self.store.count()
         stats["usrloc:registered_contacts"] = len(await self.location.list(None, time.time()))
