@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from sipsilo.sip.errors import ParseError
@@ -197,15 +198,23 @@ class TcpRegistry:
             self._arm_sweeper()
 
     def close_idle(self) -> int:
-        """Close the connections past a deadline (transport.stream.overdue)."""
+        """Close the connections past a deadline (transport.stream.overdue).
+
+        One log line per sweep, not per connection: under a slowloris attack
+        every sweep closes a crowd of them.
+        """
         now = time.monotonic()
-        closed = 0
+        reasons: Counter[str] = Counter()
         for conn in list(self._by_id.values()):
             why = overdue(conn, self.limits, now)
             if why is not None:
-                log.info("closing tcp connection %s: %s", conn.flow, why)
+                log.debug("closing tcp connection %s: %s", conn.flow, why)
                 conn.close()
-                closed += 1
+                reasons[why] += 1
+        closed = sum(reasons.values())
+        if closed:
+            log.info("closed %d tcp connection%s (%s)", closed, "" if closed == 1 else "s",
+                     "; ".join(f"{n} {why}" for why, n in reasons.items()))
         self.overdue_closed += closed
         return closed
 
