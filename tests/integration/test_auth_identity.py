@@ -14,8 +14,6 @@ Each test runs against a real server; the backend ones on SQLite, MariaDB and Po
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,44 +22,18 @@ import pytest
 
 from sipsilo.sip.digest import Credentials, ha1, parse_challenge, request_digest
 from tests.integration.harness import ServerProcess
-from tests.integration.test_auth import HOST, add_user
+from tests.integration.test_auth import HOST, Client, add_user
 from tests.silo.sqlservers import create_database, drop_database, server_url
 
 Make = Callable[..., ServerProcess]
 BACKENDS = ["sqlite", "mysql", "postgresql"]
 
 
-class Raw:
+class Raw(Client):
     """A UDP client that spells its digest username as it likes."""
 
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self.sock.settimeout(3)
-        self.port = self.sock.getsockname()[1]
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
     def register(self, aor_user: str, auth: str | None = None) -> str:
-        self.seq += 1
-        srv = self.server.uri_host
-        lines = [f"REGISTER sip:{srv} SIP/2.0",
-                 f"Via: SIP/2.0/UDP {HOST}:{self.port};branch=z9hG4bK-id{time.time_ns()}",
-                 "Max-Forwards: 70", f"From: <sip:{aor_user}@{srv}>;tag=t{self.port}",
-                 f"To: <sip:{aor_user}@{srv}>", f"Call-ID: ident-{self.port}",
-                 f"CSeq: {self.seq} REGISTER", f"Contact: <sip:{aor_user}@{HOST}:{self.port}>",
-                 "Expires: 300"]
-        if auth:
-            lines.append(f"Authorization: {auth}")
-        lines.append("Content-Length: 0")
-        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (HOST, self.server.port))
-        while True:
-            reply = self.sock.recv(65535).decode()
-            if not reply.startswith("SIP/2.0 1"):
-                return reply
+        return self.send("REGISTER", aor_user, auth=auth, call_id=f"ident-{self.port}")
 
     def answer(self, aor_user: str, username: str, password: str, ha1_user: str = "bob") -> str:
         """Challenge, then answer it as *username* over the HA1 of *ha1_user*."""
