@@ -204,6 +204,18 @@ def test_failure_tracker_success_resets_and_zero_disables() -> None:
     assert not any(off.failure("a", i) for i in range(10)) and off.blocked_until("a", 0) is None
 
 
+def test_a_flood_of_other_failures_does_not_evict_a_block() -> None:
+    # failing as 10 made-up accounts must not push bob's block out of the bounded table
+    t = FailureTracker(2, 10, max_sources=3)
+    assert not t.failure("bob", 0) and t.failure("bob", 1)
+    for i in range(10):
+        t.failure(f"x{i}", 2 + i / 10)
+    assert t.blocked_until("bob", 5) == 11
+    assert t.blocked_until("bob", 11) is None  # and it still ends on time
+    t.success("x9")
+    assert t.blocked_until("x9", 5) is None
+
+
 def test_trusted_networks() -> None:
     auth = make_auth(trusted=("10.0.0.0/8", "2001:db8::/32"))
     assert auth.is_trusted("10.1.2.3") and auth.is_trusted("2001:db8::1")

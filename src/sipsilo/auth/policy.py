@@ -73,8 +73,17 @@ class FailureTracker:
         self.block_time = block_time
         self.max_sources = max_sources
         self._by_source: OrderedDict[str, tuple[int, float]] = OrderedDict()  # count, last
+        # Blocks pushed out of _by_source by newer keys (key -> until): a guesser who
+        # fails as thousands of made-up accounts must not evict his own block. Filling
+        # this one too takes max_failures failures per entry.
+        self._evicted: OrderedDict[str, float] = OrderedDict()
 
     def blocked_until(self, source: str, now: float) -> float | None:
+        until = self._evicted.get(source)
+        if until is not None:
+            if now < until:
+                return until
+            del self._evicted[source]
         entry = self._by_source.get(source)
         if entry is None or not self.max_failures:
             return None
@@ -92,11 +101,16 @@ class FailureTracker:
         count, _ = self._by_source.pop(source, (0, now))
         self._by_source[source] = (count + 1, now)
         while len(self._by_source) > self.max_sources:
-            self._by_source.popitem(last=False)
+            old, (old_count, last) = self._by_source.popitem(last=False)
+            if old_count >= self.max_failures and now - last < self.block_time:
+                self._evicted[old] = last + self.block_time
+                while len(self._evicted) > self.max_sources:
+                    self._evicted.popitem(last=False)
         return count + 1 >= self.max_failures
 
     def success(self, source: str) -> None:
         self._by_source.pop(source, None)
+        self._evicted.pop(source, None)
 
 
 def failure_key(source_ip: str, who: Identity) -> str:
