@@ -17,7 +17,11 @@ limits keep one peer from holding what others need:
 A connection class (``transport.tcp.TcpConnection``, and whatever carries TLS
 or WebSocket) exposes the few attributes of ``StreamConn``; the registry it
 joins applies ``admission`` and ``overdue`` to it and reports refusals
-through one ``RefusalLog``.
+through one ``RefusalLog``. Over TLS, asyncio calls ``connection_made`` only
+once the handshake is done, so a listener must bound the handshake itself
+(``ssl_handshake_timeout=limits.message_timeout``): neither cap nor deadline
+sees a peer that stalls it. A WebSocket connection owes its HTTP upgrade
+within the same deadline as a first message.
 """
 
 from __future__ import annotations
