@@ -205,3 +205,38 @@ def test_a_connection_that_never_sends_a_message_is_closed_early() -> None:
             t.close()
 
     asyncio.run(main())
+
+
+def test_a_body_trickled_after_a_first_message_is_cut_at_the_message_deadline() -> None:
+    """Sending one good message first buys no time for the next one."""
+
+    async def main() -> None:
+        got: list[bytes] = []
+        t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], lambda d, f: got.append(d),
+                       _ignore_error, limits=StreamLimits(idle_timeout=100, message_timeout=0.5))
+        await t.start()
+        port = t.tcp_listeners[0].port
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+                         b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 100\r\n\r\n")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            closed = False
+            for _ in range(30):  # a body byte every 0.1 s, 3 s at most
+                await asyncio.sleep(0.1)
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    closed = True
+                    break
+                if len(t.tcp) == 0:
+                    closed = True
+                    break
+            assert closed and loop.time() - started < 1.5
+            assert len(got) == 1, "the first message was delivered"
+            sock.close()
+        finally:
+            t.close()
+
+    asyncio.run(main())
