@@ -286,3 +286,16 @@ def test_server_advertise_and_tcp_limits() -> None:
         "2001:db8::1", 5070)
     assert "server.advertise" in error_of('server.advertise="bad host:1"')
     assert "server.tcp_max_connections" in error_of("server.tcp_max_connections=0")
+
+
+def test_connection_hygiene_limits() -> None:
+    c = load()
+    assert (c.server.tcp_max_connections_per_ip, c.server.tcp_message_timeout,
+            c.server.max_header_size) == (32, 10, 16384)
+    c = load("server.tcp_max_connections_per_ip=0", "server.tcp_message_timeout=2",
+             "server.max_header_size=4096")
+    assert (c.server.tcp_max_connections_per_ip, c.server.tcp_message_timeout,
+            c.server.max_header_size) == (0, 2, 4096)
+    assert "server.tcp_message_timeout" in error_of("server.tcp_message_timeout=0")
+    assert "server.max_header_size" in error_of("server.max_header_size=100")
+    assert "server.tcp_max_connections_per_ip" in error_of("server.tcp_max_connections_per_ip=-1")

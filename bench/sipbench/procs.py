@@ -78,10 +78,19 @@ def stop(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> int | Non
 
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM: the highest resident set size the process ever had (kernel-tracked)."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float | None:
+    """VmRSS: the resident set size of the process now."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, key: str) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         return None

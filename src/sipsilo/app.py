@@ -42,6 +42,7 @@ from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
+from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.worker_link import WorkerLink
 from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
@@ -132,8 +133,13 @@ class Server:
             self.stack.on_framing_error,
             cfg.server.max_message_size,
             advertise=cfg.server.advertise_address(),
-            tcp_idle_timeout=cfg.server.tcp_idle_timeout,
-            tcp_max_connections=cfg.server.tcp_max_connections,
+            limits=StreamLimits(
+                max_connections=cfg.server.tcp_max_connections,
+                max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
+                idle_timeout=cfg.server.tcp_idle_timeout,
+                message_timeout=cfg.server.tcp_message_timeout,
+                max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
+            ),
             shared_udp=None if worker is None else [],
         )
         self.stack.transports = self.transports
@@ -293,6 +299,10 @@ class Server:
         stats = {f"msilo:{k}": v for k, v in self.counters.snapshot().items()}
         stats.update({f"sip:{k}": v for k, v in self.stack.counters.items()})
         stats["sip:live_transactions"] = self.stack.live_transactions
+        tcp = self.transports.tcp
+        stats["tcp:open_connections"] = len(tcp)
+        stats["tcp:refused_connections"] = tcp.refusals.total
+        stats["tcp:deadline_closed_connections"] = tcp.overdue_closed
         stats["msilo:active_deliveries"] = self.delivery.active
         stats["msilo:stored_rows"] = await self.store.count()
         stats["usrloc:registered_contacts"] = len(await self.location.list(None, time.time()))

@@ -184,6 +184,13 @@ class ServerConfig(_Section):
     ] = None
     tcp_idle_timeout: Annotated[int, Field(ge=0)] = 3600  # seconds; 0: never
     tcp_max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    # Of those, how many one source address (an IPv6 /64) may hold; 0: no cap.
+    tcp_max_connections_per_ip: Annotated[int, Field(ge=0, le=1_000_000)] = 32
+    # Seconds a connection has to complete a message (its first: from the
+    # accept); bytes trickling in do not extend it (transport.stream).
+    tcp_message_timeout: Annotated[int, Field(ge=1, le=3600)] = 10
+    # A header block larger than this is refused while it is being read.
+    max_header_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 16384
 
     def advertise_address(self) -> tuple[str, int | None] | None:
         return None if self.advertise is None else parse_advertise(self.advertise)

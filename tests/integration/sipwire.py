@@ -19,30 +19,41 @@ def udp_exchange(port: int, data: bytes, wait: float = 1.0) -> bytes | None:
 
 
 def tcp_exchange(
-    port: int, data: bytes, wait: float = 1.0, until_closed: bool = False
+    port: int, data: bytes, wait: float = 1.0, until_closed: bool = False,
+    source: str | None = None,
 ) -> tuple[bytes, bool]:
-    """Send data over a new connection; (what was read, whether the server closed it).
+    """Send data over a new connection (from source, an address of this host, when
+    given); (what was read, whether the server closed it), as read_reply reads."""
+    address = None if source is None else (source, 0)
+    with socket.create_connection(("127.0.0.1", port), timeout=wait,
+                                  source_address=address) as sock:
+        sock.sendall(data)
+        return read_reply(sock, wait, until_closed)
+
+
+def read_reply(sock: socket.socket, wait: float, until_closed: bool = False) -> tuple[bytes, bool]:
+    """(what was read, whether the server closed or reset sock).
 
     Reads until a complete bodiless response, or with until_closed until the
     server closes the connection; never longer than wait.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
-        sock.sendall(data)
-        received = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                chunk = sock.recv(65535)
-            except TimeoutError:
-                return received, False
-            if not chunk:
-                return received, True
-            received += chunk
-            complete = b"\r\n\r\n" in received and b"Content-Length: 0\r\n" in received
-            if complete and not until_closed:
-                return received, False
-        return received, False
+    received = b""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = sock.recv(65535)
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:
+            return received, True
+        if not chunk:
+            return received, True
+        received += chunk
+        complete = b"\r\n\r\n" in received and b"Content-Length: 0\r\n" in received
+        if complete and not until_closed:
+            return received, False
+    return received, False
 
 
 def status_line(message: str | bytes) -> str:

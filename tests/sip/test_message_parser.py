@@ -227,14 +227,48 @@ def test_stream_framer_errors() -> None:
         StreamFramer().feed(MSG.replace(b"l: 5", b"l: 5\r\nContent-Length: 6"))
     with pytest.raises(ParseError) as info:
         StreamFramer(max_size=100).feed(MSG)
-    assert info.value.status == 413
+    assert info.value.status == 513
     big = StreamFramer(max_size=1000)
     with pytest.raises(ParseError) as info:
         big.feed(b"MESSAGE sip:a@b SIP/2.0\r\nX: " + b"a" * 2000)
-    assert info.value.status == 413
+    assert info.value.status == 513
     with pytest.raises(ParseError) as info:
         StreamFramer(max_size=1000).feed(MSG.replace(b"l: 5", b"l: 5000"))
-    assert info.value.status == 413
+    assert info.value.status == 513
+
+
+def test_stream_framer_finds_a_message_fed_one_byte_at_a_time() -> None:
+    f = StreamFramer()
+    out = []
+    for i in range(len(MSG) * 2):
+        out += f.feed((MSG + MSG)[i:i + 1])
+    assert out == [MSG, MSG] and f.buffered == 0
+
+
+def test_stream_framer_refuses_a_long_header_block_while_it_is_read() -> None:
+    """An unterminated head is refused once past the cap, and only that much is kept."""
+    f = StreamFramer(max_size=100_000, max_header_size=1024)
+    head = MSG.split(b"\r\n\r\n")[0] + b"\r\nX-Filler: "
+    f.feed(head)
+    with pytest.raises(ParseError) as info:
+        for _ in range(2000):
+            f.feed(b"a" * 10)
+    assert (info.value.status, info.value.reason) == (513, "Headers Too Large")
+    assert f.buffered <= 1024
+    # What is kept is the whole lines within the cap: enough to answer.
+    response = error_response(f.pending, info.value)
+    assert response is not None and response.status == 513
+    assert response.headers.get("Call-ID") == parse_message(MSG, stream=True).call_id
+    # A complete head over the cap, in one piece, gets the same.
+    with pytest.raises(ParseError) as info:
+        StreamFramer(max_header_size=1024).feed(
+            MSG.replace(b"l: 5", b"X-Filler: " + b"b" * 2000 + b"\r\nl: 5"))
+    assert info.value.status == 513
+    # A first line longer than the cap leaves nothing to answer from.
+    f = StreamFramer(max_header_size=1024)
+    with pytest.raises(ParseError):
+        f.feed(b"MESSAGE sip:" + b"a" * 2000)
+    assert f.pending == b"" and error_response(f.pending, ParseError(513, "x")) is None
 
 
 def test_invalid_utf8_in_headers_is_refused_with_answerable_400() -> None:

@@ -12,6 +12,7 @@ from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import ListenSpec, Transports
+from sipsilo.transport.stream import StreamLimits
 
 
 def _ignore(data: bytes, flow: Flow) -> None:
@@ -98,7 +99,7 @@ def _read_until_closed(sock: socket.socket) -> bool:
 def test_tcp_connection_cap_and_idle_timeout() -> None:
     async def main() -> None:
         t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
-                       tcp_idle_timeout=0, tcp_max_connections=1)
+                       limits=StreamLimits(idle_timeout=0, max_connections=1))
         await t.start()
         port = t.tcp_listeners[0].port
         try:
@@ -112,7 +113,7 @@ def test_tcp_connection_cap_and_idle_timeout() -> None:
         finally:
             t.close()
         t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
-                       tcp_idle_timeout=0.3)
+                       limits=StreamLimits(idle_timeout=0.3))
         await t.start()
         port = t.tcp_listeners[0].port
         try:
@@ -189,8 +190,7 @@ def test_a_connection_that_never_sends_a_message_is_closed_early() -> None:
 
     async def main() -> None:
         t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error,
-                       tcp_idle_timeout=100)
-        t.tcp.first_message_timeout = 0.3
+                       limits=StreamLimits(idle_timeout=100, message_timeout=0.3))
         await t.start()
         port = t.tcp_listeners[0].port
         try:
@@ -201,6 +201,41 @@ def test_a_connection_that_never_sends_a_message_is_closed_early() -> None:
             assert len(t.tcp) == 1, "the one that spoke stays for the idle timeout"
             silent.close()
             talker.close()
+        finally:
+            t.close()
+
+    asyncio.run(main())
+
+
+def test_a_body_trickled_after_a_first_message_is_cut_at_the_message_deadline() -> None:
+    """Sending one good message first buys no time for the next one."""
+
+    async def main() -> None:
+        got: list[bytes] = []
+        t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], lambda d, f: got.append(d),
+                       _ignore_error, limits=StreamLimits(idle_timeout=100, message_timeout=0.5))
+        await t.start()
+        port = t.tcp_listeners[0].port
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+                         b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 100\r\n\r\n")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            closed = False
+            for _ in range(30):  # a body byte every 0.1 s, 3 s at most
+                await asyncio.sleep(0.1)
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    closed = True
+                    break
+                if len(t.tcp) == 0:
+                    closed = True
+                    break
+            assert closed and loop.time() - started < 1.5
+            assert len(got) == 1, "the first message was delivered"
+            sock.close()
         finally:
             t.close()
 

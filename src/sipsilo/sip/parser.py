@@ -274,11 +274,19 @@ class StreamFramer:
 
     Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped. After a
     ParseError the stream cannot be resynchronised and should be closed.
+
+    Only ``max_header_size`` bytes of a header block are ever kept: a peer
+    that never ends its headers would otherwise make the connection hold up
+    to ``max_size`` bytes for as long as it stays open. Past the cap the
+    buffer is cut to the header lines that fit, so the error can still be
+    answered from them (513) and nothing more is held.
     """
 
-    def __init__(self, max_size: int = 65536) -> None:
+    def __init__(self, max_size: int = 65536, max_header_size: int | None = None) -> None:
         self.max_size = max_size
+        self.max_header_size = min(max_header_size or max_size, max_size)
         self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched for the end of the headers
 
     @property
     def buffered(self) -> int:
@@ -299,22 +307,41 @@ class StreamFramer:
                 skip += 1
             if skip:
                 del buf[:skip]
+                self._scanned = 0
             if not buf:
                 break
-            end = buf.find(b"\r\n\r\n")
+            # Resume the search where the last one stopped: a peer sending a
+            # byte at a time must not cost a scan of the whole buffer each.
+            end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))
             if end < 0:
-                if len(buf) > self.max_size:
-                    raise ParseError(413, "Message too large", answerable=False)
+                self._scanned = len(buf)
+                if len(buf) > self.max_header_size:
+                    self._keep_answerable_head()
+                    raise ParseError(513, "Headers Too Large")
                 break
+            if end + 4 > self.max_header_size:
+                self._keep_answerable_head()
+                raise ParseError(513, "Headers Too Large")
             length = _stream_content_length(bytes(buf[:end]))
             total = end + 4 + length
             if total > self.max_size:
-                raise ParseError(413, "Message too large", answerable=False)
+                raise ParseError(513, "Message Too Large")
             if len(buf) < total:
                 break
             out.append(bytes(buf[:total]))
             del buf[:total]
+            self._scanned = 0
         return out
+
+    def _keep_answerable_head(self) -> None:
+        """Cut the buffer to the whole header lines within the cap, plus the blank line."""
+        cut = self._buf.rfind(b"\r\n", 0, self.max_header_size - 2)
+        if cut < 0:
+            self._buf = bytearray()
+        else:
+            del self._buf[cut + 2:]
+            self._buf += b"\r\n"
+        self._scanned = 0
 
 
 def _stream_content_length(head: bytes) -> int:

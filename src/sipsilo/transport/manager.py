@@ -17,6 +17,7 @@ from functools import lru_cache
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import canonical_host, is_ip_address
 from sipsilo.transport.flow import Flow, Target
+from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.tcp import TcpListener, TcpRegistry
 from sipsilo.transport.udp import UdpListener
 from sipsilo.transport.worker_link import SharedUdpListener
@@ -75,8 +76,7 @@ class Transports:
         max_message_size: int = 65535,
         *,
         advertise: tuple[str, int | None] | None = None,
-        tcp_idle_timeout: float = 3600.0,
-        tcp_max_connections: int = 2048,
+        limits: StreamLimits | None = None,
         shared_udp: list[socket.socket] | None = None,
     ) -> None:
         self._specs = list(specs)
@@ -84,10 +84,8 @@ class Transports:
         # listen address in order, to send on (transport.worker_link).
         self._shared_udp = list(shared_udp) if shared_udp is not None else None
         self._receiver = receiver
-        self.tcp = TcpRegistry(
-            receiver, on_framing_error, max_message_size,
-            idle_timeout=tcp_idle_timeout, max_connections=tcp_max_connections,
-        )
+        self.tcp = TcpRegistry(receiver, on_framing_error, max_message_size,
+                               limits=limits or StreamLimits())
         self.udp: list[UdpListener] = []
         self.tcp_listeners: list[TcpListener] = []
         self._bound: tuple[tuple[int, int], list[tuple[str, str, int]]] | None = None

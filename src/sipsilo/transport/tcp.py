@@ -5,10 +5,13 @@ Content-Length bytes (RFC 3261 §18.3). Every connection, accepted or opened,
 is registered under an id so that a response, or a later request to a client
 that registered over TCP, goes back over the same connection.
 
-Connections are bounded: at most ``max_connections`` are open at once (a new
-one beyond that is closed as soon as it is accepted, or refused when we would
-open it), and one that has been silent for ``idle_timeout`` seconds is closed
-unless it carries a registered flow (``pin``: the client is reached over it).
+Connections are held to ``transport.stream.StreamLimits``: a global and a
+per-source cap (a connection beyond them is closed as soon as it is
+accepted, or refused when we would open it), a deadline for each message
+that trickling bytes do not extend, a header-size cap applied while
+reading, and the idle timeout, which spares a registered flow (``pin``: the
+client is reached over it). A TLS connection is a ``TcpConnection`` on an
+SSL transport and joins the same ``TcpRegistry``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,21 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.parser import StreamFramer
 from sipsilo.transport.flow import Flow
+from sipsilo.transport.stream import (
+    MemoryReturn,
+    RefusalLog,
+    StreamLimits,
+    admission,
+    overdue,
+    peer_key,
+    unpinned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +45,23 @@ _ids = itertools.count(1)
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None) -> None:
+    def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None,
+                 *, inbound: bool = False) -> None:
         self.id = next(_ids)
         self._registry = registry
-        self._framer = StreamFramer(max_size=registry.max_message_size)
+        self._framer = StreamFramer(max_size=registry.max_message_size,
+                                    max_header_size=registry.limits.max_header_size)
         self._transport: asyncio.Transport | None = None
         self.local: tuple[str, int] = local or ("", 0)
         self.remote: tuple[str, int] = ("", 0)
         self.closed = asyncio.get_event_loop().create_future()
+        self.inbound = inbound
         self.last_active = time.monotonic()
         self.pinned_until = 0.0  # a registered flow: not idle-closed before this
         self.spoke = False  # a complete SIP message has arrived on it
+        # An accepted connection owes its first message from the start.
+        self.partial_since: float | None = self.last_active if inbound else None
+        self.peak_buffered = 0  # the most bytes its framer held (memory given back on close)
 
     @property
     def flow(self) -> Flow:
@@ -64,22 +83,28 @@ class TcpConnection(asyncio.Protocol):
         if not self.local[1]:
             self.local = (str(sock[0]), int(sock[1]))
         if not self._registry.add(self):
-            log.warning("refusing tcp connection from %s:%s: %d connections open",
-                        self.remote[0], self.remote[1], self._registry.max_connections)
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
+        now = self.last_active = time.monotonic()
+        framer = self._framer
         try:
-            messages = self._framer.feed(data)
+            messages = framer.feed(data)
         except ParseError as exc:
             # Framing is lost for good: nothing after this point can be trusted.
             log.warning("closing tcp connection from %s: %s", self.flow, exc.reason)
-            self._registry.on_framing_error(self._framer.pending, self.flow, exc)
+            self.peak_buffered = max(self.peak_buffered, len(data))
+            self._registry.on_framing_error(framer.pending, self.flow, exc)
             self.close()
             return
+        if framer.buffered > self.peak_buffered:
+            self.peak_buffered = framer.buffered
         if messages:
             self.spoke = True
+            # What is left (if anything) is the start of the next message.
+            self.partial_since = now if framer.buffered else None
+        elif framer.buffered and self.partial_since is None:
+            self.partial_since = now
         for message in messages:
             try:
                 self._registry.receiver(message, self.flow)
@@ -89,6 +114,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.remove(self)
         self._transport = None
+        self._framer = StreamFramer(0)  # the buffer goes now, not with the last reference
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -104,7 +130,7 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpRegistry:
-    """Every open TCP connection, by id and by peer address."""
+    """Every open stream connection, by id, by peer address and by source."""
 
     def __init__(
         self,
@@ -112,41 +138,47 @@ class TcpRegistry:
         on_framing_error: FramingErrorHandler,
         max_message_size: int = 65535,
         *,
-        idle_timeout: float = 3600.0,
-        max_connections: int = 2048,
+        limits: StreamLimits | None = None,
     ) -> None:
         self.receiver = receiver
         self.on_framing_error = on_framing_error
         self.max_message_size = max_message_size
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        # A connection that has not sent one complete message gets this long
-        # (or idle_timeout, if shorter): otherwise silent connections could
-        # hold every slot of max_connections for a whole idle_timeout.
-        self.first_message_timeout = 30.0
+        self.limits = limits or StreamLimits()
+        self.refusals = RefusalLog("tcp")
+        self.overdue_closed = 0  # connections closed by a deadline (idle or message)
+        self._memory = MemoryReturn()
         self._by_id: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
+        # Accepted connections by peer_key(host): what the per-IP cap counts.
+        self._by_source: dict[str, dict[int, TcpConnection]] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def max_connections(self) -> int:
+        return self.limits.max_connections
 
     def __len__(self) -> int:
         return len(self._by_id)
 
     def add(self, conn: TcpConnection) -> bool:
-        """Register a new connection; False (not added) when the cap is reached."""
-        if self._unpinned() >= self.max_connections:
+        """Register a new connection; False (not added, refusal counted) over a cap."""
+        now = time.monotonic()
+        source = peer_key(conn.remote[0])
+        why = admission(
+            conn, self.limits, unpinned(self._by_id.values(), now),
+            lambda: unpinned(self._by_source.get(source, {}).values(), now),
+        )
+        if why is not None:
+            self.refusals.refused(source, why, now)
             return False
         self._by_id[conn.id] = conn
         self._by_remote[conn.remote] = conn
-        if self._sweeper is None and self.idle_timeout > 0:
+        if conn.inbound:
+            self._by_source.setdefault(source, {})[conn.id] = conn
+        if self._sweeper is None:
             self._arm_sweeper()
         return True
-
-    def _unpinned(self) -> int:
-        """Connections that count against max_connections: registered flows
-        (pinned) do not, so idle strangers cannot lock out registered phones."""
-        now = time.monotonic()
-        return sum(1 for c in self._by_id.values() if c.pinned_until <= now)
 
     def pin(self, conn_id: int | None, seconds: float) -> None:
         """Keep a connection open (no idle close) for seconds: it carries a binding."""
@@ -155,33 +187,49 @@ class TcpRegistry:
             conn.pinned_until = max(conn.pinned_until, time.monotonic() + seconds)
 
     def _arm_sweeper(self) -> None:
-        shortest = min(self.idle_timeout, self.first_message_timeout)
-        interval = min(max(shortest / 4, 0.05), 60.0)
-        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+        self._sweeper = asyncio.get_running_loop().call_later(
+            self.limits.sweep_interval, self._sweep)
 
     def _sweep(self) -> None:
         self._sweeper = None
         self.close_idle()
+        self.refusals.flush(time.monotonic())
         if self._by_id:
             self._arm_sweeper()
 
     def close_idle(self) -> int:
-        """Close connections silent for idle_timeout that carry no registered flow."""
+        """Close the connections past a deadline (transport.stream.overdue).
+
+        One log line per sweep, not per connection: under a slowloris attack
+        every sweep closes a crowd of them.
+        """
         now = time.monotonic()
-        closed = 0
+        reasons: Counter[str] = Counter()
         for conn in list(self._by_id.values()):
-            limit = self.idle_timeout if conn.spoke else min(
-                self.idle_timeout, self.first_message_timeout)
-            if now - conn.last_active >= limit and now >= conn.pinned_until:
-                log.info("closing idle tcp connection %s", conn.flow)
+            why = overdue(conn, self.limits, now)
+            if why is not None:
+                log.debug("closing tcp connection %s: %s", conn.flow, why)
                 conn.close()
-                closed += 1
+                reasons[why] += 1
+        closed = sum(reasons.values())
+        if closed:
+            log.info("closed %d tcp connection%s (%s)", closed, "" if closed == 1 else "s",
+                     "; ".join(f"{n} {why}" for why, n in reasons.items()))
+        self.overdue_closed += closed
         return closed
 
     def remove(self, conn: TcpConnection) -> None:
-        self._by_id.pop(conn.id, None)
+        if self._by_id.pop(conn.id, None) is None:
+            return  # refused: never added
         if self._by_remote.get(conn.remote) is conn:
             del self._by_remote[conn.remote]
+        source = peer_key(conn.remote[0])
+        same = self._by_source.get(source)
+        if same is not None:
+            same.pop(conn.id, None)
+            if not same:
+                del self._by_source[source]
+        self._memory.released(conn.peak_buffered)
 
     def get(self, conn_id: int | None) -> TcpConnection | None:
         return None if conn_id is None else self._by_id.get(conn_id)
@@ -197,7 +245,7 @@ class TcpRegistry:
         pending = self._connecting.get((host, port))
         if pending is not None:
             return await asyncio.shield(pending)
-        if self._unpinned() >= self.max_connections:
+        if unpinned(self._by_id.values(), time.monotonic()) >= self.max_connections:
             raise ConnectionError(f"cannot connect to {host}:{port}: "
                                   f"{self.max_connections} tcp connections open")
         loop = asyncio.get_running_loop()
@@ -217,6 +265,7 @@ class TcpRegistry:
             del self._connecting[(host, port)]
 
     def close_all(self) -> None:
+        self._memory.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -235,7 +284,8 @@ class TcpListener:
         loop = asyncio.get_running_loop()
         local = (self.host, self.port)
         self._server = await loop.create_server(
-            lambda: TcpConnection(self._registry, local), self.host, self.port, reuse_address=True
+            lambda: TcpConnection(self._registry, local, inbound=True),
+            self.host, self.port, reuse_address=True,
         )
         if not self.port:
             self.port = self._server.sockets[0].getsockname()[1]
