@@ -159,12 +159,17 @@ class RawUA:
 
     def reply(self, request: str, addr: tuple[str, int], status: str,
               extra: list[str] | None = None, to_tag: str | None = None) -> None:
-        """Answer request (Vias, From, To, Call-ID, CSeq and Record-Route copied)."""
-        lines = [f"SIP/2.0 {status}"]
-        for name in ("Via", "Record-Route", "From", "To", "Call-ID", "CSeq"):
-            for value in headers(request, name):
-                if name == "To" and to_tag and ";tag=" not in value:
-                    value += f";tag={to_tag}"
-                lines.append(f"{name}: {value}")
-        lines += [*(extra or []), "Content-Length: 0"]
-        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)
+        reply_to(self.sock, request, addr, status, extra, to_tag)
+
+
+def reply_to(sock: socket.socket, request: str, addr: tuple[str, int], status: str,
+             extra: list[str] | None = None, to_tag: str | None = None) -> None:
+    """Answer request on sock (Vias, Record-Route, From, To, Call-ID, CSeq copied)."""
+    lines = [f"SIP/2.0 {status}"]
+    for name in ("Via", "Record-Route", "From", "To", "Call-ID", "CSeq"):
+        for value in headers(request, name):
+            if name == "To" and to_tag and ";tag=" not in value:
+                value += f";tag={to_tag}"
+            lines.append(f"{name}: {value}")
+    lines += [*(extra or []), "Content-Length: 0"]
+    sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)

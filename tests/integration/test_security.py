@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import ServerProcess
-from tests.integration.sipwire import RawUA, header, headers, status_line
+from tests.integration.sipwire import RawUA, header, headers, reply_to, status_line
 from tests.integration.test_auth import Client, auth_server, status
 
 Make = Callable[..., ServerProcess]
@@ -77,7 +77,7 @@ def early_dialog(server: ServerProcess, mallory: RawUA, bob: Client, call_id: st
     got = bob_receives(bob, "INVITE")
     assert got is not None, server.log()[-3000:]
     invite, addr = got
-    RawUA.reply(bob, invite, addr, "180 Ringing",  # type: ignore[arg-type]
+    reply_to(bob.sock, invite, addr, "180 Ringing",
                 [f"Contact: <sip:bob@{HOST}:{bob.port}>"], to_tag="b1")
     while True:
         answer = mallory.recv(3)
@@ -135,8 +135,8 @@ def test_a_strangers_dialog_still_works_along_its_own_route(
     server = auth_server(make_server, tmp_path)
     bob = registered_bob(server)
     with RawUA(server.port) as mallory:
-        invite, addr, ringing = early_dialog(server, mallory, bob, "legit-1")
-        RawUA.reply(bob, invite, addr, "200 OK",  # type: ignore[arg-type]
+        invite, addr, _ = early_dialog(server, mallory, bob, "legit-1")
+        reply_to(bob.sock, invite, addr, "200 OK",
                     [f"Contact: <sip:bob@{HOST}:{bob.port}>"], to_tag="b1")
         while True:
             answer = mallory.recv(3)
@@ -153,7 +153,7 @@ def test_a_strangers_dialog_still_works_along_its_own_route(
         in_dialog(mallory, contact, route, "legit-1", "<sip:mallory@evil.invalid>", "BYE", 2)
         got = bob_receives(bob, "BYE")
         assert got is not None, server.log()[-3000:]
-        RawUA.reply(bob, got[0], got[1], "200 OK")  # type: ignore[arg-type]
+        reply_to(bob.sock, got[0], got[1], "200 OK")
         assert status_line(mallory.final()) == "SIP/2.0 200 OK"
     bob.close()
 
