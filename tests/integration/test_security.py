@@ -8,12 +8,14 @@ not reach is 127.0.0.2, an address the server does not serve.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from sipsilo.sip.digest import Credentials, ha1, parse_challenge, request_digest
 from tests.integration.harness import ServerProcess
 from tests.integration.sipwire import RawUA, header, headers, reply_to, status_line
 from tests.integration.test_auth import Client, auth_server, status
@@ -156,6 +158,63 @@ def test_a_strangers_dialog_still_works_along_its_own_route(
         reply_to(bob.sock, got[0], got[1], "200 OK")
         assert status_line(mallory.final()) == "SIP/2.0 200 OK"
     bob.close()
+
+
+def test_the_callees_in_dialog_request_is_authenticated_then_relayed(
+        make_server: Make, tmp_path: Path) -> None:
+    """bob's BYE rides the token of the INVITE he got; being From a local user
+    it is challenged first (RFC 3261 allows it), then relayed to the caller."""
+    server = auth_server(make_server, tmp_path)
+    bob = registered_bob(server)
+    srv = server.uri_host
+    with RawUA(server.port) as mallory:
+        invite, addr, _ = early_dialog(server, mallory, bob, "callee-bye")
+        reply_to(bob.sock, invite, addr, "200 OK", [f"Contact: <sip:bob@{HOST}:{bob.port}>"],
+                 to_tag="b1")
+        route = header(invite, "Record-Route")
+        assert route is not None
+        target = f"sip:mallory@{HOST}:{mallory.port}"
+
+        def bye(cseq: int, auth: str | None = None) -> str:
+            lines = [f"BYE {target} SIP/2.0",
+                     f"Via: SIP/2.0/UDP {HOST}:{bob.port};rport;branch=z9hG4bK-bye{cseq}",
+                     "Max-Forwards: 70", f"Route: {route}", f"From: <sip:bob@{srv}>;tag=b1",
+                     "To: <sip:mallory@evil.invalid>;tag=m1", "Call-ID: callee-bye",
+                     f"CSeq: {cseq} BYE", *([f"Proxy-Authorization: {auth}"] if auth else []),
+                     "Content-Length: 0"]
+            bob.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (HOST, server.port))
+            while True:
+                data = bob.sock.recv(65535).decode()
+                if data.startswith("SIP/2.0 ") and not data.startswith("SIP/2.0 1") \
+                        and f"{cseq} BYE" in data:
+                    return data
+
+        challenge = bye(1)
+        assert status_line(challenge).startswith("SIP/2.0 407"), challenge
+        creds = digest_for(challenge, "BYE", target, "bob", "secret")
+        # mallory answers the BYE once it is relayed to her
+        bob.sock.settimeout(3)
+        bob_final: list[str] = []
+        thread = threading.Thread(target=lambda: bob_final.append(bye(2, creds)))
+        thread.start()
+        while True:
+            got = mallory.recv(3)
+            assert got is not None, server.log()[-3000:]
+            if got[0].startswith("BYE "):
+                mallory.reply(got[0], got[1], "200 OK")
+                break
+        thread.join(5)
+        assert bob_final and status_line(bob_final[0]) == "SIP/2.0 200 OK"
+    bob.close()
+
+
+def digest_for(challenge: str, method: str, uri: str, user: str, password: str) -> str:
+    values = headers(challenge, "Proxy-Authenticate")
+    ch = next(c for c in map(parse_challenge, values) if c.algorithm == "MD5")
+    resp = request_digest("MD5", ha1("MD5", user, ch.realm, password), ch.nonce, method, uri,
+                          qop="auth", nc="00000001", cnonce="c0ffee")
+    return Credentials(user, ch.realm, ch.nonce, uri, resp, "MD5", "auth", "00000001",
+                       "c0ffee").to_header()
 
 
 SPELLINGS = ["127.0.0.1.", "127.1", "2130706433", "[::ffff:127.0.0.1]", "LOCALHOST"]
