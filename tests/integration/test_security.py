@@ -234,6 +234,19 @@ def test_local_user_in_another_spelling_is_challenged(
     assert server.rows() == []
 
 
+def test_message_for_a_local_user_in_another_spelling_is_kept_for_that_user(
+        make_server: Make, tmp_path: Path) -> None:
+    """bob@127.1 is bob@127.0.0.1: stored under the one spelling his REGISTER dumps."""
+    server = auth_server(make_server, tmp_path)
+    with RawUA(server.port) as carol:
+        carol.send_request(f"MESSAGE sip:bob@127.1:{server.port} SIP/2.0", [
+            "From: <sip:carol@remote.invalid>;tag=c1", f"To: <sip:bob@127.0.0.1.:{server.port}>",
+            "Call-ID: spell-2", "CSeq: 1 MESSAGE", "Content-Type: text/plain"], "hi bob")
+        answer = carol.final()
+    assert status_line(answer).startswith("SIP/2.0 202"), answer
+    assert [(r["username"], r["domain"]) for r in server.rows()] == [("bob", HOST)]
+
+
 IDENTITY = [
     "Remote-Party-ID: \"Alice\" <sip:alice@127.0.0.1>;party=calling;screen=yes",
     "P-Asserted-Identity: <sip:alice@127.0.0.1>",

@@ -38,7 +38,7 @@ from sipsilo.silo.store import StoreError
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.headers import strip_identity
 from sipsilo.sip.message import Request, Response
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, canonical_host
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.stack.resolve import ResolveError, resolve_uri
 
@@ -309,7 +309,7 @@ class RouteContext:
         ctype = self.request.content_type
         if ctype is not None and media_type(ctype) in NOT_STORED_TYPES:
             return False
-        pending = svc.delivery.busy(uri.user, uri.host.lower())
+        pending = svc.delivery.busy(uri.user, canonical_host(uri.host))
         if pending:
             self._kick_after_store = next((b for b in self.branches if _takes_message(b)), None)
         return pending

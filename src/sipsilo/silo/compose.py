@@ -18,7 +18,7 @@ from sipsilo.sip.dates import ctime_prefix, format_rfc1123
 from sipsilo.sip.headers import IDENTITY_HEADERS, Headers
 from sipsilo.sip.ids import new_call_id, new_tag
 from sipsilo.sip.message import Request
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, canonical_host
 
 # Headers that describe the transport or the transaction, or that the
 # delivery rebuilds itself; everything else in the MESSAGE (Subject,
@@ -122,7 +122,7 @@ def message_to_store(
         src_addr=_plain(from_uri),
         dst_addr=_plain(to_uri),
         username=owner.user or "",
-        domain=owner.host.lower(),
+        domain=canonical_host(owner.host),
         inc_time=now,
         exp_time=now + ttl,
         ctype=ctype,

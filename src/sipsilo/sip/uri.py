@@ -299,9 +299,10 @@ class SipUri:
 
         sips is folded into sip so a user registered over TLS and reached over
         plain SIP maps to the same binding set; the user keeps its escaping
-        normalised so ``%61lice`` and ``alice`` are one AoR.
+        normalised so ``%61lice`` and ``alice`` are one AoR, and the host is in
+        its canonical spelling (canonical_host: ``127.1`` is ``127.0.0.1``).
         """
-        host = format_host(self.host)
+        host = format_host(canonical_host(self.host))
         if self.user is None:
             return f"sip:{host}"
         return f"sip:{escape(self.user, USER_SAFE)}@{host}"
