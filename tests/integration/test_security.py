@@ -220,16 +220,23 @@ def digest_for(challenge: str, method: str, uri: str, user: str, password: str) 
 SPELLINGS = ["127.0.0.1.", "127.1", "2130706433", "[::ffff:127.0.0.1]", "LOCALHOST"]
 
 
+def message_answer(server: ServerProcess, ruri: str, from_: str, to: str, call_id: str,
+                   extra: tuple[str, ...] = ()) -> str:
+    """A MESSAGE from a raw socket; the final answer."""
+    with RawUA(server.port) as ua:
+        ua.send_request(f"MESSAGE {ruri} SIP/2.0", [
+            f"From: <{from_}>;tag=x1", f"To: <{to}>", f"Call-ID: {call_id}", "CSeq: 1 MESSAGE",
+            *extra, "Content-Type: text/plain"], "hello")
+        return ua.final()
+
+
 @pytest.mark.parametrize("host", SPELLINGS)
 def test_local_user_in_another_spelling_is_challenged(
         make_server: Make, tmp_path: Path, host: str) -> None:
     """Finding 5: alice@127.0.0.1. is alice, not a stranger stored unchallenged."""
     server = auth_server(make_server, tmp_path)
-    with RawUA(server.port) as eve:
-        eve.send_request(f"MESSAGE sip:bob@{server.uri_host} SIP/2.0", [
-            f"From: <sip:alice@{host}>;tag=e1", f"To: <sip:bob@{server.uri_host}>",
-            "Call-ID: spell-1", "CSeq: 1 MESSAGE", "Content-Type: text/plain"], "it is me")
-        answer = eve.final()
+    bob = f"sip:bob@{server.uri_host}"
+    answer = message_answer(server, bob, f"sip:alice@{host}", bob, "spell-1")
     assert status_line(answer).startswith("SIP/2.0 407"), answer
     assert server.rows() == []
 
@@ -238,11 +245,8 @@ def test_message_for_a_local_user_in_another_spelling_is_kept_for_that_user(
         make_server: Make, tmp_path: Path) -> None:
     """bob@127.1 is bob@127.0.0.1: stored under the one spelling his REGISTER dumps."""
     server = auth_server(make_server, tmp_path)
-    with RawUA(server.port) as carol:
-        carol.send_request(f"MESSAGE sip:bob@127.1:{server.port} SIP/2.0", [
-            "From: <sip:carol@remote.invalid>;tag=c1", f"To: <sip:bob@127.0.0.1.:{server.port}>",
-            "Call-ID: spell-2", "CSeq: 1 MESSAGE", "Content-Type: text/plain"], "hi bob")
-        answer = carol.final()
+    answer = message_answer(server, f"sip:bob@127.1:{server.port}", "sip:carol@remote.invalid",
+                            f"sip:bob@127.0.0.1.:{server.port}", "spell-2")
     assert status_line(answer).startswith("SIP/2.0 202"), answer
     assert [(r["username"], r["domain"]) for r in server.rows()] == [("bob", HOST)]
 
@@ -259,12 +263,9 @@ def test_identity_headers_of_an_untrusted_sender_are_not_stored(
         make_server: Make, tmp_path: Path) -> None:
     """Finding 5: a stranger's Remote-Party-ID & co. never reach the recipient."""
     server = auth_server(make_server, tmp_path)
-    with RawUA(server.port) as eve:
-        eve.send_request(f"MESSAGE sip:bob@{server.uri_host} SIP/2.0", [
-            "From: <sip:eve@evil.invalid>;tag=e1", f"To: <sip:bob@{server.uri_host}>",
-            "Call-ID: ident-1", "CSeq: 1 MESSAGE", *IDENTITY, "Subject: kept",
-            "Content-Type: text/plain"], "trust me")
-        answer = eve.final()
+    bob = f"sip:bob@{server.uri_host}"
+    answer = message_answer(server, bob, "sip:eve@evil.invalid", bob, "ident-1",
+                            (*IDENTITY, "Subject: kept"))
     assert status_line(answer).startswith("SIP/2.0 202"), answer
     extra = server.rows()[0]["extra_hdrs"] or ""
     assert "Subject: kept" in extra
