@@ -27,6 +27,7 @@ from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
+from sipsilo.proxy.route_token import RouteKeys
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
 from sipsilo.registrar.replicated import ReplicatedLocation
@@ -164,8 +165,9 @@ class Server:
             config=cfg, stack=self.stack, registrar=self.registrar, location=self.location,
             store=self.store, delivery=self.delivery, relay=self.relay, counters=self.counters,
             server_header=server_header, domains=domains,
-            route_secret=load_secret(cfg.data_dir),
+            route_keys=RouteKeys(load_secret(cfg.data_dir), cfg.proxy.route_token_lifetime),
         )
+        self.relay.stamp = self.services.stamp_response
         # Before the transports start: no request is routed while auth is undecided.
         setup = await start_auth(cfg)
         self.services.auth, self.services.auth_auto = setup.auth, setup.auto

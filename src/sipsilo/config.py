@@ -290,6 +290,9 @@ class TmConfig(_Section):
 
 class ProxyConfig(_Section):
     relay_foreign: bool = False
+    # Seconds an in-dialog Route token (our Record-Route `sr`) stays valid: the
+    # longest call; also how often the key that signs the tokens rotates.
+    route_token_lifetime: Annotated[int, Field(ge=60, le=30 * 86400)] = 43200
 
 
 class ControlConfig(_Section):

@@ -86,6 +86,9 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSILO_")}
         env.update(self.env)
+        if "PYTHONPATH" in self.env and os.environ.get("PYTHONPATH"):
+            # a test's own modules come on top of the sources under test, not instead
+            env["PYTHONPATH"] = os.pathsep.join((self.env["PYTHONPATH"], os.environ["PYTHONPATH"]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipsilo", "serve", "--config", str(config),
              "--data-dir", str(self.data_dir)],

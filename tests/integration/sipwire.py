@@ -116,3 +116,71 @@ def traced(trace: str, direction: str = "received") -> list[str]:
         if len(lines) == 3 and f"message {direction}" in lines[1]:
             out.append(lines[2].lstrip("\n").rstrip("\n"))
     return out
+
+
+class RawUA:
+    """A UDP user agent on a raw socket that says exactly what a test (or an
+    attacker) wants: requests built line by line, answers read as text."""
+
+    def __init__(self, server_port: int, host: str = "127.0.0.1", wait: float = 3.0) -> None:
+        self.server = ("127.0.0.1", server_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(wait)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self._branch = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawUA:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_request(self, start: str, lines: list[str], body: str = "") -> str:
+        """Send a request with our Via on top; the branch it used."""
+        self._branch += 1
+        branch = f"z9hG4bK-raw{self.port}x{self._branch}x{time.time_ns()}"
+        head = [start, f"Via: SIP/2.0/UDP {self.host}:{self.port};rport;branch={branch}",
+                "Max-Forwards: 70", *lines, f"Content-Length: {len(body.encode())}"]
+        self.sock.sendto(("\r\n".join(head) + "\r\n\r\n" + body).encode(), self.server)
+        return branch
+
+    def recv(self, wait: float | None = None) -> tuple[str, tuple[str, int]] | None:
+        """The next datagram and where it came from; None when none came in time."""
+        if wait is not None:
+            self.sock.settimeout(wait)
+        try:
+            data, addr = self.sock.recvfrom(65535)
+        except TimeoutError:
+            return None
+        return data.decode(errors="replace"), addr[:2]
+
+    def final(self, wait: float = 3.0) -> str:
+        """The next final response (provisionals skipped); fails when none comes."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            got = self.recv(max(deadline - time.monotonic(), 0.01))
+            if got is not None and got[0].startswith("SIP/2.0 ") and \
+                    not got[0].startswith("SIP/2.0 1"):
+                return got[0]
+        raise AssertionError("no final response")
+
+    def reply(self, request: str, addr: tuple[str, int], status: str,
+              extra: list[str] | None = None, to_tag: str | None = None) -> None:
+        reply_to(self.sock, request, addr, status, extra, to_tag)
+
+
+def reply_to(sock: socket.socket, request: str, addr: tuple[str, int], status: str,
+             extra: list[str] | None = None, to_tag: str | None = None) -> None:
+    """Answer request on sock (Vias, Record-Route, From, To, Call-ID, CSeq copied)."""
+    lines = [f"SIP/2.0 {status}"]
+    for name in ("Via", "Record-Route", "From", "To", "Call-ID", "CSeq"):
+        for value in headers(request, name):
+            if name == "To" and to_tag and ";tag=" not in value:
+                value += f";tag={to_tag}"
+            lines.append(f"{name}: {value}")
+    lines += [*(extra or []), "Content-Length: 0"]
+    sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)

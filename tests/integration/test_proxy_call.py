@@ -30,15 +30,19 @@ def requests_seen(run: SippResult) -> dict[str, str]:
 def assert_call_went_through_proxy(alice: SippResult, bob: SippResult, server: ServerProcess,
                                    record_route: str) -> None:
     answered = [m for m in traced(alice.messages) if m.startswith("SIP/2.0 200")]
-    # Our Record-Route, signed for the dialog (sr=...): only such a Route set
-    # is relayed for in-dialog requests.
-    signed = re.compile(re.escape(record_route[:-1]) + r";sr=[0-9a-f]{16}>")
+    # Our Record-Route carries a dialog token (sr=...): only such a Route set
+    # is relayed for in-dialog requests. The callee's ("d") and the caller's
+    # ("u", rewritten into the responses) differ: each binds its direction.
+    def signed(direction: str) -> re.Pattern[str]:
+        token = rf"{direction}[0-9a-f]+\.[0-9a-f]{{20}}"
+        return re.compile(re.escape(record_route[:-1]) + f";sr={token}>")
+
     rr = headers(answered[0], "Record-Route")
-    assert len(rr) == 1 and signed.fullmatch(rr[0]), rr
-    record_route = rr[0]
+    assert len(rr) == 1 and signed("u").fullmatch(rr[0]), rr
     seen = requests_seen(bob)
     assert set(seen) == {"INVITE", "ACK", "BYE"}, bob.messages
-    assert headers(seen["INVITE"], "Record-Route") == [record_route]
+    callee_rr = headers(seen["INVITE"], "Record-Route")
+    assert len(callee_rr) == 1 and signed("d").fullmatch(callee_rr[0]), callee_rr
     for method in ("ACK", "BYE"):
         vias = headers(seen[method], "Via")
         assert f"127.0.0.1:{server.port}" in vias[0], f"{method} bypassed the proxy"

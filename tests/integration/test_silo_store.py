@@ -34,6 +34,7 @@ def test_offline_message_is_stored_exactly_and_sender_notified(make_server: Make
     server = make_server(**{"msilo.registrar": REGISTRAR, "msilo.expire_time": 3600,
                             "msilo.check_time": 1})
     notice_ua = start_ua(server, calls=1)
+    register(server, notice_ua.port, "alice")  # the notice goes where the sender is registered
     before = int(time.time())
     result, log = send_message(
         server,
@@ -60,7 +61,7 @@ def test_offline_message_is_stored_exactly_and_sender_notified(make_server: Make
     assert "X-Test-Id: e5\r\n" in row["extra_hdrs"]
     assert "Subject: lunch?\r\n" in row["extra_hdrs"]
 
-    # The notice reaches the sender's UA (its Contact), from the registrar address.
+    # The notice reaches the sender's UA (its registered contact), from the registrar address.
     notice_ua.finish(10)
     notices = notice_ua.received()
     assert len(notices) == 1
@@ -105,18 +106,19 @@ def test_cpim_and_binary_bodies_are_byte_exact(make_server: MakeServer, tmp_path
     assert binary["body"] == blob_sent
 
 
-def test_without_use_contact_the_notice_goes_to_the_from_uri(make_server: MakeServer) -> None:
+def test_the_notice_goes_where_the_sender_is_registered_not_to_its_contact(
+        make_server: MakeServer) -> None:
     server = make_server(**{"msilo.registrar": REGISTRAR, "msilo.use_contact": 0})
-    from_ua = start_ua(server, calls=1)
+    registered_ua = start_ua(server, calls=1)
     contact_ua = start_ua(server, calls=1, timeout=3)
-    result, _ = send_message(server, from_uri=f"sip:alice@127.0.0.1:{from_ua.port}",
-                             contact_port=contact_ua.port)
+    register(server, registered_ua.port, "alice")
+    result, _ = send_message(server, contact_port=contact_ua.port)
     assert result.returncode == 0, result.stdout
-    from_ua.finish(10)
+    registered_ua.finish(10)
     contact_ua.finish(10)
-    notices = from_ua.received()
+    notices = registered_ua.received()
     assert len(notices) == 1
-    assert notices[0].start == f"MESSAGE sip:alice@127.0.0.1:{from_ua.port} SIP/2.0"
+    assert notices[0].start == f"MESSAGE sip:alice@127.0.0.1:{registered_ua.port} SIP/2.0"
     assert notices[0].body.startswith(b"User [sip:bob@")
     assert contact_ua.received() == []
     assert len(server.rows()) == 1

@@ -4,6 +4,7 @@ import pytest
 
 from sipsilo.sip import Headers, ParseError, canonical_name
 from sipsilo.sip.grammar import parse_params, split_list, unquote
+from sipsilo.sip.headers import strip_identity
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,14 @@ def test_grammar_helpers() -> None:
     for bad in [";;", ";a=", ";a b", ";a=b c", ";=1", ';a="x']:
         with pytest.raises(ParseError):
             parse_params(bad)
+
+
+def test_strip_identity_removes_every_identity_assertion() -> None:
+    h = Headers([("Subject", "hi"), ("Remote-Party-ID", "<sip:a@x>"), ("y", "sig"),
+                 ("P-Asserted-Identity", "<sip:a@x>"), ("n", "<https://x>"),
+                 ("p-preferred-identity", "<sip:a@x>"), ("Diversion", "<sip:b@x>"),
+                 ("P-Asserted-Identity", "<tel:+1>"), ("Privacy", "id")])
+    removed = strip_identity(h)
+    assert len(removed) == 7
+    assert h.items() == [("Subject", "hi"), ("Privacy", "id")]
+    assert strip_identity(h) == []

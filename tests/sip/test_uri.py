@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from sipsilo.sip import ParseError, SipUri
-from sipsilo.sip.uri import escape, parse_uri, unescape
+from sipsilo.sip.uri import canonical_host, escape, parse_uri, unescape
 
 
 def test_full_uri() -> None:
@@ -110,3 +110,27 @@ def test_escape_helpers() -> None:
     assert escape("é", frozenset()) == "%C3%A9"
     with pytest.raises(ParseError):
         unescape("%")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("0177.0.0.01", "127.0.0.1"),
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("[::FFFF:7f00:1]", "127.0.0.1"),
+        ("::0001", "::1"),
+        ("Example.COM.", "example.com"),
+        ("LOCALHOST", "localhost"),
+        ("256.1", "256.1"),          # not an address inet_aton reads: a name
+        ("1.2.3.4.5", "1.2.3.4.5"),
+        ("08.1", "08.1"),
+        ("0x", "0x"),
+    ],
+)
+def test_canonical_host_spellings(spelling: str, canonical: str) -> None:
+    assert canonical_host(spelling) == canonical

@@ -86,8 +86,11 @@ def best_response(responses: list[Response]) -> Response | None:
 
 
 class Relay:
-    def __init__(self, stack: SipStack) -> None:
+    def __init__(self, stack: SipStack, stamp: Callable[[Response], None] | None = None) -> None:
         self.stack = stack
+        # Rewrites our Record-Route entry in every response passed upstream
+        # (RFC 3261 §16.7 step 4: the caller gets a token of its own).
+        self.stamp = stamp
         self._pending: dict[tuple[str, ...], _Pending] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -154,7 +157,7 @@ class Relay:
             def provisional(resp: Response, live: _Live = live) -> None:
                 live.provisional.set()
                 if resp.status > 100:  # our own server transaction already sent 100
-                    tx.respond(_upstream(resp))
+                    tx.respond(self._upstream(resp))
 
             def late(resp: Response, live: _Live = live) -> bool:
                 return self._late(tx, pending, live, resp)
@@ -173,7 +176,7 @@ class Relay:
             else:
                 live.finished.set()
             if 200 <= response.status < 300:
-                tx.respond(_upstream(response))
+                tx.respond(self._upstream(response))
                 return
             pending.responses.append(response)
             if response.status >= 600:
@@ -188,7 +191,7 @@ class Relay:
     ) -> None:
         def provisional(resp: Response) -> None:
             if resp.status > 100:
-                tx.respond(_upstream(resp))
+                tx.respond(self._upstream(resp))
 
         sent: list[Request] = []
         waiting: set[asyncio.Future[Response]] = set()
@@ -214,7 +217,7 @@ class Relay:
                 for fut in done:
                     response = fut.result()
                     if 200 <= response.status < 300 and tx.final is None:
-                        tx.respond(_upstream(response))
+                        tx.respond(self._upstream(response))
                     pending.responses.append(response)
                 if tx.final is not None or any(r.status >= 600 for r in pending.responses):
                     break
@@ -245,7 +248,7 @@ class Relay:
             await failure(best)
             if tx.final is not None:
                 return
-        answer = _upstream(best)
+        answer = self._upstream(best)
         if answer.status == 503:
             # §16.7 step 6: a 503 from downstream would tell the caller that
             # *we* are unavailable; relay it as 500.
@@ -260,7 +263,7 @@ class Relay:
         if tx.final is None:
             # The caller has no final answer yet (serial forking moved on):
             # this answer wins; the branch being tried now is CANCELled.
-            tx.respond(_upstream(resp))
+            tx.respond(self._upstream(resp))
             pending.cancelled = True
             current = pending.current
             if current is not None and current is not live:
@@ -342,6 +345,15 @@ class Relay:
         if not task.cancelled() and task.exception() is not None:
             log.error("relay task failed", exc_info=task.exception())
 
+    def _upstream(self, response: Response) -> Response:
+        """The response as sent upstream: our own Via (the top one) removed,
+        our Record-Route entry restamped."""
+        out = response.copy()
+        out.headers.pop_first_value("Via")
+        if self.stamp is not None:
+            self.stamp(out)
+        return out
+
     def _is_ours(self, target: Target) -> bool:
         """Whether target is one of our own listening sockets (any transport)."""
         return bool(self.stack.transports.is_local_address(target.host, target.port))
@@ -373,8 +385,3 @@ def cancel_for(invite: Request) -> Request:
     return cancel
 
 
-def _upstream(response: Response) -> Response:
-    """The response as sent upstream: our own Via (the top one) removed."""
-    out = response.copy()
-    out.headers.pop_first_value("Via")
-    return out

@@ -36,8 +36,9 @@ from sipsilo.silo.compose import (
 )
 from sipsilo.silo.store import StoreError
 from sipsilo.sip.errors import ParseError
+from sipsilo.sip.headers import strip_identity
 from sipsilo.sip.message import Request, Response
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, canonical_host
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.stack.resolve import ResolveError, resolve_uri
 
@@ -146,7 +147,7 @@ class RouteContext:
         svc = self.services
         self.routed_by_us = strip_own_routes(
             self.request, svc.is_myself,
-            lambda uri: svc.is_signed_route(uri, self.request.call_id),
+            lambda uri: svc.is_dialog_route(uri, self.request),
         ) > 0
         return had_routes
 
@@ -281,7 +282,7 @@ class RouteContext:
         log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
                  row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
                  row.exp_time - row.inc_time)
-        svc.after_store(req, next_hop, self.auth_identity)
+        svc.after_store(req, next_hop, self.auth_identity, self.flow)
         binding = self._kick_after_store
         if binding is not None:
             # Queued behind stored messages: the dump delivers it in its turn.
@@ -309,7 +310,7 @@ class RouteContext:
         ctype = self.request.content_type
         if ctype is not None and media_type(ctype) in NOT_STORED_TYPES:
             return False
-        pending = svc.delivery.busy(uri.user, uri.host.lower())
+        pending = svc.delivery.busy(uri.user, canonical_host(uri.host))
         if pending:
             self._kick_after_store = next((b for b in self.branches if _takes_message(b)), None)
         return pending
@@ -339,6 +340,11 @@ class RouteContext:
         branches had failed; without one the request is answered 480.
         """
         svc = self.services
+        if not self.from_trusted:
+            stripped = strip_identity(self.request.headers)
+            if stripped:
+                log.debug("%s from %s: identity headers %s removed (untrusted source)",
+                          self.method, self.flow, ", ".join(stripped))
         branches: list[Branch] = []
         explicit = self.new_uri is not None and self.new_uri is not self._lookup_uri
         if explicit:
@@ -382,7 +388,7 @@ class RouteContext:
         self.relayed = True
         await svc.relay.relay(
             self.tx, self.request, branches,
-            record_route=svc.record_route(self.flow, self.request.call_id), failure=failure,
+            record_route=svc.record_route(self.flow, self.request), failure=failure,
         )
         return True
 

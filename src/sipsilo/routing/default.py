@@ -7,11 +7,14 @@ three differences a production server needs:
   keep-alive pings and monitoring work;
 * requests for foreign domains are relayed only when `[proxy] relay_foreign`
   is on (the seed's "forward anything else" made this an open relay);
-* in-dialog requests (To-tag) that carry a Route set are relayed; an initial
-  request's preloaded Route naming us is consumed and the request routed as
-  if it had none, and one whose Route leads elsewhere is treated as foreign;
-* with [auth] on, a REGISTER and any request From a local user is digest-
-  authenticated (`ctx.auth_check()`) before it is saved, stored or relayed.
+* in-dialog requests (To-tag) are relayed along their Route set only when
+  our Route entry carries a token issued for that very dialog, direction and
+  Request-URI; an initial request's preloaded Route naming us is consumed and
+  the request routed as if it had none, and one whose Route leads elsewhere
+  is treated as foreign;
+* with [auth] on, a REGISTER and any request From a local user (in-dialog
+  ones too, but for ACK and CANCEL) is digest-authenticated
+  (`ctx.auth_check()`) before it is saved, stored or relayed.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ async def route(ctx: RouteContext) -> None:
         ctx.sl_send_reply(483, "Too Many Hops")
         return
 
-    # in-dialog requests that we record-routed go on along their Route set;
-    # one whose Route set does not start with us was not record-routed by us
-    # and is treated like any request for elsewhere (no open relay by a
-    # made-up To tag)
+    # in-dialog requests that we record-routed go on along their Route set --
+    # only with a token of ours issued for this dialog, direction and
+    # Request-URI (see proxy.route_token); anything else is treated like any
+    # request for elsewhere (no open relay by a lifted token or a made-up To
+    # tag). One From a local user must still come from that user.
     if ctx.has_totag() and ctx.loose_route() and ctx.routed_by_us:
+        if ctx.from_is_myself() and not await ctx.auth_check():
+            return
         await ctx.t_relay()
         return
     # an initial request: our own (preloaded) Route entries are consumed; one

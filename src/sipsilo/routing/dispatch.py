@@ -88,7 +88,7 @@ class Dispatcher:
         try:
             svc = self.services
             signed = strip_own_routes(
-                ack, svc.is_myself, lambda uri: svc.is_signed_route(uri, ack.call_id))
+                ack, svc.is_myself, lambda uri: svc.is_dialog_route(uri, ack))
             routes = ack.routes
         except ParseError as exc:
             # Route is parsed only here, after the transaction layer; an ACK
@@ -142,6 +142,7 @@ class Dispatcher:
             log.debug("stray %s from %s dropped: not a branch of ours", response.status, flow)
             return
         response.headers.pop_first_value("Via")
+        self.services.stamp_response(response)  # the caller's token, as in relay
         nxt = vias[1]
         host = nxt.received or nxt.host
         port = nxt.rport_value or nxt.port or 5060

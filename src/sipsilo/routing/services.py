@@ -7,9 +7,9 @@ how a binding is reached, where the offline notice goes.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +20,7 @@ from sipsilo.auth.policy import Authenticator, in_networks
 from sipsilo.config import Config
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
+from sipsilo.proxy.route_token import DOWN, RouteKeys, route_targets, target_of
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
@@ -27,7 +28,7 @@ from sipsilo.silo.compose import offline_notice
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
 from sipsilo.silo.store import SiloStore
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.message import Request
+from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri, canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.resolve import ResolveError, resolve_uri
@@ -53,9 +54,10 @@ class Services:
     auth: Authenticator | None = None   # None: authentication is off
     # enabled = "auto" with no users at start-up: asked again by authenticator()
     auth_auto: AutoSwitch | None = None
-    # Signs our Record-Route entries (the dialog's Call-ID), so that only
-    # dialogs we really record-routed are relayed along their Route set.
-    route_secret: bytes = b""
+    # Signs our Record-Route entries (proxy.route_token), so that only dialogs
+    # we really record-routed are relayed along their Route set, and only there.
+    route_keys: RouteKeys = field(
+        default_factory=lambda: RouteKeys(secrets.token_bytes(32), 43200))
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def authenticator(self) -> Authenticator | None:
@@ -113,21 +115,61 @@ class Services:
         uris = (request.from_.uri, request.to.uri)
         return any(isinstance(u, SipUri) and u.aor() == ours for u in uris)
 
-    def record_route(self, flow: Flow, call_id: str) -> str:
+    def record_route(self, flow: Flow, request: Request) -> str:
+        """Our Record-Route for an INVITE we relay, with the callee's token
+        (see proxy.route_token); stamp_response() swaps it for the caller's."""
         # [server] advertise, or the real address behind a wildcard listener.
         host, port = self.stack.transports.advertised(flow)
         transport = "" if flow.transport == "udp" else f";transport={flow.transport}"
-        return f"<sip:{format_host(host)}:{port}{transport};lr;sr={self.route_sign(call_id)}>"
+        contacts = request.contacts
+        caller = contacts[0].uri if contacts != "*" and contacts else None
+        token = self.route_keys.for_callee(
+            request.call_id, request.from_.tag or "", target_of(caller),
+            route_targets(r.uri for r in request.record_routes), time.time())
+        return f"<sip:{format_host(host)}:{port}{transport};lr;sr={token}>"
 
-    def route_sign(self, call_id: str) -> str:
-        """The `sr` parameter of our Record-Route for a dialog."""
-        mac = hmac.new(self.route_secret, call_id.encode("utf-8", "surrogateescape"), "sha256")
-        return mac.hexdigest()[:16]
+    def stamp_response(self, response: Response) -> None:
+        """§16.7 step 4: in a response going upstream, our Record-Route entry
+        carries the caller's token (bound to the callee's tag and Contact)
+        instead of the callee's, which must never reach the caller."""
+        values = response.headers.get_all("Record-Route")
+        if not any(f"sr={DOWN}" in v for v in values):
+            return
+        try:
+            entries = response.record_routes
+            contacts = response.contacts
+            callee = contacts[0].uri if contacts != "*" and contacts else None
+            from_tag, to_tag = response.from_.tag or "", response.to.tag or ""
+        except ParseError:
+            # Nothing to sign for: the entry goes, the caller gets no route set through us.
+            response.headers.set_all("Record-Route", [v for v in values if f"sr={DOWN}" not in v])
+            return
+        out = []
+        for i, (value, entry) in enumerate(zip(values, entries, strict=True)):
+            uri = entry.uri
+            old = uri.param("sr") if isinstance(uri, SipUri) else None
+            if old and old.startswith(DOWN) and self.is_myself(uri):
+                onward = route_targets(e.uri for e in reversed(entries[:i]))
+                token = self.route_keys.for_caller(
+                    response.call_id, from_tag, to_tag, target_of(callee), onward, time.time())
+                value = value.replace(f"sr={old}", f"sr={token}")
+            out.append(value)
+        response.headers.set_all("Record-Route", out)
 
-    def is_signed_route(self, uri: SipUri, call_id: str) -> bool:
-        """A Route entry naming us that we put in this dialog's Record-Route."""
-        got = uri.param("sr")
-        return got is not None and hmac.compare_digest(got, self.route_sign(call_id))
+    def is_dialog_route(self, uri: SipUri, request: Request) -> bool:
+        """A Route entry naming us (already removed from *request*) whose token
+        was issued for this request's dialog, direction, Request-URI and the
+        Route entries that remain."""
+        token = uri.param("sr")
+        if not token:
+            return False
+        try:
+            rest = route_targets(r.uri for r in request.routes)
+            from_tag, to_tag = request.from_.tag or "", request.to.tag or ""
+        except ParseError:
+            return False
+        return self.route_keys.check(token, request.call_id, from_tag, to_tag,
+                                     target_of(request.uri), rest, time.time())
 
     # ----------------------------------------------------------- targets
     async def target_for_binding(
@@ -154,9 +196,11 @@ class Services:
                 log.warning("outbound proxy %s unusable: %s", hop, exc)
                 return None
         flow = binding.flow
-        if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
-            return Target(flow.transport, flow.remote_host, flow.remote_port, flow.conn_id)
         local = (flow.local_host, flow.local_port)
+        back = self.back_along(flow.transport, local, (flow.remote_host, flow.remote_port),
+                               flow.conn_id)
+        if back is not None and back.reliable:
+            return back
         source = Target("udp", flow.remote_host, flow.remote_port, local=local)
         if binding.reg_id is not None and flow.transport == "udp":
             return source
@@ -178,6 +222,16 @@ class Services:
         # Same host, maybe another port (a UA registering for another socket).
         return Target("udp", target.host, target.port, local=local)
 
+    def back_along(self, transport: str, local: tuple[str, int], remote: tuple[str, int],
+                   conn_id: int | None) -> Target | None:
+        """Back to where a message came from: over its connection while that is
+        open (a client's own port takes no new one), to its source over UDP."""
+        if transport != "udp":
+            if self.stack.transports.tcp.get(conn_id) is None:
+                return None
+            return Target(transport, remote[0], remote[1], conn_id)
+        return Target("udp", remote[0], remote[1], local=local)
+
     # -------------------------------------------------------------- silo
     async def dump_to(self, binding: Binding, next_hop: str | None = None) -> bool:
         target = await self.target_for_binding(binding, next_hop)
@@ -190,13 +244,15 @@ class Services:
         return True
 
     def after_store(
-        self, request: Request, next_hop: str | None, identity: str | None = None
+        self, request: Request, next_hop: str | None, identity: str | None = None,
+        source: Flow | None = None,
     ) -> None:
         """Send the offline notice, if configured, without delaying the 202.
 
-        With authentication on, the notice goes only to the authenticated sender
-        (*identity*), where it is registered: never to a Contact or From the
-        request merely claims.
+        It goes to a registered contact of the sender or back to the request's
+        source (*source*), never to a Contact or From the request merely names:
+        one datagram must not make us send to a host of its choice. With
+        authentication on, only an authenticated sender (*identity*) gets one.
         """
         msilo = self.config.msilo
         if msilo.registrar is None or not msilo.notify_offline:
@@ -204,44 +260,45 @@ class Services:
         if self.auth is not None and identity is None:
             log.debug("offline notice not sent: sender not authenticated")
             return
-        task = asyncio.create_task(self._notify(request, msilo.registrar, next_hop, identity))
+        task = asyncio.create_task(
+            self._notify(request, msilo.registrar, next_hop, identity, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _notify(
-        self, request: Request, registrar: str, next_hop: str | None, identity: str | None = None
+        self, request: Request, registrar: str, next_hop: str | None, identity: str | None,
+        source: Flow | None,
     ) -> None:
-        uri: SipUri | str | None = SipUri.parse(identity) if identity else None
-        if uri is None and self.config.msilo.use_contact:
-            contacts = request.contacts
-            if contacts != "*" and contacts and isinstance(contacts[0].uri, SipUri):
-                uri = contacts[0].uri
-        if uri is None:
-            uri = request.from_.uri
-        if not isinstance(uri, SipUri):
+        sender: SipUri | str | None = SipUri.parse(identity) if identity else request.from_.uri
+        if not isinstance(sender, SipUri):
             return
         target: Target | None
-        if self.is_myself(uri) and uri.user:
+        if self.is_local_domain(sender) and sender.user:
             # A local sender: reach it where it is registered. If it is offline
             # the notice is dropped, never stored (it is ours, not a message).
-            bindings = await self.location.lookup(uri.aor(), time.time())
+            bindings = await self.location.lookup(sender.aor(), time.time())
             if not bindings:
                 return
             uri = SipUri.parse(bindings[0].contact)
             target = await self.target_for_binding(bindings[0], next_hop)
         else:
-            try:
-                hop = next_hop or self.config.msilo.outbound_proxy
-                target = await resolve_uri(SipUri.parse(hop) if hop else uri)
-            except (ResolveError, ParseError) as exc:
-                log.info("offline notice to %s not sent: %s", uri, exc)
+            # Anyone else: addressed as it asked (its Contact, else its From),
+            # but sent only back to where the request came from.
+            uri = sender
+            contacts = request.contacts if self.config.msilo.use_contact else []
+            if contacts != "*" and contacts and isinstance(contacts[0].uri, SipUri):
+                uri = contacts[0].uri
+            if source is None:
                 return
+            target = self.back_along(source.transport, source.local, source.remote,
+                                     source.conn_id)
         if target is None:
+            log.info("offline notice to %s not sent: no way back to it", uri)
             return
         notice = offline_notice(request, registrar, uri, self.server_header)
         # Nobody acts on the answer: no task waits for it (thousands a second).
         self.stack.start_request(notice, target)
-        log.debug("offline notice to %s sent", uri)
+        log.debug("offline notice to %s sent to %s", uri, target)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from sipsilo.silo.store import NewMessage, StoredMessage
 from sipsilo.sip.dates import ctime_prefix, format_rfc1123
-from sipsilo.sip.headers import Headers
+from sipsilo.sip.headers import IDENTITY_HEADERS, Headers
 from sipsilo.sip.ids import new_call_id, new_tag
 from sipsilo.sip.message import Request
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, canonical_host
 
 # Headers that describe the transport or the transaction, or that the
 # delivery rebuilds itself; everything else in the MESSAGE (Subject,
@@ -36,16 +36,10 @@ _NOT_KEPT = frozenset(
     )
 )
 
-# Identity assertions: kept (and re-emitted on delivery, where the recipient
-# believes them) only when the MESSAGE came from an [auth] trusted network;
-# from anyone else they are claims nobody checked.
-IDENTITY_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "P-Asserted-Identity", "P-Preferred-Identity", "Privacy", "Identity",
-        "Identity-Info", "History-Info", "Referred-By",
-    )
-)
+# Identity assertions (and the sender's Privacy wishes about them): kept, and
+# re-emitted on delivery where the recipient believes them, only when the
+# MESSAGE came from an [auth] trusted network.
+_IDENTITY = IDENTITY_HEADERS | {"privacy"}
 
 # Indications of typing activity (RFC 3994) are worthless once the typist is
 # gone: they are never stored.
@@ -120,7 +114,7 @@ def message_to_store(
         f"{name}: {value}\r\n"
         for name, value in request.headers.items()
         if name.lower() not in _NOT_KEPT
-        and (trusted or name.lower() not in IDENTITY_HEADERS)
+        and (trusted or name.lower() not in _IDENTITY)
     )
     from_uri = request.from_.uri
     to_uri = request.to.uri
@@ -128,7 +122,7 @@ def message_to_store(
         src_addr=_plain(from_uri),
         dst_addr=_plain(to_uri),
         username=owner.user or "",
-        domain=owner.host.lower(),
+        domain=canonical_host(owner.host),
         inc_time=now,
         exp_time=now + ttl,
         ctype=ctype,

@@ -74,6 +74,27 @@ LIST_HEADERS = frozenset(
 )
 
 
+# Headers that assert who sent a request or who it is on behalf of (RFC 3325,
+# the Remote-Party-ID draft, RFC 8224, 7044, 3892, 5806). A recipient
+# believes them, so they are worth something only from a network that is
+# trusted to set them; from anyone else they are claims nobody checked.
+IDENTITY_HEADERS = frozenset(
+    n.lower()
+    for n in (
+        "P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID", "Identity",
+        "Identity-Info", "History-Info", "Referred-By", "Diversion",
+    )
+)
+
+
+def strip_identity(headers: Headers) -> list[str]:
+    """Remove every identity assertion (IDENTITY_HEADERS); the names removed."""
+    found = [name for name, _ in headers.items() if name.lower() in IDENTITY_HEADERS]
+    for name in dict.fromkeys(found):
+        headers.remove(name)
+    return found
+
+
 @lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     """``"v"`` -> ``"Via"``, ``"call-id"`` -> ``"Call-ID"``; unknown names unchanged."""

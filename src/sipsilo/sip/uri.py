@@ -299,9 +299,10 @@ class SipUri:
 
         sips is folded into sip so a user registered over TLS and reached over
         plain SIP maps to the same binding set; the user keeps its escaping
-        normalised so ``%61lice`` and ``alice`` are one AoR.
+        normalised so ``%61lice`` and ``alice`` are one AoR, and the host is in
+        its canonical spelling (canonical_host: ``127.1`` is ``127.0.0.1``).
         """
-        host = format_host(self.host)
+        host = format_host(canonical_host(self.host))
         if self.user is None:
             return f"sip:{host}"
         return f"sip:{escape(self.user, USER_SAFE)}@{host}"
@@ -333,12 +334,57 @@ def _parse_cached(text: str) -> SipUri:
 
 @lru_cache(maxsize=4096)
 def canonical_host(host: str) -> str:
-    """A host in one spelling for comparisons: IP addresses normalised
-    (``::0001`` is ``::1``), names lower-cased."""
+    """A host in one spelling for comparisons ("is this one of our domains").
+
+    Names are lower-cased and lose a trailing dot (``Example.COM.`` is
+    ``example.com``: DNS treats them alike). IP addresses get their one
+    canonical text: ``::0001`` is ``::1``, an IPv4-mapped IPv6 address is the
+    IPv4 address it maps (``::ffff:127.0.0.1`` is ``127.0.0.1``), and the
+    numeric shorthands every resolver accepts as IPv4 (``127.1``,
+    ``2130706433``, ``0x7f.0.0.1``; inet_aton(3)) are the dotted quad they
+    reach. Who compares spellings differently from how they resolve lets
+    ``alice@127.1`` pass for a stranger.
+    """
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    name = name.lower()
+    if name.endswith(".") and len(name) > 1:
+        name = name[:-1]
     try:
-        return str(ipaddress.ip_address(host))
+        addr = ipaddress.ip_address(name)
     except ValueError:
-        return host.lower()
+        numeric = _inet_aton(name)
+        return name if numeric is None else str(ipaddress.IPv4Address(numeric))
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _inet_aton(text: str) -> int | None:
+    """The IPv4 address inet_aton(3) reads from text (1 to 4 parts, each
+    decimal, 0x-hex or 0-octal, the last filling the remaining bytes), or None."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values: list[int] = []
+    for part in parts:
+        try:
+            if part[:2] == "0x":
+                values.append(int(part[2:], 16))
+            elif len(part) > 1 and part[0] == "0":
+                values.append(int(part[1:], 8))
+            elif part.isdigit() and part.isascii():
+                values.append(int(part))
+            else:
+                return None
+        except ValueError:
+            return None
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 1 << (8 * (4 - len(head))):
+        return None
+    number = last
+    for i, value in enumerate(head):
+        number |= value << (8 * (3 - i))
+    return number
 
 
 @lru_cache(maxsize=4096)
