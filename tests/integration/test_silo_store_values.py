@@ -1,0 +1,92 @@
+"""Issue 11, finding 7: a value the database cannot hold is a permanent error,
+the same on every backend.
+
+PostgreSQL and MariaDB refuse a username over 64 characters, a Call-ID over
+128, a From over 255 or a NUL character; before the fix the route answered
+those 503 (the sender retries for ever) while SQLite stored them. Now each is
+refused before the store with a 4xx that names the field, on all three
+backends, and the same value one character shorter is stored everywhere.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.conftest import SiloBackend
+from tests.integration.harness import ServerProcess
+from tests.integration.sipwire import message, status_line
+
+MakeServer = Callable[..., ServerProcess]
+
+
+def exchange(port: int, data: bytes) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = sock.recv(65535)
+            if not chunk:
+                break
+            got += chunk
+    return status_line(got)
+
+
+def test_unstorable_values_get_the_same_4xx_on_every_backend(
+    make_server: MakeServer, silo_backend: SiloBackend
+) -> None:
+    server = make_server(**silo_backend.settings)
+    port = server.port
+    n = 0
+
+    def send(user: str, **kw: object) -> str:
+        nonlocal n
+        n += 1
+        return exchange(port, message(port, user, transport="TCP",
+                                      branch=f"z9hG4bK-fit-{n}", **kw))
+
+    host = f"127.0.0.1:{port}"
+    refused = {
+        "user 65": (send("u" * 65), 414),
+        "user NUL": (send("bo%00b"), 400),
+        "call-id 129": (send("bob", call_id="c" * 129), 400),
+        "from 256": (send("bob", from_uri=f"sip:{'a' * (256 - len(host) - 5)}@{host}"), 400),
+        "from NUL": (send("bob", from_uri=f"sip:al%00ice@{host}"), 400),
+        "header NUL": (send("bob", extra=("X-Note: a\x00b",)), 400),
+        "headers 64K": (send("bob", extra=tuple(f"X-Pad-{i}: {'p' * 990}"
+                                                for i in range(70))), 413),
+    }
+    got = {k: status for k, (status, _) in refused.items()}
+    want = {k: f"SIP/2.0 {code}" for k, (_, code) in refused.items()}
+    assert {k: v[:11] for k, v in got.items()} == want, got
+    for status in got.values():
+        assert len(status) > 12, f"no reason phrase: {status!r}"
+    assert silo_backend.rows(server) == []
+
+    # One character shorter fits every backend (characters, not bytes).
+    fits = [
+        send("é" * 64),
+        send("bob", call_id="c" * 128),
+        send("bob", from_uri=f"sip:{'a' * (255 - len(host) - 5)}@{host}"),
+    ]
+    assert [s[:11] for s in fits] == ["SIP/2.0 202"] * 3, fits
+    assert len(silo_backend.rows(server)) == 3
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("field", ["username", "callid"])
+def test_sqlite_refuses_what_a_server_backend_cannot_hold(
+    server: ServerProcess, field: str
+) -> None:
+    """SQLite does not enforce VARCHAR lengths: it must refuse like the others
+    so a database moved to PostgreSQL/MariaDB never holds unloadable rows."""
+    port = server.port
+    data = (message(port, "u" * 65) if field == "username"
+            else message(port, "bob", call_id="c" * 129))
+    assert exchange(port, data.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))[:11] in (
+        "SIP/2.0 414", "SIP/2.0 400")
+    assert server.rows() == []
