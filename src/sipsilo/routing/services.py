@@ -24,6 +24,7 @@ from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
 from sipsilo.silo.compose import offline_notice
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
+from sipsilo.silo.limits import Caps, SourceRate, StoreQuota
 from sipsilo.silo.store import SiloStore
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
@@ -54,6 +55,16 @@ class Services:
     # dialogs we really record-routed are relayed along their Route set.
     route_secret: bytes = b""
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The storage limits of [msilo] (silo.limits), per process.
+    quota: StoreQuota = field(init=False)
+    store_rate: SourceRate | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        m = self.config.msilo
+        self.quota = StoreQuota(self.store, Caps(m.max_messages, m.max_sender_messages,
+                                                 m.max_rows))
+        self.store_rate = (SourceRate(m.foreign_store_rate, m.foreign_store_burst)
+                           if m.foreign_store_rate > 0 else None)
 
     # ------------------------------------------------------------- myself
     def is_myself_host(self, host: str) -> bool:
