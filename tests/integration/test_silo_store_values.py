@@ -10,30 +10,20 @@ backends, and the same value one character shorter is stored everywhere.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 
 import pytest
 
 from tests.integration.conftest import SiloBackend
 from tests.integration.harness import ServerProcess
-from tests.integration.sipwire import message, status_line
+from tests.integration.sipwire import message, status_line, tcp_exchange
 
 MakeServer = Callable[..., ServerProcess]
 
 
 def exchange(port: int, data: bytes) -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(data)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = sock.recv(65535)
-            if not chunk:
-                break
-            got += chunk
-    return status_line(got)
+    """The status line of the answer to *data* sent over a new TCP connection."""
+    return status_line(tcp_exchange(port, data, wait=5)[0])
 
 
 def test_unstorable_values_get_the_same_4xx_on_every_backend(
