@@ -176,7 +176,10 @@ class SqlSiloStore(SiloStore):
                 return
 
     async def _flush(self, batch: list[_Pending], retry: bool = True) -> None:
+        inserted = 0
+
         async def insert_all(c: Conn) -> list[int]:
+            nonlocal inserted
             # Messages stored before (a re-send, a retransmission after a restart)
             # and repeats inside this batch are answered with the first row's id.
             known = await self._known_keys(c, batch)
@@ -192,6 +195,7 @@ class SqlSiloStore(SiloStore):
                 ids += await c.insert_many(self._sql_insert_into, self._sql_insert_row,
                                            [p.msg.insert_values() for p in chunk])
             new_id = dict(zip(fresh, ids, strict=True))
+            inserted = len(new_id)
             for i, rid in new_id.items():
                 key = batch[i].msg.msg_key
                 if key is not None:
@@ -226,7 +230,7 @@ class SqlSiloStore(SiloStore):
         st.transactions += 1
         st.operations += len(batch)
         st.stores += len(batch)
-        st.duplicates += len(batch) - len(set(ids))
+        st.duplicates += len(batch) - inserted
         st.max_batch = max(st.max_batch, len(batch))
         for p, rid in zip(batch, ids, strict=True):
             if not p.fut.done():
