@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from tests.integration.conftest import SiloBackend
 from tests.integration.harness import ServerProcess
-from tests.integration.silo_helpers import wait_for
+from tests.integration.silo_helpers import stats, wait_for
 from tests.integration.sipwire import message, status_line, udp_exchange
 
 MakeServer = Callable[..., ServerProcess]
@@ -49,6 +49,8 @@ def test_tcp_resend_after_202_is_stored_once(
     assert answers == ["SIP/2.0 202 Accepted"] * 3
     rows = silo_backend.rows(server)
     assert [r[3] for r in rows] == [b"only once", b"and again"], rows
+    counters = stats(server)
+    assert (counters["msilo:stored_messages"], counters["msilo:duplicate_messages"]) == (2, 1)
 
 
 def test_retransmission_after_crash_is_stored_once(

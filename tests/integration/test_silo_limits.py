@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from tests.integration.conftest import SiloBackend
 from tests.integration.harness import ServerProcess
+from tests.integration.silo_helpers import stats
 from tests.integration.sipwire import header, message, status_line
 
 MakeServer = Callable[..., ServerProcess]
@@ -91,4 +92,5 @@ def test_each_cap_answers_with_its_own_code_and_reason(
     again = s.send("bob", a, call_id="keep@client")
     assert status_line(again) == "SIP/2.0 202 Accepted"
     assert len(silo_backend.rows(server)) == 5
+    assert stats(server)["msilo:refused_messages"] == 3
     assert "Traceback" not in server.log()

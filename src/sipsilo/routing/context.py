@@ -269,6 +269,7 @@ class RouteContext:
             row = dataclasses.replace(row, src_addr=self.auth_identity)
         refusal = fit_refusal(row) or self._rate_refusal()
         if refusal is not None:
+            svc.counters.inc("refused_messages")
             self.t_reply(refusal.status, refusal.reason, headers=refusal.headers)
             return False
         try:
@@ -278,12 +279,20 @@ class RouteContext:
                 # (One stored already is accepted again whatever the caps say.)
                 log.info("MESSAGE for %s from %s refused: %s %s", owner.aor(), row.src_addr,
                          refusal.status, refusal.reason)
+                svc.counters.inc("refused_messages")
                 self.t_reply(refusal.status, refusal.reason)
                 return False
             row_id = await svc.store.store(row)
         except StoreError as exc:
             log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
             return False
+        if row_id.duplicate:
+            # Re-sent after our 202 (or to a restarted server): accepted again,
+            # stored once, and no second offline notice.
+            svc.counters.inc("duplicate_messages")
+            log.info("message for %s@%s from %s is stored already (row %s): not stored again",
+                     row.username, row.domain, row.src_addr, row_id)
+            return True
         svc.quota.stored(row)
         svc.counters.inc("stored_messages")
         log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",

@@ -43,6 +43,7 @@ from .schema import LATEST_VERSION, MigrationError, check_identifier, current_ve
 from .store import (
     PURGE_CHUNK,
     NewMessage,
+    RowId,
     SiloStore,
     StoredMessage,
     StoreError,
@@ -590,11 +591,11 @@ class SqliteSiloStore(SiloStore):
 
     # ------------------------------------------------------------------ API
 
-    async def store(self, msg: NewMessage) -> int:
+    async def store(self, msg: NewMessage) -> RowId:
         rid, inserted = await self._submit(lambda o: o.insert(msg), is_store=True)
         if not inserted:
             self.stats.duplicates += 1
-        return int(rid)
+        return RowId(rid, duplicate=not inserted)
 
     async def stored_id(self, msg_key: str) -> int | None:
         res: int | None = await self._submit(lambda o: o.stored_id(msg_key), True)

@@ -37,6 +37,7 @@ from .sqlbase import Conn, Pool, Row, StoreUnavailable, run_txn
 from .store import (
     PURGE_CHUNK,
     NewMessage,
+    RowId,
     SiloStore,
     StoredMessage,
     StoreError,
@@ -81,7 +82,7 @@ def to_message(r: Row) -> StoredMessage:
 @dataclass(slots=True)
 class _Pending:
     msg: NewMessage
-    fut: asyncio.Future[int]
+    fut: asyncio.Future[RowId]
 
 
 class SqlSiloStore(SiloStore):
@@ -176,7 +177,7 @@ class SqlSiloStore(SiloStore):
                 return
 
     async def _flush(self, batch: list[_Pending], retry: bool = True) -> None:
-        inserted = 0
+        inserted: set[int] = set()  # positions in batch that got a new row
 
         async def insert_all(c: Conn) -> list[int]:
             nonlocal inserted
@@ -195,7 +196,7 @@ class SqlSiloStore(SiloStore):
                 ids += await c.insert_many(self._sql_insert_into, self._sql_insert_row,
                                            [p.msg.insert_values() for p in chunk])
             new_id = dict(zip(fresh, ids, strict=True))
-            inserted = len(new_id)
+            inserted = set(new_id)
             for i, rid in new_id.items():
                 key = batch[i].msg.msg_key
                 if key is not None:
@@ -230,11 +231,11 @@ class SqlSiloStore(SiloStore):
         st.transactions += 1
         st.operations += len(batch)
         st.stores += len(batch)
-        st.duplicates += len(batch) - inserted
+        st.duplicates += len(batch) - len(inserted)
         st.max_batch = max(st.max_batch, len(batch))
-        for p, rid in zip(batch, ids, strict=True):
+        for i, (p, rid) in enumerate(zip(batch, ids, strict=True)):
             if not p.fut.done():
-                p.fut.set_result(rid)
+                p.fut.set_result(RowId(rid, duplicate=i not in inserted))
 
     def _fail(self, batch: list[_Pending], exc: StoreError) -> None:
         self.stats.errors += len(batch)
@@ -268,9 +269,9 @@ class SqlSiloStore(SiloStore):
 
     # ------------------------------------------------------------------ API
 
-    async def store(self, msg: NewMessage) -> int:
+    async def store(self, msg: NewMessage) -> RowId:
         self._check_open()
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[RowId] = asyncio.get_running_loop().create_future()
         self._q.put_nowait(_Pending(msg, fut))
         return await fut
 

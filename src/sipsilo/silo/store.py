@@ -91,6 +91,18 @@ class NewMessage:
         )
 
 
+class RowId(int):
+    """The id store() returns; ``duplicate`` when the message was stored before
+    (same ``msg_key``) and nothing was inserted."""
+
+    duplicate: bool
+
+    def __new__(cls, value: int, duplicate: bool = False) -> RowId:
+        self = super().__new__(cls, value)
+        self.duplicate = duplicate
+        return self
+
+
 @dataclass(kw_only=True)
 class StoredMessage(NewMessage):
     """A row of the table.  ``ctype`` is the full Content-Type if we stored it, else (a row
@@ -142,12 +154,12 @@ class SiloStore(ABC):
         await self.close()
 
     @abstractmethod
-    async def store(self, msg: NewMessage) -> int:
+    async def store(self, msg: NewMessage) -> RowId:
         """Insert *msg* and return its id once the row is committed (durable on return).
 
         Idempotent: if a row with the same ``msg_key`` exists (a retransmission, a
         re-send after our 202 was lost, after a restart too), nothing is inserted
-        and that row's id is returned.  The database's unique key on ``msg_key``
+        and that row's id is returned (``duplicate`` set).  The database's unique key on ``msg_key``
         makes this hold between instances as well.
         """
 
@@ -274,6 +286,7 @@ __all__ = [
     "CTYPE_MAX",
     "PURGE_CHUNK",
     "NewMessage",
+    "RowId",
     "SiloStore",
     "StoreConfigError",
     "StoreError",
