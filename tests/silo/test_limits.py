@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sipsilo.silo.limits import KEY_TTL, Caps, SourceRate, StoreQuota, fit_refusal
+from sipsilo.silo.limits import KEY_TTL, Caps, SourceRate, StoreQuota, fit_refusal, source_key
 
 from .helpers import msg, opened, run
 
@@ -31,6 +31,13 @@ def test_token_bucket_burst_then_rate_per_source() -> None:
     assert [bucket.wait("a") for _ in range(4)][-1] > 0  # refilled to the burst only
     bucket.wait("c")  # a third source: the least recently seen ("b") is dropped
     assert set(bucket._buckets) == {"a", "c"}
+
+
+def test_an_ipv6_host_is_one_source_per_64() -> None:
+    bucket = SourceRate(1.0, 2, clock=Clock())
+    assert [bucket.wait(f"2001:db8:1:2::{i:x}") for i in range(3)][-1] > 0
+    assert bucket.wait("2001:db8:1:3::1") == 0.0  # another /64
+    assert source_key("192.0.2.7") == "192.0.2.7"
 
 
 def test_fit_refusal_names_the_field_and_limit() -> None:

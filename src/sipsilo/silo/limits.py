@@ -23,6 +23,7 @@ time: the caps are exact to within a few seconds of traffic.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,10 +81,23 @@ def fit_refusal(row: NewMessage) -> Refusal | None:
     return None
 
 
+def source_key(address: str) -> str:
+    """The rate-limited unit of a source address: the address itself for IPv4,
+    its /64 for IPv6, since one host usually holds a whole /64 and could
+    otherwise take a fresh address (and a fresh bucket) per request."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
+
+
 class SourceRate:
-    """A token bucket per source address: *burst* stores at once, then *rate*
-    per second. Buckets of the least recently seen sources are dropped beyond
-    *max_sources*, so spoofed addresses cannot grow memory without bound."""
+    """A token bucket per source (see :func:`source_key`): *burst* stores at
+    once, then *rate* per second. Buckets of the least recently seen sources
+    are dropped beyond *max_sources*, so spoofed addresses cannot grow memory
+    without bound."""
 
     def __init__(self, rate: float, burst: int, *, max_sources: int = 65536,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -97,6 +111,7 @@ class SourceRate:
         """0.0 if a store from *source* may go ahead now (it is counted), else
         the seconds until it may."""
         now = self._clock()
+        source = source_key(source)
         tokens, then = self._buckets.pop(source, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
         wait = 0.0
