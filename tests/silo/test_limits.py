@@ -6,16 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sipsilo.silo.limits import KEY_TTL, Caps, SourceRate, StoreQuota, fit_refusal, source_key
+from tests.clock import Clock
 
 from .helpers import msg, opened, run
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_token_bucket_burst_then_rate_per_source() -> None:
