@@ -49,7 +49,10 @@ def test_defaults_follow_the_seed_and_kamailio() -> None:
     m = c.msilo
     assert (m.db_url, m.db_table, m.registrar) == ("sqlite:///sipsilo.db", "silo", None)
     assert (m.expire_time, m.check_time, m.clean_period, m.use_contact) == (259200, 30, 5, 1)
-    assert (m.add_date, m.max_messages, m.max_body) == (1, 0, 65536)
+    assert (m.add_date, m.max_body) == (1, 65536)
+    # Storage limits on by default (issue 11), unlike Kamailio's max_messages = 0.
+    assert (m.max_messages, m.max_sender_messages, m.max_rows) == (10000, 500_000, 2_000_000)
+    assert (m.foreign_store_rate, m.foreign_store_burst) == (20.0, 100)
     assert (m.outbound_proxy, m.notify_offline, m.claim_ttl) == (None, True, 60)
     assert (m.db_pool_min, m.db_pool_max) == (1, 10)
     r = c.registrar
@@ -101,7 +104,7 @@ def test_precedence_defaults_file_env_set(tmp_path: Path) -> None:
     assert c.msilo.expire_time == 300  # --set beats env and file
     assert c.msilo.check_time == 8  # env beats file
     assert c.msilo.clean_period == 9  # file beats default
-    assert c.msilo.max_messages == 0  # default
+    assert c.msilo.max_messages == 10000  # default
     # a later layer replaces single keys, not whole sections
     assert load_config(path, ["msilo.max_body=10"], env={}).msilo.expire_time == 100
 

@@ -237,7 +237,15 @@ class MsiloConfig(_Section):
     clean_period: Seconds = 5
     use_contact: Flag01 = 1
     add_date: Flag01 = 1
-    max_messages: Annotated[int, Field(ge=0)] = 0
+    # Storage limits (0: none). Kamailio's max_messages defaults to 0; here a
+    # mailbox, a sender and the whole silo are capped by default (issue 11).
+    max_messages: Annotated[int, Field(ge=0)] = 10000
+    max_sender_messages: Annotated[int, Field(ge=0)] = 500_000
+    max_rows: Annotated[int, Field(ge=0)] = 2_000_000
+    # Stores per second (and at once) from one source address of a sender
+    # nobody authenticated (0: no limit).
+    foreign_store_rate: Annotated[float, Field(ge=0)] = 20.0
+    foreign_store_burst: Annotated[int, Field(ge=1)] = 100
     max_body: Annotated[int, Field(ge=1)] = 65536
     outbound_proxy: SipUriStr = None
     notify_offline: bool = True

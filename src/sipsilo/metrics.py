@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-MSILO_COUNTERS = ("stored_messages", "dumped_messages", "failed_messages", "expired_messages")
+MSILO_COUNTERS = ("stored_messages", "dumped_messages", "failed_messages", "expired_messages",
+                  # ours: MESSAGEs refused by a storage limit (silo.limits), and
+                  # MESSAGEs stored already (re-sent) answered 202 without a new row
+                  "refused_messages", "duplicate_messages")
 
 
 class Counters:

@@ -12,6 +12,7 @@ from sipsilo.auth.nonce import NonceManager
 from sipsilo.auth.policy import Authenticator, failure_key
 from sipsilo.auth.subscribers import exact_row
 from sipsilo.sip.uri import SipUri
+from tests.clock import Clock
 
 
 @pytest.mark.parametrize("username", ["bob", "bob@", "bob@example.com", "bob@EXAMPLE.com",
@@ -71,13 +72,6 @@ def test_a_nonce_used_by_one_account_is_not_good_for_another() -> None:
     assert not nm.use(n, 2, "sip:alice@r")
     assert nm.use(n, 2, "sip:bob@r")
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_auto_switch_looks_again_once_a_second_and_stays_on() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 
 def udp_exchange(port: int, data: bytes, wait: float = 1.0) -> bytes | None:
@@ -91,17 +92,25 @@ def request(
     body: bytes = b"",
     content_length: int | None = None,
     branch: str = "z9hG4bK-handmade-1",
+    from_uri: str | None = None,
+    from_tag: str = "handmade",
+    call_id: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> bytes:
-    """A request as bytes, every field overridable to make it malformed."""
+    """A request as bytes, every field overridable to make it malformed.
+
+    *extra*: more header lines (e.g. ``"Content-Type: text/plain"``), put
+    before Content-Length."""
     uri = uri or f"sip:127.0.0.1:{port}"
     lines = [
         f"{method} {uri} {version}",
         f"Via: SIP/2.0/{transport} 127.0.0.1:{local_port};rport;branch={branch}",
         f"Max-Forwards: {max_forwards}",
-        f"From: <sip:tester@127.0.0.1:{local_port}>;tag=handmade",
+        f"From: <{from_uri or f'sip:tester@127.0.0.1:{local_port}'}>;tag={from_tag}",
         f"To: <{uri}>",
-        f"Call-ID: handmade-{branch}@127.0.0.1",
+        f"Call-ID: {call_id if call_id is not None else f'handmade-{branch}@127.0.0.1'}",
         f"CSeq: {cseq if cseq is not None else '1 ' + method}",
+        *extra,
     ]
     if content_length is not None:
         lines.append(f"Content-Length: {content_length}")
@@ -184,3 +193,10 @@ def reply_to(sock: socket.socket, request: str, addr: tuple[str, int], status: s
             lines.append(f"{name}: {value}")
     lines += [*(extra or []), "Content-Length: 0"]
     sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)
+def message(port: int, user: str, body: bytes = b"hello", *, uri: str | None = None,
+            extra: tuple[str, ...] = (), **kw: Any) -> bytes:
+    """A MESSAGE to *user* at the server, text/plain, Content-Length right;
+    every other field as in request() (from_uri, call_id, branch...)."""
+    return request(port, method="MESSAGE", uri=uri or f"sip:{user}@127.0.0.1:{port}",
+                   body=body, content_length=len(body),
+                   extra=("Content-Type: text/plain", *extra), **kw)

@@ -16,7 +16,7 @@ import pytest
 from sipsilo.silo.admin import open_store
 from sipsilo.silo.sqlbase import StoreUnavailable
 from sipsilo.silo.sqlstore import SqlSiloStore
-from sipsilo.silo.store import SiloStore, StoreError
+from sipsilo.silo.store import NewMessage, SiloStore, StoreError
 
 from .helpers import msg, run
 from .sqlservers import drop_table, server_url, sql, unique_table
@@ -362,3 +362,38 @@ def test_purge_expired_runs_in_chunks(backend: Backend, monkeypatch: pytest.Monk
         assert await s.purge_expired(2000) == 0
 
     with_store(backend, body)
+
+
+def test_same_msg_key_is_stored_once_in_a_batch_and_across_instances(backend: Backend) -> None:
+    """Idempotent store: repeats in one group-commit batch, later, and from a
+    second instance racing the first all get the first row's id."""
+
+    def keyed(i: int, key: str) -> NewMessage:
+        m = msg(i)
+        m.msg_key = key
+        return m
+
+    async def main() -> None:
+        a, b = await backend.open(), await backend.open()
+        try:
+            ids = await asyncio.gather(*(a.store(keyed(i, f"k{i % 5}")) for i in range(20)))
+            assert len(set(ids)) == 5 and ids[:5] == ids[5:10] == ids[15:]
+            assert await a.store(keyed(99, "k0")) == ids[0]
+            raced = await asyncio.gather(*(s.store(keyed(i, f"race{i // 2}"))
+                                           for i in range(10) for s in (a, b)))
+            assert len(set(raced)) == 5
+            assert await a.count() == 10
+            assert await b.stored_id("race0") == raced[0]
+            assert await b.stored_id("never") is None
+            assert a.stats.duplicates + b.stats.duplicates == 16 + 15
+            # Rows without a key (Kamailio's, admin inserts) are never merged.
+            await a.store(msg(1))
+            await a.store(msg(1))
+            assert await a.count() == 12
+            assert await a.count_from("sip:alice@example.com") == 12
+            assert await a.count_from("sip:nobody@example.com") == 0
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main)

@@ -73,6 +73,8 @@ def test_configurable_table_name(tmp_path: Path) -> None:
     assert {r[1] for r in c.execute("pragma index_list(offline_msgs)")} == {
         "offline_msgs_account_idx",
         "offline_msgs_exp_time_idx",
+        "offline_msgs_msg_key_idx",
+        "offline_msgs_src_addr_idx",
     }
 
 
@@ -83,14 +85,15 @@ def test_appended_migration_runs_once(tmp_path: Path) -> None:
         calls.append(2)
         ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN v2col INTEGER DEFAULT 0 NOT NULL")
 
-    steps = (*MIGRATIONS, Migration(2, "add v2col", v2))
+    now, nxt = LATEST_VERSION, LATEST_VERSION + 1
+    steps = (*MIGRATIONS, Migration(nxt, "add v2col", v2))
     c = conn(tmp_path / "m.db")
-    migrate(c, "sqlite", "silo")  # an installation at v1
-    assert migrate(c, "sqlite", "silo", steps) == (1, 2)
-    assert migrate(c, "sqlite", "silo", steps) == (2, 2)
+    migrate(c, "sqlite", "silo")  # an installation at the current version
+    assert migrate(c, "sqlite", "silo", steps) == (now, nxt)
+    assert migrate(c, "sqlite", "silo", steps) == (nxt, nxt)
     assert calls == [2]
     assert "v2col" in {r[1] for r in c.execute("pragma table_info(silo)")}
-    # This sipsilo (v1 only) refuses a database from the future.
+    # This sipsilo refuses a database from the future.
     with pytest.raises(MigrationError, match="newer"):
         migrate(c, "sqlite", "silo")
 
@@ -103,9 +106,9 @@ def test_failing_migration_rolls_back(tmp_path: Path) -> None:
     c = conn(tmp_path / "m.db")
     migrate(c, "sqlite", "silo")
     with pytest.raises(RuntimeError):
-        migrate(c, "sqlite", "silo", (*MIGRATIONS, Migration(2, "bad", bad)))
+        migrate(c, "sqlite", "silo", (*MIGRATIONS, Migration(LATEST_VERSION + 1, "bad", bad)))
     assert "half" not in {r[1] for r in c.execute("pragma table_info(silo)")}
-    assert schema.current_version(c.cursor(), "sqlite", "silo") == 1
+    assert schema.current_version(c.cursor(), "sqlite", "silo") == LATEST_VERSION
 
 
 def test_concurrent_migrations(tmp_path: Path) -> None:

@@ -195,6 +195,8 @@ def test_hot_path_queries_use_indexes(tmp_path: Path) -> None:
     ops = SqliteOps(conn, "silo")
     plans = {
         "count_for": (ops.sql_count_for, ("b", "d", 1)),
+        "count_from": (ops.sql_count_from, ("sip:a@d",)),
+        "by_key": (ops.sql_by_key, ("k",)),
         "claim_scan": (ops.sql_claim_scan, ("b", "d", 1)),
         "claim": (ops.sql_claim, ("o", 1, 1)),
         "get": (ops.sql_get, (1,)),

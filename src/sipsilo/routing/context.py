@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from sipsilo.silo.compose import (
     message_to_store,
     owner_uri,
 )
+from sipsilo.silo.limits import fit_refusal
 from sipsilo.silo.store import StoreError
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.headers import strip_identity
@@ -267,17 +269,33 @@ class RouteContext:
         if self.auth_identity is not None:
             # Who sent it is who authenticated, not whatever the From decorates.
             row = dataclasses.replace(row, src_addr=self.auth_identity)
+        refusal = fit_refusal(row) or self._rate_refusal()
+        if refusal is not None:
+            svc.counters.inc("refused_messages")
+            self.t_reply(refusal.status, refusal.reason, headers=refusal.headers)
+            return False
         try:
-            max_messages = svc.config.msilo.max_messages
-            if max_messages:
-                count = await svc.store.count_for(row.username, row.domain, now)
-                if count >= max_messages:
-                    self.t_reply(486, f"Busy Here - mailbox full ({count} messages)")
-                    return False
+            refusal = await svc.quota.refusal(row, now)
+            if refusal is not None and (
+                    row.msg_key is None or await svc.store.stored_id(row.msg_key) is None):
+                # (One stored already is accepted again whatever the caps say.)
+                log.info("MESSAGE for %s from %s refused: %s %s", owner.aor(), row.src_addr,
+                         refusal.status, refusal.reason)
+                svc.counters.inc("refused_messages")
+                self.t_reply(refusal.status, refusal.reason)
+                return False
             row_id = await svc.store.store(row)
         except StoreError as exc:
             log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
             return False
+        if row_id.duplicate:
+            # Re-sent after our 202 (or to a restarted server): accepted again,
+            # stored once, and no second offline notice.
+            svc.counters.inc("duplicate_messages")
+            log.info("message for %s@%s from %s is stored already (row %s): not stored again",
+                     row.username, row.domain, row.src_addr, row_id)
+            return True
+        svc.quota.stored(row)
         svc.counters.inc("stored_messages")
         log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
                  row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
@@ -289,6 +307,27 @@ class RouteContext:
             self._kick_after_store = None
             await svc.dump_to(binding, next_hop)
         return True
+
+    def _rate_refusal(self) -> Refusal | None:
+        """503 with Retry-After when this source stores faster than
+        [msilo] foreign_store_rate allows a sender nobody authenticated.
+
+        Exempt: an authenticated sender, a trusted network, and, with
+        authentication off, a From of our own domains (with it on, the route
+        challenges those before they get here).
+        """
+        svc = self.services
+        bucket = svc.store_rate
+        if bucket is None or self.auth_identity is not None or self.from_trusted:
+            return None
+        if svc.auth is None and self.from_is_myself():
+            return None
+        wait = bucket.wait(self.flow.remote[0])
+        if not wait:
+            return None
+        seconds = max(1, math.ceil(wait))
+        return Refusal(503, "Service Unavailable - store rate limit for this source",
+                       (("Retry-After", str(seconds)),))
 
     async def m_pending(self) -> bool:
         """Must a MESSAGE to this online user queue behind stored ones?

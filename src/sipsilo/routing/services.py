@@ -26,6 +26,7 @@ from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
 from sipsilo.silo.compose import offline_notice
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
+from sipsilo.silo.limits import Caps, SourceRate, StoreQuota
 from sipsilo.silo.store import SiloStore
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request, Response
@@ -59,6 +60,16 @@ class Services:
     route_keys: RouteKeys = field(
         default_factory=lambda: RouteKeys(secrets.token_bytes(32), 43200))
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The storage limits of [msilo] (silo.limits), per process.
+    quota: StoreQuota = field(init=False)
+    store_rate: SourceRate | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        m = self.config.msilo
+        self.quota = StoreQuota(self.store, Caps(m.max_messages, m.max_sender_messages,
+                                                 m.max_rows))
+        self.store_rate = (SourceRate(m.foreign_store_rate, m.foreign_store_burst)
+                           if m.foreign_store_rate > 0 else None)
 
     async def authenticator(self) -> Authenticator | None:
         """The authenticator, None while authentication is off. With ``auto`` and an

@@ -11,6 +11,7 @@ Three conversions, all pure:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from sipsilo.silo.store import NewMessage, StoredMessage
@@ -54,6 +55,7 @@ class Refusal:
 
     status: int
     reason: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,16 @@ def owner_uri(candidates: list[SipUri | str | None], to_uri: SipUri | str) -> Si
         if isinstance(uri, SipUri) and uri.user and not uri.host_is_ip:
             return uri
     return to_uri if isinstance(to_uri, SipUri) and to_uri.user else None
+
+
+def message_key(request: Request, owner: SipUri) -> str:
+    """What makes a stored MESSAGE the same one again: its Call-ID, CSeq number
+    and From tag (RFC 3261 §8.2.2.2's request identity, minus the Via branch a
+    client may renew on a re-send), and the owner it is stored for. A hash, so
+    the unique index has a short fixed-size key on every backend."""
+    parts = (request.call_id, str(request.cseq[0]), request.from_.tag or "", owner.aor())
+    raw = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def media_type(content_type: str) -> str:
@@ -129,6 +141,7 @@ def message_to_store(
         body=body,
         extra_hdrs=extra,
         callid=request.call_id,
+        msg_key=message_key(request, owner),
     )
 
 

@@ -72,6 +72,10 @@ EXTRA_COLUMNS: tuple[Column, ...] = (
     # Full Content-Type with parameters; Kamailio's ctype holds type/subtype only (32 chars).
     # TEXT, because a parameter list has no useful upper bound.
     Column("ctype_full", "text", kamailio=False),
+    # Which request a row stores (hash of Call-ID, CSeq, From tag and owner), under
+    # a unique index, so a re-sent MESSAGE is not stored twice.  Nullable: Kamailio
+    # never sets it, and a unique index allows any number of NULLs.
+    Column("msg_key", "varchar", 64, kamailio=False),
 )
 
 COLUMNS: tuple[Column, ...] = KAMAILIO_COLUMNS + EXTRA_COLUMNS
@@ -176,6 +180,22 @@ def sipsilo_version_table_sql(dialect: Dialect) -> str:
     )
 
 
+def _index_name(table: str, dialect: Dialect, name: str) -> str:
+    return name if dialect == "mysql" else f"{table}_{name}"
+
+
+def v2_index_sql(table: str, dialect: Dialect) -> list[tuple[str, str]]:
+    """(name, DDL) of the indexes of schema version 2: the unique message key
+    (idempotent store) and the sender (per-sender cap, an index-only count)."""
+    ine = "" if dialect == "mysql" else "IF NOT EXISTS "
+    key, sender = _index_name(table, dialect, "msg_key_idx"), _index_name(
+        table, dialect, "src_addr_idx")
+    return [
+        (key, f"CREATE UNIQUE INDEX {ine}{key} ON {table} (msg_key)"),
+        (sender, f"CREATE INDEX {ine}{sender} ON {table} (src_addr)"),
+    ]
+
+
 def full_ddl(table: str = "silo", dialect: Dialect = "sqlite") -> list[str]:
     """Every statement that creates a fresh database (for docs and `db init --print`)."""
     return [
@@ -183,6 +203,7 @@ def full_ddl(table: str = "silo", dialect: Dialect = "sqlite") -> list[str]:
         create_table_sql(table, dialect),
         *create_index_sql(table, dialect),
         sipsilo_version_table_sql(dialect),
+        *(sql for _, sql in v2_index_sql(table, dialect)),
     ]
 
 
@@ -291,10 +312,23 @@ def _v1_create(ctx: MigrationContext) -> None:
         )
 
 
+def _v2_message_key(ctx: MigrationContext) -> None:
+    """The msg_key column and its unique index, and the sender index.  Re-runnable
+    (MySQL commits DDL at once): each part is added only if missing."""
+    if "msg_key" not in ctx.columns():
+        col = next(c for c in EXTRA_COLUMNS if c.name == "msg_key")
+        ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    have = ctx.indexes()
+    for name, sql in v2_index_sql(ctx.table, ctx.dialect):
+        if name not in have:
+            ctx.execute(sql)
+
+
 #: Ordered; append new steps here.  A step runs once, in the runner's transaction, and the
 #: runner records its version in the same transaction.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create Kamailio silo v8 table plus delivery columns and indexes", _v1_create),
+    Migration(2, "unique message key (idempotent store) and sender index", _v2_message_key),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -43,6 +43,7 @@ from .schema import LATEST_VERSION, MigrationError, check_identifier, current_ve
 from .store import (
     PURGE_CHUNK,
     NewMessage,
+    RowId,
     SiloStore,
     StoredMessage,
     StoreError,
@@ -129,9 +130,11 @@ class SqliteOps:
         t = self.table = check_identifier(table)
         self.sql_insert = (
             f"INSERT INTO {t} (src_addr, dst_addr, username, domain, inc_time, exp_time,"
-            " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 0)"
+            " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status, msg_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 0, ?)"
         )
+        self.sql_by_key = f"SELECT id FROM {t} WHERE msg_key = ?"
+        self.sql_count_from = f"SELECT COUNT(*) FROM {t} WHERE src_addr = ?"
         self.sql_count_for = (
             f"SELECT COUNT(*) FROM {t}"
             " WHERE username = ? AND domain = ? AND snd_time = 0 AND exp_time > ?"
@@ -151,14 +154,29 @@ class SqliteOps:
             f" (SELECT id FROM {t} WHERE exp_time <= ? LIMIT {PURGE_CHUNK})"
         )
 
-    def insert(self, m: NewMessage) -> int:
+    def insert(self, m: NewMessage) -> tuple[int, bool]:
+        """(row id, inserted): an existing row of the same msg_key is not
+        inserted again.  The writer thread is the only writer of this process
+        and runs this inside its transaction, so the look-up and the INSERT
+        are one step (the unique index guards other processes)."""
+        if m.msg_key is not None:
+            old = self.stored_id(m.msg_key)
+            if old is not None:
+                return old, False
         cur = self.conn.execute(self.sql_insert, m.insert_values())
         rid = cur.lastrowid
         assert rid is not None
-        return rid
+        return rid, True
+
+    def stored_id(self, msg_key: str) -> int | None:
+        row = self.conn.execute(self.sql_by_key, (msg_key,)).fetchone()
+        return int(row[0]) if row else None
 
     def count_for(self, username: str, domain: str, now: int) -> int:
         return int(self.conn.execute(self.sql_count_for, (username, domain, now)).fetchone()[0])
+
+    def count_from(self, src_addr: str) -> int:
+        return int(self.conn.execute(self.sql_count_from, (src_addr,)).fetchone()[0])
 
     def claim_next(
         self, username: str, domain: str, owner: str, now: int, claim_ttl: int
@@ -573,11 +591,21 @@ class SqliteSiloStore(SiloStore):
 
     # ------------------------------------------------------------------ API
 
-    async def store(self, msg: NewMessage) -> int:
-        return int(await self._submit(lambda o: o.insert(msg), is_store=True))
+    async def store(self, msg: NewMessage) -> RowId:
+        rid, inserted = await self._submit(lambda o: o.insert(msg), is_store=True)
+        if not inserted:
+            self.stats.duplicates += 1
+        return RowId(rid, duplicate=not inserted)
+
+    async def stored_id(self, msg_key: str) -> int | None:
+        res: int | None = await self._submit(lambda o: o.stored_id(msg_key), True)
+        return res
 
     async def count_for(self, username: str, domain: str, now: int) -> int:
         return int(await self._submit(lambda o: o.count_for(username, domain, int(now)), True))
+
+    async def count_from(self, src_addr: str) -> int:
+        return int(await self._submit(lambda o: o.count_from(src_addr), True))
 
     async def claim_next(
         self, username: str, domain: str, owner: str, now: int, claim_ttl: int

@@ -37,6 +37,7 @@ from .sqlbase import Conn, Pool, Row, StoreUnavailable, run_txn
 from .store import (
     PURGE_CHUNK,
     NewMessage,
+    RowId,
     SiloStore,
     StoredMessage,
     StoreError,
@@ -81,7 +82,7 @@ def to_message(r: Row) -> StoredMessage:
 @dataclass(slots=True)
 class _Pending:
     msg: NewMessage
-    fut: asyncio.Future[int]
+    fut: asyncio.Future[RowId]
 
 
 class SqlSiloStore(SiloStore):
@@ -111,9 +112,9 @@ class SqlSiloStore(SiloStore):
         t = self.table
         self._sql_insert_into = (
             f"INSERT INTO {t} (src_addr, dst_addr, username, domain, inc_time, exp_time,"
-            " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status) VALUES "
+            " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status, msg_key) VALUES "
         )
-        self._sql_insert_row = "(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, 0)"
+        self._sql_insert_row = "(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, 0, %s)"
         self._sql_scan = (
             f"SELECT id, claim_owner, claim_until FROM {t} WHERE username = %s AND domain = %s"
             f" AND snd_time = 0 AND exp_time > %s AND id > %s ORDER BY id LIMIT {_SCAN}"
@@ -175,19 +176,48 @@ class SqlSiloStore(SiloStore):
             if stop:
                 return
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: list[_Pending], retry: bool = True) -> None:
+        inserted: set[int] = set()  # positions in batch that got a new row
+
         async def insert_all(c: Conn) -> list[int]:
+            nonlocal inserted
+            # Messages stored before (a re-send, a retransmission after a restart)
+            # and repeats inside this batch are answered with the first row's id.
+            known = await self._known_keys(c, batch)
+            fresh: list[int] = []  # positions in batch to insert
+            for i, p in enumerate(batch):
+                key = p.msg.msg_key
+                if key is None or key not in known:
+                    fresh.append(i)
+                    if key is not None:
+                        known[key] = -1  # a repeat later in the batch: not again
             ids: list[int] = []
-            for chunk in _chunks(batch):
+            for chunk in _chunks([batch[i] for i in fresh]):
                 ids += await c.insert_many(self._sql_insert_into, self._sql_insert_row,
                                            [p.msg.insert_values() for p in chunk])
-            return ids
+            new_id = dict(zip(fresh, ids, strict=True))
+            inserted = set(new_id)
+            for i, rid in new_id.items():
+                key = batch[i].msg.msg_key
+                if key is not None:
+                    known[key] = rid
+            return [new_id[i] if i in new_id else known[p.msg.msg_key or ""]
+                    for i, p in enumerate(batch)]
 
         try:
             ids = await run_txn(self.pool, insert_all)
         except StoreError as e:
-            if len(batch) == 1 or isinstance(e, StoreUnavailable):
+            if isinstance(e, StoreUnavailable):
                 self._fail(batch, e)
+                return
+            if len(batch) == 1:
+                # Another instance committed the same msg_key between our look-up
+                # and our INSERT (the unique key refused it): once more, the
+                # look-up finds that row now.
+                if retry:
+                    await self._flush(batch, retry=False)
+                else:
+                    self._fail(batch, e)
                 return
             # One message broke the shared transaction (rolled back): redo each alone
             # so only the culprit fails.
@@ -201,16 +231,27 @@ class SqlSiloStore(SiloStore):
         st.transactions += 1
         st.operations += len(batch)
         st.stores += len(batch)
+        st.duplicates += len(batch) - len(inserted)
         st.max_batch = max(st.max_batch, len(batch))
-        for p, rid in zip(batch, ids, strict=True):
+        for i, (p, rid) in enumerate(zip(batch, ids, strict=True)):
             if not p.fut.done():
-                p.fut.set_result(rid)
+                p.fut.set_result(RowId(rid, duplicate=i not in inserted))
 
     def _fail(self, batch: list[_Pending], exc: StoreError) -> None:
         self.stats.errors += len(batch)
         for p in batch:
             if not p.fut.done():
                 p.fut.set_exception(exc)
+
+    async def _known_keys(self, c: Conn, batch: list[_Pending]) -> dict[str, int]:
+        """msg_key -> id of the rows already stored for the batch's keys."""
+        keys = list({p.msg.msg_key for p in batch if p.msg.msg_key is not None})
+        if not keys:
+            return {}
+        marks = ", ".join(["%s"] * len(keys))
+        rows = await c.fetch(
+            f"SELECT msg_key, id FROM {self.table} WHERE msg_key IN ({marks})", keys)
+        return {str(k): int(i) for k, i in rows}
 
     # ------------------------------------------------------------------ helpers
 
@@ -228,11 +269,20 @@ class SqlSiloStore(SiloStore):
 
     # ------------------------------------------------------------------ API
 
-    async def store(self, msg: NewMessage) -> int:
+    async def store(self, msg: NewMessage) -> RowId:
         self._check_open()
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[RowId] = asyncio.get_running_loop().create_future()
         self._q.put_nowait(_Pending(msg, fut))
         return await fut
+
+    async def stored_id(self, msg_key: str) -> int | None:
+        rows = await self._rows(f"SELECT id FROM {self.table} WHERE msg_key = %s", (msg_key,))
+        return int(rows[0][0]) if rows else None
+
+    async def count_from(self, src_addr: str) -> int:
+        rows = await self._rows(
+            f"SELECT COUNT(*) FROM {self.table} WHERE src_addr = %s", (src_addr,))
+        return int(rows[0][0])
 
     async def count_for(self, username: str, domain: str, now: int) -> int:
         rows = await self._rows(

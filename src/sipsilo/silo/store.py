@@ -66,11 +66,15 @@ class NewMessage:
     body: bytes
     extra_hdrs: str = ""
     callid: str = ""
+    # Which request this is (see compose.message_key): a second store() of the
+    # same key returns the first row's id instead of inserting again.  None for
+    # rows that are not a received MESSAGE (Kamailio's, admin inserts).
+    msg_key: str | None = None
 
     def insert_values(self) -> tuple[Any, ...]:
         """The values of every backend's INSERT, in its column order: src_addr,
         dst_addr, username, domain, inc_time, exp_time, ctype, ctype_full,
-        body, extra_hdrs, callid."""
+        body, extra_hdrs, callid, msg_key."""
         return (
             self.src_addr,
             self.dst_addr,
@@ -83,7 +87,20 @@ class NewMessage:
             bytes(self.body),
             self.extra_hdrs,
             self.callid,
+            self.msg_key,
         )
+
+
+class RowId(int):
+    """The id store() returns; ``duplicate`` when the message was stored before
+    (same ``msg_key``) and nothing was inserted."""
+
+    duplicate: bool
+
+    def __new__(cls, value: int, duplicate: bool = False) -> RowId:
+        self = super().__new__(cls, value)
+        self.duplicate = duplicate
+        return self
 
 
 @dataclass(kw_only=True)
@@ -106,6 +123,7 @@ class StoreStats:
     transactions: int = 0  # committed write transactions
     operations: int = 0  # operations carried by them
     stores: int = 0  # messages stored
+    duplicates: int = 0  # stores answered with an existing row (same msg_key)
     max_batch: int = 0
     errors: int = 0
 
@@ -136,12 +154,27 @@ class SiloStore(ABC):
         await self.close()
 
     @abstractmethod
-    async def store(self, msg: NewMessage) -> int:
-        """Insert *msg* and return its id once the row is committed (durable on return)."""
+    async def store(self, msg: NewMessage) -> RowId:
+        """Insert *msg* and return its id once the row is committed (durable on return).
+
+        Idempotent: if a row with the same ``msg_key`` exists (a retransmission, a
+        re-send after our 202 was lost, after a restart too), nothing is inserted
+        and that row's id is returned (``duplicate`` set).  The database's unique key on ``msg_key``
+        makes this hold between instances as well.
+        """
+
+    @abstractmethod
+    async def stored_id(self, msg_key: str) -> int | None:
+        """The id of the row stored under *msg_key*, None if there is none."""
 
     @abstractmethod
     async def count_for(self, username: str, domain: str, now: int) -> int:
         """Unexpired deliverable messages (``snd_time = 0``) of the account."""
+
+    @abstractmethod
+    async def count_from(self, src_addr: str) -> int:
+        """Rows stored from one sender (``src_addr``), expired or not: an index-only
+        count, for the per-sender cap (expired rows go at the next purge)."""
 
     @abstractmethod
     async def claim_next(
@@ -253,6 +286,7 @@ __all__ = [
     "CTYPE_MAX",
     "PURGE_CHUNK",
     "NewMessage",
+    "RowId",
     "SiloStore",
     "StoreConfigError",
     "StoreError",
