@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from sipsilo.silo import admin
-from sipsilo.silo.schema import full_ddl
+from sipsilo.silo.schema import LATEST_VERSION, full_ddl
 from sipsilo.silo.sqlbase import StoreUnavailable, parse_sql_url
 from sipsilo.silo.store import StoreError
 
@@ -44,12 +44,12 @@ def config(url: str, table: str) -> SimpleNamespace:
 
 def test_db_init_is_idempotent_and_kamailio_sees_version_8(target: tuple[str, str]) -> None:
     url, table = target
-    assert admin.db_init(config(url, table)) == 1
-    assert admin.db_init(config(url, table)) == 1
-    assert admin.db_migrate(config(url, table)) == (1, 1)
+    assert admin.db_init(config(url, table)) == LATEST_VERSION
+    assert admin.db_init(config(url, table)) == LATEST_VERSION
+    assert admin.db_migrate(config(url, table)) == (LATEST_VERSION, LATEST_VERSION)
     assert run(lambda: sql(url, K_VERSION, (table,))) == [(8,)]
     lines = admin.check_db(config(url, table))
-    assert lines[0].endswith(f"table {table} at schema version 1")
+    assert lines[0].endswith(f"table {table} at schema version {LATEST_VERSION}")
 
 
 def test_rows_written_by_us_are_read_by_kamailio(target: tuple[str, str]) -> None:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from sipsilo.silo import admin
+from sipsilo.silo.schema import LATEST_VERSION
 from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.silo.store import StoreConfigError, StoreError
 
@@ -69,9 +70,9 @@ def test_admin_commands_while_server_runs(tmp_path: Path) -> None:
     c = cfg(tmp_path)
     with pytest.raises(StoreError, match="db init"):
         admin.list_messages(c, None)
-    assert admin.db_init(c) == 1
-    assert admin.db_init(c) == 1
-    assert admin.db_migrate(c) == (1, 1)
+    assert admin.db_init(c) == LATEST_VERSION
+    assert admin.db_init(c) == LATEST_VERSION
+    assert admin.db_migrate(c) == (LATEST_VERSION, LATEST_VERSION)
     now = int(time.time())
 
     async def body() -> None:
@@ -109,5 +110,5 @@ def test_admin_refuses_unmigrated_table(tmp_path: Path) -> None:
     admin.db_init(cfg(tmp_path))  # the file exists, but table "other" is not set up
     with pytest.raises(StoreError, match="db migrate"):
         admin.list_messages(c, None)
-    assert admin.db_migrate(c) == (0, 1)
+    assert admin.db_migrate(c) == (0, LATEST_VERSION)
     assert admin.list_messages(c, None) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sipsilo.silo.schema import migrate
+from sipsilo.silo.schema import LATEST_VERSION, migrate
 
 from .helpers import (
     K_DELETE_EXPIRED,
@@ -197,4 +197,8 @@ def test_we_adopt_a_database_created_by_kamailio(tmp_path: Path) -> None:
     assert len(c.execute(K_SELECT, ("bob", "127.0.0.1", 0)).fetchall()) == 2
     # Kamailio's INSERT keeps working after our columns were added.
     kamailio_insert(c, username="carol")
-    assert migrate(c, "sqlite", "silo") == (1, 1)
+    assert migrate(c, "sqlite", "silo") == (LATEST_VERSION, LATEST_VERSION)
+    # ...and, in the rebuilt table, never gets an id back that was used before.
+    top = kamailio_insert(c, username="dave")
+    assert c.execute(K_DELETE_ID, (top,)).rowcount == 1
+    assert kamailio_insert(c, username="erin") == top + 1
