@@ -22,6 +22,7 @@ from collections.abc import Callable
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.parser import StreamFramer
 from sipsilo.transport.flow import Flow
+from sipsilo.transport.udp import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +235,13 @@ class TcpListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         local = (self.host, self.port)
-        self._server = await loop.create_server(
-            lambda: TcpConnection(self._registry, local), self.host, self.port, reuse_address=True
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: TcpConnection(self._registry, local), self.host, self.port,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise ListenError("tcp", self.host, self.port, exc) from None
         if not self.port:
             self.port = self._server.sockets[0].getsockname()[1]
 
