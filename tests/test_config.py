@@ -245,7 +245,8 @@ def test_unknown_keys_say_where_they_came_from_and_the_nearest_key(tmp_path: Pat
     # the last layer that gave the key is named
     assert error_of("tm.fr_timerr=1", path=path).startswith(
         "config error: unknown key tm.fr_timerr (from --set tm.fr_timerr)")
-    assert error_of("nosuch.zzz=1") == "config error: unknown key nosuch.zzz (from --set nosuch.zzz)"
+    assert error_of("nosuch.zzz=1") == (
+        "config error: unknown key nosuch.zzz (from --set nosuch.zzz)")
 
 
 def test_file_errors(tmp_path: Path) -> None:
