@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,8 +170,9 @@ class UserAgent:
 def _cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio words it "Connect call failed (...)"; the errno's text is the news.
+        return os.strerror(exc.errno).lower()
     return str(exc) or type(exc).__name__
 
 

@@ -495,12 +495,17 @@ def _agent_target(config: Config, transport: str, server: str | None) -> Any:
                            f"give --server HOST:PORT")
 
 
+CLIENT_GRACE = 2.0  # seconds
+
+
 def _agent(config: Config, transport: str, server: str | None) -> Any:
     from sipsilo.agent import UserAgent
     from sipsilo.transaction.timers import TimerConfig
 
-    timers = TimerConfig(fr_timer=config.tm.fr_timer, fr_inv_timer=config.tm.fr_inv_timer,
-                         wt_timer=config.tm.wt_timer)
+    # A little longer than the server's own fr_timer: a MESSAGE it relays to a phone
+    # that does not answer is answered (202, stored) only when that timer fires.
+    timers = TimerConfig(fr_timer=config.tm.fr_timer + CLIENT_GRACE,
+                         fr_inv_timer=config.tm.fr_inv_timer, wt_timer=config.tm.wt_timer)
     return UserAgent(_agent_target(config, transport, server), timers,
                      config.server.user_agent or None)
 
