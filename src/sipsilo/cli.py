@@ -553,6 +553,9 @@ def send(config: Config, from_: str, to: str, content_type: str | None, text: st
         from_uri, to_uri = sip_uri(from_, "--from"), sip_uri(to, "--to")
     except AgentError as exc:
         raise click.UsageError(str(exc)) from None
+    if text is None and sys.stdin.isatty():
+        # Waiting silently for a body nobody is typing looks like a hang.
+        raise click.UsageError("give TEXT, or pipe the body on stdin")
     body = text.encode() if text is not None else sys.stdin.buffer.read()
     if not body:
         raise click.UsageError("empty message: give TEXT or a body on stdin")
