@@ -250,7 +250,11 @@ async def register_and_wait(
 
     response = await register(expires)
     if not 200 <= response.status < 300:
-        raise AgentError(f"registration refused: {response.status} {response.reason}")
+        hint = ""
+        if response.status in (401, 407):
+            hint = (" (wrong password?)" if credentials is not None else
+                    " (authentication is on: give the password with --password-stdin)")
+        raise AgentError(f"registration refused: {response.status} {response.reason}{hint}")
     report(f"registered {aor} at {contact.strip('<>')} for {expires} s; "
            + ("waiting for messages (Ctrl-C to stop)" if seconds is None
               else f"waiting {seconds:g} s for messages"))

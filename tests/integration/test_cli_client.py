@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.silo_helpers import register, start_ua, wait_for
+from tests.integration.test_auth import auth_server
 
 ALICE = "alice@127.0.0.1"
 BOB = "bob@127.0.0.1"
@@ -93,6 +94,25 @@ def test_send_to_no_server_says_so_in_one_line(tmp_path: Path) -> None:
     assert (udp.returncode, udp.stdout, udp.stderr) == (
         1, "", f"sipsilo: error: no answer from the server at udp:127.0.0.1:{port}"
                " within 3 s (is it running?)\n")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_send_and_register_answer_digest_challenges(
+    make_server: Callable[..., ServerProcess], tmp_path: Path, transport: str
+) -> None:
+    server = auth_server(make_server, tmp_path)
+    result = send(server, transport, "--to", BOB, "no password")
+    assert (result.returncode, result.stdout) == (1, "407 Proxy Authentication Required\n")
+    assert ok(send(server, transport, "--password-stdin", "--to", BOB, "signed",
+                   input="alicepw\n")) == "202 Accepted\n"
+    result = server.cli("register", "-t", transport, BOB, "--for", "0")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "sipsilo: error: registration refused: 401 Unauthorized (authentication is on:"
+               " give the password with --password-stdin)\n")
+    out = ok(server.cli("register", "-t", transport, "--password-stdin", BOB, "--for", "1",
+                        input="secret\n")).splitlines()
+    assert out[1:] and out[1].endswith("] signed"), out
+    assert out[-1] == f"unregistered sip:{BOB} (1 message received)"
 
 
 # --- what the server says --------------------------------------------------------
