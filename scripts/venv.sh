@@ -23,21 +23,24 @@ ensure_venv() {
     fi
     if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
         rm -rf "$venv"
-        if ! "$py" -c 'import ensurepip, venv' 2>/dev/null; then
-            # Debian/Ubuntu ship venv's pip bootstrap separately.
+        echo "creating the virtual environment $venv (with $py)"
+        if ! "$py" -m venv "$venv" 2>/dev/null; then
+            rm -rf "$venv"
+            # Debian/Ubuntu ship venv's pip bootstrap (ensurepip) as a package of its own.
             local pkg
             pkg="python$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv"
             if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-                echo "installing Debian package $pkg (python3 -m venv needs it)"
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null \
-                    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
+                echo "installing the Debian package $pkg (python3 -m venv needs it)"
+                export DEBIAN_FRONTEND=noninteractive
+                apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null \
+                    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null; }
             else
-                echo "python3 -m venv needs the Debian package $pkg: run as root or 'sudo apt-get install $pkg'" >&2
+                echo "python3 -m venv failed; on Debian/Ubuntu it needs the package $pkg:" \
+                     "run this as root, or 'sudo apt-get install $pkg' first" >&2
                 return 1
             fi
+            "$py" -m venv "$venv"
         fi
-        echo "creating the virtual environment $venv (with $py)"
-        "$py" -m venv "$venv"
     fi
     spec=.
     [ -n "$extras" ] && spec=".[$extras]"
