@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipsilo.config_values import _LISTEN_PROTOS
+from sipsilo.sip.digest import Credentials as DigestCredentials
 from sipsilo.sip.digest import ha1, parse_challenge, request_digest
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.headers import Headers
@@ -56,7 +58,7 @@ def sip_uri(text: str, what: str) -> SipUri:
 
 
 @dataclass(frozen=True)
-class Credentials:
+class Password:
     """A password for digest challenges; the user name is the AoR's user part."""
 
     password: str
@@ -82,7 +84,13 @@ class UserAgent:
         self.user_agent = user_agent
         self.on_message: Callable[[Incoming], None] | None = None
         self.stack = SipStack(None, timers, self._on_request)
-        local = "::1" if ":" in server.host else "127.0.0.1"
+        # Loopback toward a server on this machine (nothing else can reach the phone),
+        # every address toward another one.
+        family6 = ":" in server.host
+        if ipaddress.ip_address(server.host).is_loopback:
+            local = "::1" if family6 else "127.0.0.1"
+        else:
+            local = "::" if family6 else "0.0.0.0"
         self.transports = Transports([ListenSpec(server.transport, local, 0)],
                                      self.stack.receive, self.stack.on_framing_error, 262144)
         self.stack.transports = self.transports
@@ -119,7 +127,7 @@ class UserAgent:
     async def request(
         self, method: str, uri: SipUri, from_uri: SipUri, to_uri: SipUri,
         headers: list[tuple[str, str]], body: bytes = b"",
-        credentials: Credentials | None = None, call_id: str | None = None,
+        credentials: Password | None = None, call_id: str | None = None,
     ) -> Response:
         """Send one request (answering one digest challenge); its final response."""
         call_id = call_id or new_call_id("127.0.0.1")
@@ -177,7 +185,7 @@ def _cause(exc: BaseException) -> str:
 
 
 def _authorize(
-    response: Response, method: str, uri: str, from_uri: SipUri, credentials: Credentials
+    response: Response, method: str, uri: str, from_uri: SipUri, credentials: Password
 ) -> tuple[str, str] | None:
     """The Authorization header for the strongest challenge we can answer."""
     name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
@@ -198,21 +206,19 @@ def _authorize(
                 challenge.nonce, method, uri, qop=qop, nc="00000001", cnonce=cnonce)
         except (ValueError, KeyError):
             continue  # an algorithm we do not compute: try the next challenge
-        parts = [f'username="{user}"', f'realm="{challenge.realm}"',
-                 f'nonce="{challenge.nonce}"', f'uri="{uri}"', f'response="{digest}"',
-                 f"algorithm={challenge.algorithm}"]
-        if qop:
-            parts += [f"qop={qop}", "nc=00000001", f'cnonce="{cnonce}"']
-        if challenge.opaque is not None:
-            parts.append(f'opaque="{challenge.opaque}"')
-        header = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        return header, "Digest " + ", ".join(parts)
+        value = DigestCredentials(
+            username=user, realm=challenge.realm, nonce=challenge.nonce, uri=uri,
+            response=digest, algorithm=challenge.algorithm, qop=qop,
+            nc="00000001" if qop else None, cnonce=cnonce if qop else None,
+            opaque=challenge.opaque,
+        ).to_header()
+        return ("Authorization" if response.status == 401 else "Proxy-Authorization"), value
     return None
 
 
 async def send_message(
     agent: UserAgent, from_uri: SipUri, to_uri: SipUri, body: bytes, content_type: str,
-    credentials: Credentials | None = None,
+    credentials: Password | None = None,
 ) -> Response:
     """One MESSAGE (RFC 3428) to ``to_uri``; its final response."""
     return await agent.request(
@@ -222,7 +228,7 @@ async def send_message(
 
 async def register_and_wait(
     agent: UserAgent, aor: SipUri, expires: int, seconds: float | None,
-    credentials: Credentials | None, report: Callable[[str], None],
+    credentials: Password | None, report: Callable[[str], None],
 ) -> int:
     """Register ``aor`` at the agent's address, take MESSAGEs until ``seconds`` have
     passed (None: until SIGINT/SIGTERM), then remove the binding. Returns the

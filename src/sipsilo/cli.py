@@ -32,11 +32,13 @@ interrupted. Every error is a single line on stderr, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import importlib
 import inspect
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
@@ -484,15 +486,26 @@ def _agent_target(config: Config, transport: str, server: str | None) -> Any:
     if server is not None:
         try:
             host, port = parse_advertise(server)
-        except ValueError as exc:
+            host = _numeric(host)
+        except (ValueError, OSError) as exc:
             raise click.UsageError(f"--server {server}: {exc}") from None
         return Target(transport, host, port or 5060)
     for addr in config.server.listen:
         if addr.proto == transport:
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(addr.host, addr.host)
+            with contextlib.suppress(OSError):  # a listen hostname: its address
+                host = _numeric(host)
             return Target(transport, host, addr.port)
     raise click.UsageError(f"no {transport} address in server.listen: "
                            f"give --server HOST:PORT")
+
+
+def _numeric(host: str) -> str:
+    """The address of host (the stack sends to numeric addresses only); IPv4 first,
+    as "localhost" usually means 127.0.0.1 to a server's listen list."""
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    best = min(infos, key=lambda info: info[0] != socket.AF_INET)
+    return str(best[4][0])
 
 
 CLIENT_GRACE = 2.0  # seconds
@@ -511,9 +524,9 @@ def _agent(config: Config, transport: str, server: str | None) -> Any:
 
 
 def _credentials(password_stdin: bool) -> Any:
-    from sipsilo.agent import Credentials
+    from sipsilo.agent import Password
 
-    return Credentials(_read_password(True)) if password_stdin else None
+    return Password(_read_password(True)) if password_stdin else None
 
 
 def _agent_options(func: F) -> F:

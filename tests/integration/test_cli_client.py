@@ -77,7 +77,8 @@ def test_send_to_a_registered_phone_gets_its_answer(server: ServerProcess, trans
 
 
 def test_send_prints_a_refusal_and_exits_1(server: ServerProcess) -> None:
-    result = send(server, "udp", "--to", "bob@elsewhere.example", "hi")
+    result = send(server, "udp", "--to", "bob@elsewhere.example", "--server",
+                  f"localhost:{server.port}", "hi")
     assert (result.returncode, result.stdout, result.stderr) == (1, "403 Relaying denied\n", "")
 
 
