@@ -33,6 +33,7 @@ def quick_start_blocks() -> list[list[str]]:
             for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
 
 
+@pytest.mark.timeout(900)  # the first run installs .venv
 def test_readme_quick_start_and_walkthrough_as_written(tmp_path: Path) -> None:
     install, walkthrough = quick_start_blocks()
     serve_line = install[0].split("#")[0].strip()
