@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need (Debian: SIPp, sipsak, baresip, sipvicious; Python: the
-# package with its test extras) and run every check: ruff, mypy, pytest.
+# package with its test extras, in the project venv .venv) and run every check: ruff,
+# mypy, pytest. Arguments go to pytest (e.g. ./scripts/test.sh tests/test_cli.py).
 # This is the test command of the README's quick start; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +22,16 @@ if [ "${#need[@]}" -gt 0 ]; then
     fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+ensure_venv test
+# The tests start servers with sys.executable: the venv's, which runs this checkout.
+export PATH="$(dirname "$VENV_PY"):$PATH"
 
 echo "== ruff"
-python3 -m ruff check src tests examples
+"$VENV_PY" -m ruff check src tests examples
 echo "== mypy --strict (sip, transaction), mypy (the whole package)"
-python3 -m mypy --strict src/sipsilo/sip src/sipsilo/transaction
-python3 -m mypy src/sipsilo
+"$VENV_PY" -m mypy --strict src/sipsilo/sip src/sipsilo/transaction
+"$VENV_PY" -m mypy src/sipsilo
 echo "== pytest"
-python3 -m pytest -q -p no:cacheprovider "$@"
+"$VENV_PY" -m pytest -q -p no:cacheprovider "$@"

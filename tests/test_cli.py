@@ -83,13 +83,13 @@ def test_check_config_prints_effective_toml_that_reloads(good: Path, tmp_path: P
 @pytest.mark.parametrize(
     ("toml", "sets", "needle"),
     [
-        ("[tm]\nfr_timerr = 3\n", [], "config error: unknown key tm.fr_timerr"),
+        ("[tm]\nfr_timerr = 3\n", [], "sipsilo: error: unknown key tm.fr_timerr"),
         ('[msilo]\nexpire_time = "abc"\n', [],
-         'config error: msilo.expire_time: Input should be a valid integer (got "abc")'),
-        ('[msilo]\ndb_url = "foo://bar"\n', [], "config error: msilo.db_url: "),
+         'sipsilo: error: msilo.expire_time: Input should be a valid integer (got "abc")'),
+        ('[msilo]\ndb_url = "foo://bar"\n', [], "sipsilo: error: msilo.db_url: "),
         ('[server]\nlisten = ["udp:1.2.3:5060"]\n', [],
-         'config error: server.listen[0]: bad listen address "udp:1.2.3:5060"'),
-        ("", ["msilo.check_time=often"], "config error: msilo.check_time: "),
+         'sipsilo: error: server.listen[0]: bad listen address "udp:1.2.3:5060"'),
+        ("", ["msilo.check_time=often"], "sipsilo: error: msilo.check_time: "),
         ("[msilo\n", [], "invalid TOML"),
     ],
 )
@@ -109,7 +109,7 @@ def test_check_config_errors_exit_2_with_one_line(
 def test_check_config_missing_file() -> None:
     result = invoke("check-config", "/nonexistent/sipsilo.toml")
     assert result.exit_code == 2
-    assert one_error_line(result).startswith("config error: cannot read /nonexistent/")
+    assert one_error_line(result).startswith("sipsilo: error: cannot read /nonexistent/")
 
 
 def test_set_beats_env_beats_file(good: Path) -> None:
@@ -130,14 +130,14 @@ def test_env_error_exits_2() -> None:
     result = invoke("serve", env={"SIPSILO_MSILO__EXPIRE_TIME": "abc"})
     assert result.exit_code == 2
     assert one_error_line(result) == (
-        'config error: msilo.expire_time: Input should be a valid integer (got "abc")')
+        'sipsilo: error: msilo.expire_time: Input should be a valid integer (got "abc")')
 
 
 def test_usage_errors_are_one_line() -> None:
     result = invoke("serve", "--no-such-option")
     assert result.exit_code == 2
     line = one_error_line(result)
-    assert line.startswith("sipsilo serve: error: ") and "--no-such-option" in line
+    assert line.startswith("sipsilo: error: ") and "--no-such-option" in line
     result = invoke("silo", "show", "not-a-number")
     assert result.exit_code == 2
     assert "ID" in one_error_line(result)
@@ -317,6 +317,51 @@ def test_control_commands_send_the_documented_requests(
     assert one_error_line(result).startswith("sipsilo: error: cannot reach the running server")
 
 
+def test_empty_results_say_so_in_words_and_as_an_empty_json_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = types.ModuleType("sipsilo.silo.admin")
+    admin.list_messages = lambda config, aor: []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipsilo.silo.admin", admin)
+    client = types.ModuleType("sipsilo.control.client")
+    client.request = lambda config, message: []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipsilo.control.client", client)
+    auth = types.ModuleType("sipsilo.auth.admin")
+    auth.user_list = lambda config: []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipsilo.auth.admin", auth)
+    expected = {
+        ("silo", "list"): "no messages waiting",
+        ("silo", "list", "sip:bob@example.com"): "no messages waiting for sip:bob@example.com",
+        ("location", "list"): "no registrations",
+        ("location", "list", "sip:bob@example.com"): "no registrations for sip:bob@example.com",
+        ("user", "list"): "no users",
+    }
+    for args, text in expected.items():
+        result = invoke(*args)
+        assert (result.exit_code, result.stdout) == (0, text + "\n"), args
+        result = invoke("--json", *args)
+        assert (result.exit_code, result.stdout) == (0, "[]\n"), args
+
+
+def test_every_error_has_the_same_prefix(monkeypatch: pytest.MonkeyPatch, good: Path) -> None:
+    _fake_admin(monkeypatch)
+    lines = [
+        one_error_line(invoke("check-config", str(good), "--set", "tm.fr_timerr=1")),  # config
+        one_error_line(invoke("silo", "purge")),  # usage
+        one_error_line(invoke("silo", "show", "404")),  # runtime
+        one_error_line(invoke("send", "--from", "alice", "--to", "bob@example.com", "hi")),
+    ]
+    assert lines == [
+        "sipsilo: error: unknown key tm.fr_timerr (from --set tm.fr_timerr);"
+        " did you mean tm.fr_timer?",
+        "sipsilo: error: give exactly one of AOR, --expired or --all"
+        " (see 'sipsilo silo purge --help')",
+        "sipsilo: error: no stored message 404",
+        "sipsilo: error: --from: 'alice' has no user part (expected user@host)"
+        " (see 'sipsilo send --help')",
+    ]
+
+
 def test_config_options_decorator_is_reusable() -> None:
     @click.command()
     @config_options
@@ -359,4 +404,5 @@ def test_installed_script_config_error_has_no_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr == "config error: unknown key tm.fr_timerr\n"
+    assert proc.stderr == (
+        f"sipsilo: error: unknown key tm.fr_timerr (in {bad}); did you mean tm.fr_timer?\n")

@@ -227,19 +227,42 @@ def test_database_pool_sizes() -> None:
 def test_env_errors_name_the_key() -> None:
     assert error_of(env={"SIPSILO_MSILO__EXPIRE_TIME": "soon"}) == (
         'config error: msilo.expire_time: Input should be a valid integer (got "soon")')
-    assert error_of(env={"SIPSILO_TM__NOPE": "1"}) == "config error: unknown key tm.nope"
+    assert error_of(env={"SIPSILO_TM__NOPE": "1"}) == (
+        "config error: unknown key tm.nope (from environment variable SIPSILO_TM__NOPE)")
+
+
+def test_unknown_keys_say_where_they_came_from_and_the_nearest_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "[tm]\nfr_timerr = 3\n")
+    assert error_of(path=path) == (
+        f"config error: unknown key tm.fr_timerr (in {path}); did you mean tm.fr_timer?")
+    assert error_of(env={"SIPSILO_MSILO__EXPIRE_TIM": "1"}) == (
+        "config error: unknown key msilo.expire_tim (from environment variable"
+        " SIPSILO_MSILO__EXPIRE_TIM); did you mean msilo.expire_time?")
+    assert error_of("msillo.expire_time=1") == (
+        "config error: unknown key msillo.expire_time (from --set msillo.expire_time);"
+        " did you mean msilo.expire_time?")
+    # the right key in the wrong section
+    assert error_of("msilo.fr_timer=3") == (
+        "config error: unknown key msilo.fr_timer (from --set msilo.fr_timer);"
+        " did you mean tm.fr_timer?")
+    # the last layer that gave the key is named
+    assert error_of("tm.fr_timerr=1", path=path).startswith(
+        "config error: unknown key tm.fr_timerr (from --set tm.fr_timerr)")
+    assert error_of("nosuch.zzz=1") == (
+        "config error: unknown key nosuch.zzz (from --set nosuch.zzz)")
 
 
 def test_file_errors(tmp_path: Path) -> None:
-    assert error_of(path=write(tmp_path, "[tm]\nfr_timerr = 3\n")) == (
-        "config error: unknown key tm.fr_timerr")
+    path = write(tmp_path, "[tm]\nfr_timerr = 3\n")
+    assert error_of(path=path) == (
+        f"config error: unknown key tm.fr_timerr (in {path}); did you mean tm.fr_timer?")
     assert error_of(path=write(tmp_path, '[msilo]\nexpire_time = "60"\n')) == (
         'config error: msilo.expire_time: Input should be a valid integer (got "60")')
     assert "invalid TOML" in error_of(path=write(tmp_path, "[msilo\n"))
     assert error_of(path=write(tmp_path, "msilo = 3\n")).startswith(
         "config error: msilo: must be a table")
-    assert error_of(path=write(tmp_path, 'data_dir = "/x"\n')) == (
-        "config error: unknown key data_dir")
+    path = write(tmp_path, 'data_dir = "/x"\n')
+    assert error_of(path=path) == f"config error: unknown key data_dir (in {path})"
     assert error_of(path=str(tmp_path / "missing.toml")).startswith("config error: cannot read")
 
 

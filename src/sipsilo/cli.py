@@ -32,11 +32,13 @@ interrupted. Every error is a single line on stderr, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import importlib
 import inspect
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
@@ -46,12 +48,15 @@ import click
 
 from sipsilo import __version__, cli_format
 from sipsilo.config import Config, ConfigError, load_config
+from sipsilo.config_values import _LISTEN_PROTOS as LISTEN_PROTOS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: The one prefix of every error line: usage, configuration and runtime alike.
+ERROR_PREFIX = "sipsilo: error: "
 
 
 class CliError(click.ClickException):
@@ -79,18 +84,19 @@ class _OneLineErrors(click.Group):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ConfigError as exc:
-            code, line = EXIT_USAGE, exc.line
+            code, line = EXIT_USAGE, f"{ERROR_PREFIX}{exc.detail}"
         except click.UsageError as exc:
             path = exc.ctx.command_path if exc.ctx else "sipsilo"
             code = exc.exit_code
-            line = f"{path}: error: {exc.format_message().rstrip('.')} (see '{path} --help')"
+            line = (f"{ERROR_PREFIX}{exc.format_message().rstrip('.')}"
+                    f" (see '{path} --help')")
             # Bare "sipsilo" (click >= 8.2 raises NoArgsIsHelpError): the help
             # text is the answer, not an error line.
             if type(exc).__name__ == "NoArgsIsHelpError":
                 click.echo(exc.format_message(), err=True)
                 line = ""
         except click.ClickException as exc:
-            code, line = exc.exit_code, f"sipsilo: error: {exc.format_message()}"
+            code, line = exc.exit_code, f"{ERROR_PREFIX}{exc.format_message()}"
         except click.Abort:
             code, line = EXIT_INTERRUPTED, ""
         else:
@@ -215,10 +221,16 @@ def _json_wanted() -> bool:
     return bool(ctx and ctx.find_root().params.get("json_output"))
 
 
-def _emit(result: Any) -> None:
+def _emit(result: Any, empty: str = "none") -> None:
     """Print what an admin or control function returned: a table or aligned
-    lines for people, one JSON document per item with ``sipsilo --json``."""
+    lines for people, one JSON document per item with ``sipsilo --json``.
+
+    An empty list says so in words (*empty*), and ``[]`` in JSON: a blank line
+    or no output at all reads as "something went wrong"."""
     if result is None:
+        return
+    if isinstance(result, (list, tuple)) and not result:
+        click.echo("[]" if _json_wanted() else empty)
         return
     if not _json_wanted():
         click.echo(cli_format.as_text(result))
@@ -229,7 +241,7 @@ def _emit(result: Any) -> None:
         click.echo(cli_format.as_json(result))
 
 
-def _control(config: Config, message: dict[str, Any]) -> None:
+def _control(config: Config, message: dict[str, Any], empty: str = "none") -> None:
     request = _resolve("sipsilo.control.client", "request")
     try:
         result = _run(request, config, message)
@@ -239,7 +251,7 @@ def _control(config: Config, message: dict[str, Any]) -> None:
             raise CliError(f"cannot reach the running server at "
                            f"{config.control_socket_path()}: {exc.message}") from None
         raise
-    _emit(result)
+    _emit(result, empty)
 
 
 # --- commands -------------------------------------------------------------------
@@ -308,7 +320,8 @@ def location() -> None:
 @config_options
 def location_list(config: Config, aor: str | None) -> None:
     """List bindings, all or of one AOR."""
-    _control(config, {"cmd": "location.list", "aor": aor})
+    _control(config, {"cmd": "location.list", "aor": aor},
+             f"no registrations{f' for {aor}' if aor else ''}")
 
 
 @main.command()
@@ -330,7 +343,7 @@ def silo_list(config: Config, aor: str | None) -> None:
     """List stored messages, all or for one AOR."""
     rows = _call("sipsilo.silo.admin", "list_messages", config, aor)
     if _json_wanted() or not rows:
-        _emit(rows)
+        _emit(list(rows or ()), f"no messages waiting{f' for {aor}' if aor else ''}")
     else:
         _emit([cli_format.message_summary(r) for r in rows])
 
@@ -458,4 +471,148 @@ def user_remove(config: Config, aor: str) -> None:
 @config_options
 def user_list(config: Config) -> None:
     """List users (and which password hashes they have)."""
-    _emit(_call("sipsilo.auth.admin", "user_list", config))
+    _emit(_call("sipsilo.auth.admin", "user_list", config), "no users")
+
+
+# --- a client to try the server with ----------------------------------------------
+
+
+def _agent_target(config: Config, transport: str, server: str | None) -> Any:
+    """Where `send` / `register` talk to: --server, else the configured listen
+    address for that transport (a wildcard listen is reached on loopback)."""
+    from sipsilo.config import parse_advertise
+    from sipsilo.transport.flow import Target
+
+    if server is not None:
+        try:
+            host, port = parse_advertise(server)
+            host = _numeric(host)
+        except (ValueError, OSError) as exc:
+            raise click.UsageError(f"--server {server}: {exc}") from None
+        return Target(transport, host, port or 5060)
+    for addr in config.server.listen:
+        if addr.proto == transport:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(addr.host, addr.host)
+            with contextlib.suppress(OSError):  # a listen hostname: its address
+                host = _numeric(host)
+            return Target(transport, host, addr.port)
+    raise click.UsageError(f"no {transport} address in server.listen: "
+                           f"give --server HOST:PORT")
+
+
+def _numeric(host: str) -> str:
+    """The address of host (the stack sends to numeric addresses only); IPv4 first,
+    as "localhost" usually means 127.0.0.1 to a server's listen list."""
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    best = min(infos, key=lambda info: info[0] != socket.AF_INET)
+    return str(best[4][0])
+
+
+CLIENT_GRACE = 2.0  # seconds
+
+
+def _agent(config: Config, transport: str, server: str | None) -> Any:
+    from sipsilo.agent import UserAgent
+    from sipsilo.transaction.timers import TimerConfig
+
+    # A little longer than the server's own fr_timer: a MESSAGE it relays to a phone
+    # that does not answer is answered (202, stored) only when that timer fires.
+    timers = TimerConfig(fr_timer=config.tm.fr_timer + CLIENT_GRACE,
+                         fr_inv_timer=config.tm.fr_inv_timer, wt_timer=config.tm.wt_timer)
+    return UserAgent(_agent_target(config, transport, server), timers,
+                     config.server.user_agent or None)
+
+
+def _credentials(password_stdin: bool) -> Any:
+    from sipsilo.agent import Password
+
+    return Password(_read_password(True)) if password_stdin else None
+
+
+def _agent_options(func: F) -> F:
+    func = click.option(
+        "--password-stdin", is_flag=True,
+        help="Answer a digest challenge with the password on the first line of stdin.",
+    )(func)
+    func = click.option(
+        "--server", metavar="HOST[:PORT]",
+        help="The server to talk to [default: the configured listen address].",
+    )(func)
+    return click.option(
+        "--transport", "-t", type=click.Choice(LISTEN_PROTOS), default="udp", show_default=True,
+        help="Transport to the server.",
+    )(func)
+
+
+@main.command()
+@click.option("--from", "from_", required=True, metavar="USER@HOST", help="The sender.")
+@click.option("--to", "to", required=True, metavar="USER@HOST", help="The recipient.")
+@click.option("--content-type", default=None, metavar="TYPE",
+              help="Content type of the body [default: text/plain; charset=UTF-8].")
+@click.argument("text", required=False)
+@_agent_options
+@config_options
+def send(config: Config, from_: str, to: str, content_type: str | None, text: str | None,
+         transport: str, server: str | None, password_stdin: bool) -> None:
+    """Send one MESSAGE with TEXT (or standard input) and print the final answer.
+
+    Exit status 0 when the answer is 2xx (202: stored for an offline user), else 1.
+    """
+    from sipsilo.agent import AgentError, send_message, sip_uri
+
+    if text is None and password_stdin:
+        raise click.UsageError("give TEXT when the password comes on stdin")
+    try:
+        from_uri, to_uri = sip_uri(from_, "--from"), sip_uri(to, "--to")
+    except AgentError as exc:
+        raise click.UsageError(str(exc)) from None
+    if text is None and sys.stdin.isatty():
+        # Waiting silently for a body nobody is typing looks like a hang.
+        raise click.UsageError("give TEXT, or pipe the body on stdin")
+    body = text.encode() if text is not None else sys.stdin.buffer.read()
+    if not body:
+        raise click.UsageError("empty message: give TEXT or a body on stdin")
+    ctype = content_type or "text/plain; charset=UTF-8"
+    credentials = _credentials(password_stdin)
+
+    async def go() -> Any:
+        async with _agent(config, transport, server) as agent:
+            return await send_message(agent, from_uri, to_uri, body, ctype, credentials)
+
+    response = _run(go)
+    click.echo(f"{response.status} {response.reason}")
+    if not 200 <= response.status < 300:
+        sys.exit(EXIT_RUNTIME)
+
+
+@main.command()
+@click.argument("aor", metavar="USER@HOST")
+@click.option("--expires", type=click.IntRange(1, 86400), default=60, show_default=True,
+              help="Seconds the registration lasts (renew by running again).")
+@click.option("--for", "for_seconds", type=click.FloatRange(0, 86400), default=None,
+              metavar="SECONDS", help="Stay online this long, then unregister "
+              "[default: until Ctrl-C].")
+@_agent_options
+@config_options
+def register(config: Config, aor: str, expires: int, for_seconds: float | None,
+             transport: str, server: str | None, password_stdin: bool) -> None:
+    """Be USER's phone: register, print the MESSAGEs that arrive, unregister at the end.
+
+    Stored messages are delivered as soon as the registration is in place.
+    """
+    from sipsilo.agent import AgentError, register_and_wait, sip_uri
+
+    try:
+        uri = sip_uri(aor, "USER@HOST")
+    except AgentError as exc:
+        raise click.UsageError(str(exc)) from None
+    if for_seconds is not None and for_seconds > expires:
+        expires = int(for_seconds) + 1  # the binding must last as long as we stay
+    credentials = _credentials(password_stdin)
+
+    async def go() -> Any:
+        async with _agent(config, transport, server) as agent:
+            return await register_and_wait(agent, uri, expires, for_seconds, credentials,
+                                           click.echo)
+
+    _run(go)

@@ -14,6 +14,7 @@ since TOML, the environment and the command line have no null.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -416,20 +417,46 @@ def load_config(
     ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment.
     """
     merged: dict[str, Any] = {}
+    origin: dict[tuple[str, str], str] = {}  # (section, key) -> where the last value came from
     if path is not None:
-        _merge(merged, _read_file(path))
-    _merge(merged, _env_layer(os.environ if env is None else env))
-    _merge(merged, _set_layer(sets))
-    for name in merged:
+        layer = _read_file(path)
+        _merge(merged, layer)
+        for section, table in layer.items():
+            for key in table if isinstance(table, dict) else ("",):
+                origin[(section, key)] = f"in {os.fspath(path)}"
+    _merge(merged, _env_layer(os.environ if env is None else env, origin))
+    _merge(merged, _set_layer(sets, origin))
+    for name, table in merged.items():
         if name not in SECTIONS:
-            raise ConfigError(f"unknown key {name}")
+            key = next(iter(table), "") if isinstance(table, dict) and table else ""
+            raise ConfigError(_unknown_key(name, key, origin))
     base = Path(data_dir).expanduser() if data_dir is not None else Path.cwd()
     try:
         return Config.model_validate({**merged, "data_dir": base.absolute()})
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(_format_error(errors[0]) + more) from None
+        raise ConfigError(_format_error(errors[0], origin) + more) from None
+
+
+def _unknown_key(section: str, key: str, origin: Mapping[tuple[str, str], str]) -> str:
+    """"unknown key a.b (in FILE / from --set / from the environment); did you mean a.c?"."""
+    name = f"{section}.{key}" if key else section
+    where = origin.get((section, key)) or origin.get((section, ""))
+    text = f"unknown key {name}" + (f" ({where})" if where else "")
+    known = [f"{s}.{k}" for s in SECTIONS for k in _section_keys(s)]
+    pool = known if key else list(SECTIONS)
+    nearest = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if not nearest and key:
+        # A right key in the wrong section (msilo.fr_timer) is a common slip too.
+        nearest = [k for k in known if k.endswith("." + key)][:1]
+    return text + (f"; did you mean {nearest[0]}?" if nearest else "")
+
+
+def _section_keys(section: str) -> list[str]:
+    model = Config.model_fields[section].annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(
+        model, BaseModel) else []
 
 
 def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -444,7 +471,9 @@ def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{os.fspath(path)}: invalid TOML: not UTF-8") from None
 
 
-def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _env_layer(
+    env: Mapping[str, str], origin: dict[tuple[str, str], str] | None = None
+) -> dict[str, dict[str, Any]]:
     layer: dict[str, dict[str, Any]] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
@@ -453,10 +482,14 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if not section or not key:
             raise ConfigError(f"environment variable {name}: expected SIPSILO_SECTION__KEY")
         layer.setdefault(section.lower(), {})[key.lower()] = parse_cli_value(raw)
+        if origin is not None:
+            origin[(section.lower(), key.lower())] = f"from environment variable {name}"
     return layer
 
 
-def _set_layer(sets: Iterable[str]) -> dict[str, dict[str, Any]]:
+def _set_layer(
+    sets: Iterable[str], origin: dict[tuple[str, str], str] | None = None
+) -> dict[str, dict[str, Any]]:
     layer: dict[str, dict[str, Any]] = {}
     for item in sets:
         name, eq, raw = item.partition("=")
@@ -464,6 +497,8 @@ def _set_layer(sets: Iterable[str]) -> dict[str, dict[str, Any]]:
         if not eq or not dot or not section or not key:
             raise ConfigError(f"--set {quote(item)}: expected section.key=value")
         layer.setdefault(section.lower(), {})[key.lower()] = parse_cli_value(raw.strip())
+        if origin is not None:
+            origin[(section.lower(), key.lower())] = f"from --set {name.strip()}"
     return layer
 
 
@@ -488,7 +523,9 @@ def _loc(parts: Iterable[int | str]) -> str:
     return text
 
 
-def _format_error(err: ErrorDetails) -> str:
+def _format_error(
+    err: ErrorDetails, origin: Mapping[tuple[str, str], str] | None = None
+) -> str:
     parts: list[int | str] = list(err["loc"])
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, KeyedValueError):
@@ -496,6 +533,8 @@ def _format_error(err: ErrorDetails) -> str:
     key = _loc(parts) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
+        if len(parts) == 2:
+            return _unknown_key(str(parts[0]), str(parts[1]), origin or {})
         return f"unknown key {key}"
     if kind == "model_type":
         return f"{key}: must be a table [{key}] (got {_short(err['input'])})"

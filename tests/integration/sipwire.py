@@ -79,6 +79,18 @@ def headers(message: str | bytes, name: str) -> list[str]:
     return out
 
 
+def answer(message: str | bytes, status: int = 200, reason: str = "OK") -> bytes:
+    """The final response a UAS sends to a request it got (Vias, From, Call-ID, CSeq
+    copied, a To tag added): a test target answers what the server relays to it, so
+    that no transaction is left waiting for fr_timer when the server stops."""
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += [f"Via: {via}" for via in headers(message, "Via")]
+    lines += [f"From: {header(message, 'From')}", f"To: {header(message, 'To')};tag=testuas",
+              f"Call-ID: {header(message, 'Call-ID')}", f"CSeq: {header(message, 'CSeq')}",
+              "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 def request(
     port: int,
     *,

@@ -198,3 +198,7 @@ def test_we_adopt_a_database_created_by_kamailio(tmp_path: Path) -> None:
     # Kamailio's INSERT keeps working after our columns were added.
     kamailio_insert(c, username="carol")
     assert migrate(c, "sqlite", "silo") == (LATEST_VERSION, LATEST_VERSION)
+    # ...and, in the rebuilt table, never gets an id back that was used before.
+    top = kamailio_insert(c, username="dave")
+    assert c.execute(K_DELETE_ID, (top,)).rowcount == 1
+    assert kamailio_insert(c, username="erin") == top + 1

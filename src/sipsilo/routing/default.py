@@ -20,6 +20,7 @@ three differences a production server needs:
 from __future__ import annotations
 
 from sipsilo.routing.context import RouteContext
+from sipsilo.sip.message import failure_words
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER"
 
@@ -49,11 +50,9 @@ async def route(ctx: RouteContext) -> None:
             if not await ctx.auth_check():
                 return
             await ctx.save("location")
-            ctx.log("REGISTER received -> dumping messages with MSILO")
+            # m_dump starts the delivery; it logs each message it delivers
             if await ctx.m_dump():
-                ctx.log("MSILO: offline messages dumped - if they were")
-            else:
-                ctx.log("MSILO: no offline messages dumped")
+                ctx.log("registered: stored messages for this user are delivered now")
             return
 
         if ctx.method == "OPTIONS" and ctx.request_uri_has_no_user():
@@ -70,24 +69,23 @@ async def route(ctx: RouteContext) -> None:
             if ctx.method != "MESSAGE":
                 ctx.t_reply(404, "Not Found")
                 return
-            ctx.log("MESSAGE received -> storing using MSILO")
             if await ctx.m_store("0"):
-                ctx.log("MSILO: offline message stored")
+                ctx.log("recipient not registered: message stored (202)")
                 ctx.t_reply(202, "Accepted")
-            else:
-                ctx.log("MSILO: offline message NOT stored")
-                ctx.t_reply(503, "Service Unavailable")
+            elif ctx.t_reply(503, "Service Unavailable"):
+                ctx.log("recipient not registered and the message could not be stored (503)")
             return
 
         # online, but messages stored earlier are not delivered yet: a relayed
         # MESSAGE would overtake them, so it is stored behind them (and the
         # delivery to the contact is started or extended)
         if ctx.method == "MESSAGE" and await ctx.m_pending():
-            ctx.log("MESSAGE received while stored ones are pending -> storing using MSILO")
             if await ctx.m_store("1"):
+                ctx.log("stored messages are still being delivered: message stored behind"
+                        " them (202)")
                 ctx.t_reply(202, "Accepted")
-            else:
-                ctx.t_reply(503, "Service Unavailable")
+            elif ctx.t_reply(503, "Service Unavailable"):
+                ctx.log("message could not be stored behind the pending ones (503)")
             return
 
         # if the downstream UA does not support MESSAGE requests
@@ -113,11 +111,11 @@ async def failure_route_1(ctx: RouteContext) -> None:
     # forwarding failed -- check if the request was a MESSAGE
     if ctx.method != "MESSAGE":
         return
-    ctx.log("MSILO: the downstream UA doesn't support MESSAGEs")
+    reply = ctx.failed_reply
+    what = failure_words(reply) if reply is not None else "failed"
     # we have changed the R-URI with the contact address, ignore it now
     if await ctx.m_store("1"):
-        ctx.log("MSILO: offline message stored")
+        ctx.log(f"recipient's phone {what}: message stored for the next REGISTER (202)")
         ctx.t_reply(202, "Accepted")
-    else:
-        ctx.log("MSILO: offline message NOT stored")
-        ctx.t_reply(503, "Service Unavailable")
+    elif ctx.t_reply(503, "Service Unavailable"):
+        ctx.log(f"recipient's phone {what}, and the message could not be stored (503)")

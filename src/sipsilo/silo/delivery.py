@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from sipsilo.metrics import Counters
 from sipsilo.silo.compose import delivery_request
 from sipsilo.silo.store import SiloStore, StoredMessage, StoreError
-from sipsilo.sip.message import Request, Response
+from sipsilo.sip.message import Request, Response, failure_words
 from sipsilo.sip.uri import SipUri
 from sipsilo.transport.flow import Target
 
@@ -217,16 +217,16 @@ class DeliveryEngine:
                 self._counters.inc("failed_messages")
                 if is_temporary(response.status):
                     log.info(
-                        "delivery of message %s to %s failed with %s %s (temporary);"
+                        "delivery of message %s failed: %s %s, a temporary failure;"
                         " it and the rest are kept for the next REGISTER",
-                        msg.id, target.request_uri, response.status, response.reason,
+                        msg.id, target.request_uri, failure_words(response),
                     )
                     go_on = False
                     break
                 log.warning(
-                    "delivery of message %s to %s rejected with %s %s (permanent);"
+                    "delivery of message %s failed: %s %s, a permanent failure;"
                     " kept for the next REGISTER, delivering the next ones",
-                    msg.id, target.request_uri, response.status, response.reason,
+                    msg.id, target.request_uri, failure_words(response),
                 )
                 worker.skipped.append(msg.id)
         finally:

@@ -100,7 +100,9 @@ def column_type(col: Column, dialect: Dialect) -> str:
     """The column type as Kamailio's own DDL for *dialect* spells it."""
     if col.kind == "id":
         return {
-            "sqlite": "INTEGER PRIMARY KEY",
+            # AUTOINCREMENT: an id is never handed out again after its row was
+            # deleted, so "message 7" in a log or an admin command means one message.
+            "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
             "mysql": "INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY",
             "postgresql": "SERIAL PRIMARY KEY",
         }[dialect]
@@ -322,6 +324,40 @@ def _v2_message_key(ctx: MigrationContext) -> None:
     for name, sql in v2_index_sql(ctx.table, ctx.dialect):
         if name not in have:
             ctx.execute(sql)
+_SQLITE_ID = re.compile(r"\bid\s+INTEGER\s+PRIMARY\s+KEY\b(?!\s+AUTOINCREMENT)", re.IGNORECASE)
+_CREATE_HEAD = re.compile(r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:\"[^\"]+\"|\w+)",
+                          re.IGNORECASE)
+
+
+def _v3_sqlite_ids_never_reused(ctx: MigrationContext) -> None:
+    """SQLite: rebuild a silo table without AUTOINCREMENT so that ids are never reused.
+
+    Without it SQLite hands out max(id) + 1, so once the newest message is delivered
+    its id comes back for the next one. MySQL (AUTO_INCREMENT) and PostgreSQL
+    (SERIAL) never reuse ids. SQLite cannot change a column in place: the table is
+    copied into one created from its own DDL plus AUTOINCREMENT (so every column,
+    ours or Kamailio's, stays as it is), the indexes are recreated, and the sequence
+    starts above the highest id present. Kamailio's SQL reads the table as before.
+    """
+    if ctx.dialect != "sqlite":
+        return
+    ctx.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (ctx.table,))
+    row = ctx.cur.fetchone()
+    ddl = str(row[0]) if row else ""
+    if not _SQLITE_ID.search(ddl):
+        return  # already AUTOINCREMENT (created so by step 1), or not ours to change
+    ctx.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+                " AND sql IS NOT NULL", (ctx.table,))
+    indexes = [str(r[0]) for r in ctx.cur.fetchall()]
+    rebuilt = f"{ctx.table}_rebuild"
+    ctx.execute(f"DROP TABLE IF EXISTS {rebuilt}")
+    ctx.execute(_CREATE_HEAD.sub(f"CREATE TABLE {rebuilt}", _SQLITE_ID.sub(
+        "id INTEGER PRIMARY KEY AUTOINCREMENT", ddl, count=1), count=1))
+    ctx.execute(f"INSERT INTO {rebuilt} SELECT * FROM {ctx.table}")
+    ctx.execute(f"DROP TABLE {ctx.table}")
+    ctx.execute(f"ALTER TABLE {rebuilt} RENAME TO {ctx.table}")
+    for sql in indexes:
+        ctx.execute(sql)
 
 
 #: Ordered; append new steps here.  A step runs once, in the runner's transaction, and the
@@ -329,6 +365,8 @@ def _v2_message_key(ctx: MigrationContext) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create Kamailio silo v8 table plus delivery columns and indexes", _v1_create),
     Migration(2, "unique message key (idempotent store) and sender index", _v2_message_key),
+    Migration(3, "SQLite: message ids are never reused (AUTOINCREMENT)",
+              _v3_sqlite_ids_never_reused),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -320,3 +320,20 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def failure_words(response: Response) -> str:
+    """A failed final answer in a log's words, telling apart what the far end said
+    from what the local transaction concluded for lack of an answer.
+
+    Every answer a UAS sends for a non-100 status carries a To tag (RFC 3261
+    §8.2.6.2); the answers a client transaction makes up itself (timer F's 408,
+    a transport failure's 503, an unsendable message's 513) are built from the
+    request, which had none.
+    """
+    status, reason = response.status, response.reason
+    if "To" in response.headers and not _has_tag(response, response._required("To")):
+        if status == 408:
+            return "did not answer in time (timeout)"
+        return f"could not be reached ({status} {reason})"
+    return f"refused it with {status} {reason}"

@@ -35,6 +35,7 @@ from sipsilo.transport.stream import (
     peer_key,
     unpinned,
 )
+from sipsilo.transport.udp import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +284,13 @@ class TcpListener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         local = (self.host, self.port)
-        self._server = await loop.create_server(
-            lambda: TcpConnection(self._registry, local, inbound=True),
-            self.host, self.port, reuse_address=True,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: TcpConnection(self._registry, local, inbound=True),
+                self.host, self.port, reuse_address=True,
+            )
+        except OSError as exc:
+            raise ListenError("tcp", self.host, self.port, exc) from None
         if not self.port:
             self.port = self._server.sockets[0].getsockname()[1]
 

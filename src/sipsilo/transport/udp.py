@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from sipsilo.sip.uri import format_host
 from sipsilo.transport.flow import Flow
 
 log = logging.getLogger(__name__)
@@ -40,14 +43,41 @@ def bind_udp(host: str, port: int) -> socket.socket:
     """A bound, non-blocking UDP socket with large buffers (a listener's)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # No SO_REUSEADDR: UDP has no TIME_WAIT to skip, and on Linux it would let a
+    # second server bind the same port silently and take the first one's traffic.
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         # A kernel that caps the size gives less, which is fine.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF_BYTES)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError("udp", host, port, exc) from None
     sock.setblocking(False)
     return sock
+
+
+class ListenError(Exception):
+    """A listen address that cannot be bound: says which, why, and what to change."""
+
+    def __init__(self, proto: str, host: str, port: int, exc: OSError) -> None:
+        self.proto, self.host, self.port = proto, host, port
+        addr = f"{proto}:{format_host(host)}:{port}"
+        other = f"{proto}:{format_host(host)}:{port + 10 if port < 65526 else port - 10}"
+        # asyncio words it "error while attempting to bind on address ...": the errno's
+        # own text is what a user recognises.
+        reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+        if exc.errno == errno.EADDRINUSE:
+            hint = (f"another server (another sipsilo?) is using it; stop that one, or give "
+                    f"server.listen another port (e.g. \"{other}\")")
+        elif exc.errno == errno.EACCES:
+            hint = "ports below 1024 need root (or CAP_NET_BIND_SERVICE); pick a port >= 1024"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = "that is not an address of this machine; fix server.listen"
+        else:
+            hint = "check server.listen"
+        super().__init__(f"cannot listen on {addr}: {reason}: {hint}")
 
 
 class UdpListener(asyncio.DatagramProtocol):

@@ -1,0 +1,279 @@
+"""A small SIP user agent for the command line: ``sipsilo send`` and ``sipsilo register``.
+
+A newcomer wants to try the silo without a softphone: write to bob while he is
+offline, then bring a phone of his online and see what he missed. This module is
+that phone and that sender. It is the server's own stack (transactions,
+retransmissions, TCP connections) on an ephemeral loopback listener, so it
+behaves on the wire like any user agent and needs no code of its own for SIP.
+
+Transports are named as in ``[server] listen``, and the client offers every one the
+server can listen on (TLS and WebSocket come with their listeners).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sipsilo.config_values import _LISTEN_PROTOS
+from sipsilo.sip.digest import Credentials as DigestCredentials
+from sipsilo.sip.digest import ha1, parse_challenge, request_digest
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.headers import Headers
+from sipsilo.sip.ids import new_call_id, new_tag
+from sipsilo.sip.message import Request, Response
+from sipsilo.sip.uri import SipUri, format_host
+from sipsilo.stack.core import SipStack
+from sipsilo.stack.handles import ServerTransaction
+from sipsilo.transaction.timers import TimerConfig
+from sipsilo.transport.flow import Target
+from sipsilo.transport.manager import ListenSpec, Transports
+
+#: What ``--transport`` accepts: every transport the server can listen on.
+TRANSPORTS: tuple[str, ...] = _LISTEN_PROTOS
+
+
+class AgentError(Exception):
+    """A failure the user can act on (server unreachable, no answer, bad URI)."""
+
+
+def sip_uri(text: str, what: str) -> SipUri:
+    """``bob@host`` or ``sip:bob@host`` as a SIP URI with a user part."""
+    value = text.strip()
+    if not value.lower().startswith(("sip:", "sips:")):
+        value = "sip:" + value
+    try:
+        uri = SipUri.parse(value)
+    except ParseError:
+        raise AgentError(f"{what}: not a SIP address {text!r} (expected user@host)") from None
+    if not uri.user:
+        raise AgentError(f"{what}: {text!r} has no user part (expected user@host)")
+    return uri
+
+
+@dataclass(frozen=True)
+class Password:
+    """A password for digest challenges; the user name is the AoR's user part."""
+
+    password: str
+
+
+@dataclass
+class Incoming:
+    """A MESSAGE the agent received (and answered 200)."""
+
+    sender: str
+    date: str | None
+    content_type: str
+    body: bytes
+
+
+class UserAgent:
+    """One stack on a loopback listener, talking to one server."""
+
+    def __init__(self, server: Target, timers: TimerConfig, user_agent: str | None) -> None:
+        if server.transport not in TRANSPORTS:
+            raise AgentError(f"transport {server.transport} is not supported by this client")
+        self.server = server
+        self.user_agent = user_agent
+        self.on_message: Callable[[Incoming], None] | None = None
+        self.stack = SipStack(None, timers, self._on_request)
+        # Loopback toward a server on this machine (nothing else can reach the phone),
+        # every address toward another one.
+        family6 = ":" in server.host
+        if ipaddress.ip_address(server.host).is_loopback:
+            local = "::1" if family6 else "127.0.0.1"
+        else:
+            local = "::" if family6 else "0.0.0.0"
+        self.transports = Transports([ListenSpec(server.transport, local, 0)],
+                                     self.stack.receive, self.stack.on_framing_error, 262144)
+        self.stack.transports = self.transports
+        self._conn_id: int | None = None
+        self._cseq = 0
+
+    async def __aenter__(self) -> UserAgent:
+        await self.transports.start()
+        if self.server.reliable:
+            # Connect first: "connection refused" is the one thing a user must hear
+            # about at once, not as a synthetic 503 after the request.
+            try:
+                conn = await self.transports.tcp.connect(self.server.host, self.server.port)
+            except (ConnectionError, OSError) as exc:
+                raise AgentError(f"cannot reach the server at {self.server}: "
+                                 f"{_cause(exc)} (is it running?)") from None
+            self._conn_id = conn.id
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stack.aclose()
+        self.transports.close()
+
+    @property
+    def contact(self) -> str:
+        proto, host, port = self.transports.bound()[0]
+        param = "" if proto == "udp" else f";transport={proto}"
+        return f"{format_host(host)}:{port}{param}"
+
+    def _target(self) -> Target:
+        s = self.server
+        return Target(s.transport, s.host, s.port, conn_id=self._conn_id)
+
+    async def request(
+        self, method: str, uri: SipUri, from_uri: SipUri, to_uri: SipUri,
+        headers: list[tuple[str, str]], body: bytes = b"",
+        credentials: Password | None = None, call_id: str | None = None,
+    ) -> Response:
+        """Send one request (answering one digest challenge); its final response."""
+        call_id = call_id or new_call_id("127.0.0.1")
+        tag = new_tag()
+        authorization: tuple[str, str] | None = None
+        for _ in range(2):
+            self._cseq += 1
+            h = Headers()
+            h.add("Max-Forwards", "70")
+            h.add("From", f"<{from_uri}>;tag={tag}")
+            h.add("To", f"<{to_uri}>")
+            h.add("Call-ID", call_id)
+            h.add("CSeq", f"{self._cseq} {method}")
+            for name, value in headers:
+                h.add(name, value)
+            if authorization is not None:
+                h.add(*authorization)
+            if self.user_agent:
+                h.add("User-Agent", self.user_agent)
+            timed_out: list[bool] = []
+            response = await self.stack.send_request(
+                Request(method, uri, h, body), self._target(),
+                on_timeout=functools.partial(timed_out.append, True))
+            if timed_out:
+                raise AgentError(f"no answer from the server at {self.server} within "
+                                 f"{self.stack.timers.fr_timer:g} s (is it running?)")
+            if response.status not in (401, 407) or credentials is None or authorization:
+                return response
+            authorization = _authorize(response, method, str(uri), from_uri, credentials)
+            if authorization is None:
+                return response
+        return response
+
+    def _on_request(self, handle: ServerTransaction) -> None:
+        request = handle.request
+        if request.method == "MESSAGE":
+            if self.on_message is not None:
+                self.on_message(Incoming(
+                    sender=str(request.from_.uri), date=request.headers.get("Date"),
+                    content_type=request.content_type or "text/plain", body=request.body))
+            handle.reply(200, "OK")
+        elif request.method in ("OPTIONS", "NOTIFY"):
+            handle.reply(200, "OK")
+        elif request.method != "ACK":
+            handle.reply(405, "Method Not Allowed", headers=[("Allow", "MESSAGE, OPTIONS")])
+
+
+def _cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio words it "Connect call failed (...)"; the errno's text is the news.
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def _authorize(
+    response: Response, method: str, uri: str, from_uri: SipUri, credentials: Password
+) -> tuple[str, str] | None:
+    """The Authorization header for the strongest challenge we can answer."""
+    name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+    for value in response.headers.get_all(name):
+        try:
+            challenge = parse_challenge(value)
+        except ParseError:
+            continue
+        if challenge.qop and "auth" not in challenge.qop:
+            continue
+        qop = "auth" if challenge.qop else None
+        cnonce = new_tag()
+        user = from_uri.user or ""
+        try:
+            digest = request_digest(
+                challenge.algorithm, ha1(challenge.algorithm, user, challenge.realm,
+                                         credentials.password),
+                challenge.nonce, method, uri, qop=qop, nc="00000001", cnonce=cnonce)
+        except (ValueError, KeyError):
+            continue  # an algorithm we do not compute: try the next challenge
+        value = DigestCredentials(
+            username=user, realm=challenge.realm, nonce=challenge.nonce, uri=uri,
+            response=digest, algorithm=challenge.algorithm, qop=qop,
+            nc="00000001" if qop else None, cnonce=cnonce if qop else None,
+            opaque=challenge.opaque,
+        ).to_header()
+        return ("Authorization" if response.status == 401 else "Proxy-Authorization"), value
+    return None
+
+
+async def send_message(
+    agent: UserAgent, from_uri: SipUri, to_uri: SipUri, body: bytes, content_type: str,
+    credentials: Password | None = None,
+) -> Response:
+    """One MESSAGE (RFC 3428) to ``to_uri``; its final response."""
+    return await agent.request(
+        "MESSAGE", to_uri, from_uri, to_uri, [("Content-Type", content_type)], body,
+        credentials)
+
+
+async def register_and_wait(
+    agent: UserAgent, aor: SipUri, expires: int, seconds: float | None,
+    credentials: Password | None, report: Callable[[str], None],
+) -> int:
+    """Register ``aor`` at the agent's address, take MESSAGEs until ``seconds`` have
+    passed (None: until SIGINT/SIGTERM), then remove the binding. Returns the
+    number of messages received."""
+    received = 0
+
+    def on_message(msg: Incoming) -> None:
+        nonlocal received
+        received += 1
+        text = msg.body.decode("utf-8", "replace").rstrip("\r\n")
+        if not msg.content_type.lower().startswith("text/"):
+            text = f"({msg.content_type}, {len(msg.body)} bytes)"
+        report(f"message from {msg.sender}: {text}")
+
+    agent.on_message = on_message
+    contact = f"<sip:{aor.user}@{agent.contact}>"
+    call_id = new_call_id("127.0.0.1")
+    registrar = SipUri.parse(f"sip:{format_host(aor.host)}" +
+                             (f":{aor.port}" if aor.port else ""))
+
+    async def register(seconds_valid: int) -> Response:
+        return await agent.request(
+            "REGISTER", registrar, aor, aor,
+            [("Contact", contact), ("Expires", str(seconds_valid))], b"", credentials, call_id)
+
+    response = await register(expires)
+    if not 200 <= response.status < 300:
+        hint = ""
+        if response.status in (401, 407):
+            hint = (" (wrong password?)" if credentials is not None else
+                    " (authentication is on: give the password with --password-stdin)")
+        raise AgentError(f"registration refused: {response.status} {response.reason}{hint}")
+    report(f"registered {aor} at {contact.strip('<>')} for {expires} s; "
+           + ("waiting for messages (Ctrl-C to stop)" if seconds is None
+              else f"waiting {seconds:g} s for messages"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+    response = await register(0)
+    report(f"unregistered {aor} ({received} message{'' if received == 1 else 's'} received)")
+    return received
