@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import ServerProcess
+from tests.silo.sqlservers import create_database, drop_database, server_url
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +33,12 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 @pytest.fixture
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server()
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh PostgreSQL database (its URL), dropped afterwards."""
+    server_url("postgresql")  # skip (or fail under CI) when the server is down
+    url, name = asyncio.run(create_database("postgresql"))
+    yield url
+    asyncio.run(drop_database("postgresql", name))

@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.integration.harness import ServerProcess
 from tests.integration.sipwire import header, status_line
 from tests.integration.test_proxy_forking import Ua, register, request
-from tests.silo.sqlservers import create_database, drop_database, server_url
 
 TABLE = "silo"
 
-
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    server_url("postgresql")  # skip (or fail under CI) when the server is down
-    url, name = asyncio.run(create_database("postgresql"))
-    yield url
-    asyncio.run(drop_database("postgresql", name))
 
 
 def _final(ua: Ua, seconds: float) -> str:
