@@ -69,3 +69,10 @@ def silo_backend(request: pytest.FixtureRequest) -> Iterator[SiloBackend]:
         yield SiloBackend(request.param, url)
     finally:
         asyncio.run(drop_database(request.param, name))
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh PostgreSQL database (its URL), dropped afterwards."""
+    server_url("postgresql")  # skip (or fail under CI) when the server is down
+    url, name = asyncio.run(create_database("postgresql"))
+    yield url
+    asyncio.run(drop_database("postgresql", name))

@@ -10,7 +10,11 @@ Any other request (MESSAGE, OPTIONS, ...) goes to every branch at once
 (parallel forking): the first 2xx is forwarded at once, otherwise the best
 answer when all have answered; the whole relay takes at most ``fr_timer``, so
 a failure route (storing the MESSAGE) answers before the sender's timer F
-gives up.
+gives up. A 6xx does not end a parallel fork while another branch may still
+answer 2xx (§16.7 lets a proxy wait): the failure route would store the
+MESSAGE and answer 202 while that other phone goes on to accept it -- two
+copies. The fork ends with a failure only once every branch has failed (or
+``fr_timer`` is up).
 
 Provisional answers other than 100 are passed upstream as they come. When
 every branch failed, a failure hook (the seed's `failure_route[1]`) may answer
@@ -219,7 +223,7 @@ class Relay:
                     if 200 <= response.status < 300 and tx.final is None:
                         tx.respond(self._upstream(response))
                     pending.responses.append(response)
-                if tx.final is not None or any(r.status >= 600 for r in pending.responses):
+                if tx.final is not None:
                     break
         finally:
             for fut in waiting:
