@@ -164,6 +164,7 @@ class Server:
         setup = await start_auth(cfg)
         self.services.auth, self.services.auth_auto = setup.auth, setup.auto
         self.subscribers = setup.subscribers
+        self.auth_state = setup.state
         self.dispatcher = Dispatcher(self.services, route)
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response
@@ -254,6 +255,9 @@ class Server:
         subscribers = getattr(self, "subscribers", None)
         if subscribers is not None:
             await subscribers.aclose()
+        auth_state = getattr(self, "auth_state", None)
+        if auth_state is not None:
+            await auth_state.aclose()
 
     # ------------------------------------------------------------ periodic jobs
     async def _expire_bindings(self) -> None:
