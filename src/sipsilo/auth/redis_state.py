@@ -122,7 +122,7 @@ class RedisState:
         name = self._prefix + "fail:" + key
 
         def hmget() -> Awaitable[list[Any]]:
-            return self._redis.hmget(name, ["n", "t"])  # type: ignore[return-value]
+            return self._redis.hmget(name, ["n", "t"])
 
         n, t = await self._call(hmget)
         if n is None or t is None:
