@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import pytest
 
 from sipsilo.sip.digest import Credentials, ha1, parse_challenge, request_digest
 from tests.integration.harness import ServerProcess, free_port
-from tests.integration.test_auth import add_user, status
+from tests.integration.test_auth import Client, add_user, status
 
 Make = Callable[..., ServerProcess]
 DOMAIN = "sipsilo.test"
@@ -207,3 +208,58 @@ def test_a_redis_outage_refuses_logins_with_one_log_line_and_recovers(
         if redis.poll() is None:
             redis.terminate()
             redis.wait(10)
+
+
+# With [server] workers = 2 a request goes to the worker of its *target* user
+# (workers.keys): bob's MESSAGEs to carol reach worker 1, those to dave worker 0
+# (see test_workers.py). bob's guesses as the sender spread over both.
+CAROL, DAVE = "carol", "dave"
+
+
+def two_workers(make_server: Make, tmp_path: Path, **settings: Any) -> ServerProcess:
+    data = tmp_path / "workers"
+    add_user(data, "bob@127.0.0.1", "secret")
+    port = free_port()
+    return make_server(data_dir=data, port=port, **{
+        "server.workers": 2, "server.listen": [f"udp:127.0.0.1:{port}"],
+        "auth.enabled": True, **settings})
+
+
+def message(c: Client, to: str, password: str | None, nc: int = 1,
+            challenge: str | None = None) -> str:
+    """bob's MESSAGE to *to*: answered with *password* (a fresh challenge unless given)."""
+    if password is None:
+        return c.send("MESSAGE", "bob", to=to, body="hi", call_id=f"w-{to}-{c.seq}")
+    challenge = challenge or message(c, to, None)
+    assert status(challenge) == 407, challenge
+    auth = c.credentials(challenge, "MESSAGE", "bob", password, nc=nc, to=to)
+    return c.send("MESSAGE", "bob", to=to, auth=auth, body="hi", call_id=f"w-{to}-{c.seq}")
+
+
+def test_workers_without_redis_share_one_failure_budget(
+        make_server: Make, tmp_path: Path) -> None:
+    assert zlib.crc32(CAROL.encode()) % 2 != zlib.crc32(DAVE.encode()) % 2
+    server = two_workers(make_server, tmp_path, **{"auth.max_failures": 4})
+    c = Client(server)
+    try:
+        for to in (CAROL, DAVE, CAROL, DAVE):       # two guesses at each worker
+            assert status(message(c, to, "guess")) == 407
+        for to in (CAROL, DAVE):
+            blocked = message(c, to, "secret")
+            assert status(blocked) == 403 and "too many failed attempts" in blocked, blocked
+    finally:
+        c.close()
+
+
+def test_workers_without_redis_share_the_nonce_counts(
+        make_server: Make, tmp_path: Path) -> None:
+    server = two_workers(make_server, tmp_path)
+    c = Client(server)
+    try:
+        challenge = message(c, CAROL, None)         # a nonce of worker 1's
+        assert status(message(c, DAVE, "secret", nc=1, challenge=challenge)) == 202
+        again = message(c, CAROL, "secret", nc=1, challenge=challenge)   # nc 1 again
+        assert status(again) == 407 and "stale=true" in again.lower(), again
+        assert status(message(c, CAROL, "secret", nc=2, challenge=challenge)) == 202
+    finally:
+        c.close()
