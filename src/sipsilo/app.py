@@ -43,6 +43,7 @@ from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
 from sipsilo.transport.worker_link import WorkerLink
+from sipsilo.workers.auth_link import LinkState
 from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
 
@@ -161,7 +162,9 @@ class Server:
             route_secret=load_secret(cfg.data_dir),
         )
         # Before the transports start: no request is routed while auth is undecided.
-        setup = await start_auth(cfg)
+        # Workers without Redis share the supervisor's replay and failure tables.
+        shared = LinkState(link) if link is not None and cfg.cluster.redis_url is None else None
+        setup = await start_auth(cfg, shared)
         self.services.auth, self.services.auth_auto = setup.auth, setup.auto
         self.subscribers = setup.subscribers
         self.auth_state = setup.state

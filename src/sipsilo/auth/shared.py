@@ -72,6 +72,11 @@ class LocalState:
 
     async def accept(self, nonce: str, issued_at: int, nc: int | None, account: str,
                      key: str, now: float) -> bool:
+        return self.accept_now(nonce, issued_at, nc, account, key)
+
+    def accept_now(self, nonce: str, issued_at: int, nc: int | None, account: str,
+                   key: str) -> bool:
+        """:meth:`accept` without a coroutine (the supervisor answers its workers so)."""
         if not self.nonces.record(nonce, issued_at, nc, account):
             return False
         self.failures.success(key)
