@@ -6,8 +6,8 @@ requests are spread over the workers by their *target* user, so bob's guesses as
 sender of MESSAGEs to different users reach different workers. The supervisor already
 sits between the workers; it keeps one :class:`~sipsilo.auth.shared.LocalState` (the same
 tables a single process uses) and answers each worker's questions over its link, one
-round trip per question (the same number as Redis needs; measured in docs/performance.md,
-"Shared authentication state").
+round trip per question (as many as Redis needs, and cheaper: README, "Authentication",
+and scripts/bench_auth_state.py).
 
 The questions and answers are small JSON texts; :class:`LinkState` is the worker's
 :class:`~sipsilo.auth.shared.AuthState`, :class:`AuthTable` the supervisor's end. A
