@@ -45,6 +45,7 @@ from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
 from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.worker_link import WorkerLink
+from sipsilo.workers.auth_link import LinkState
 from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
 
@@ -169,9 +170,12 @@ class Server:
         )
         self.relay.stamp = self.services.stamp_response
         # Before the transports start: no request is routed while auth is undecided.
-        setup = await start_auth(cfg)
+        # Workers without Redis share the supervisor's replay and failure tables.
+        shared = LinkState(link) if link is not None and cfg.cluster.redis_url is None else None
+        setup = await start_auth(cfg, shared)
         self.services.auth, self.services.auth_auto = setup.auth, setup.auto
         self.subscribers = setup.subscribers
+        self.auth_state = setup.state
         self.dispatcher = Dispatcher(self.services, route)
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response
@@ -262,6 +266,9 @@ class Server:
         subscribers = getattr(self, "subscribers", None)
         if subscribers is not None:
             await subscribers.aclose()
+        auth_state = getattr(self, "auth_state", None)
+        if auth_state is not None:
+            await auth_state.aclose()
 
     # ------------------------------------------------------------ periodic jobs
     async def _expire_bindings(self) -> None:

@@ -44,6 +44,7 @@ from sipsilo.config_values import (
     _split_hostport,
     check_db_url,
     check_sip_uri,
+    mask_url,
     normalise_host,
     parse_cli_value,
     parse_listen,
@@ -54,6 +55,7 @@ from sipsilo.config_values import (
 __all__ = [
     "SECTIONS",
     "AuthConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
@@ -363,6 +365,32 @@ class AuthConfig(_Section):
         return value
 
 
+def _check_redis_url(value: str) -> str:
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"unsupported Redis URL {quote(mask_url(value))} (expected "
+                         "redis://[:password@]host[:port][/db], rediss://... or unix:///path)")
+    return value
+
+
+def _check_redis_prefix(value: str) -> str:
+    if any(c.isspace() for c in value):
+        raise ValueError(f"a key prefix has no white space (got {quote(value)})")
+    return value
+
+
+class ClusterConfig(_Section):
+    """State that several processes of one deployment (workers, instances) share."""
+
+    # Digest replay (nonce-count) and failure-blocking state in this Redis; unset: in
+    # the supervisor for its workers, in each process's memory otherwise.
+    redis_url: Annotated[str | None, BeforeValidator(_empty_to_none),
+                         AfterValidator(lambda v: None if v is None else _check_redis_url(v))
+                         ] = None
+    redis_prefix: Annotated[str, Field(min_length=1, max_length=100),
+                            AfterValidator(_check_redis_prefix)] = "sipsilo:"
+
+
 class Config(_Section):
     """The whole configuration. Sections are attributes: ``config.msilo.expire_time``."""
 
@@ -373,6 +401,7 @@ class Config(_Section):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

@@ -54,6 +54,7 @@ class Backend:
             msilo=SimpleNamespace(db_url=self.url, db_table="silo", db_pool_max=4),
             auth=SimpleNamespace(db_table=self.table, enabled=auth.get("enabled", "auto"),
                                  realm=REALM),
+            cluster=SimpleNamespace(redis_url=None, redis_prefix="sipsilo:"),
             data_dir=None,
             silo_db_path=lambda: path,
             auth_realm=lambda: REALM,

@@ -14,11 +14,11 @@ re-opens a replay window. A stale answer costs a legitimate client one silent re
 Each entry also names the account (:attr:`~sipsilo.auth.identity.Identity.key`) that
 used the nonce first: a nonce answered for bob is not then good for another account.
 
-The table is per process: a request replayed to *another* worker or instance sharing the
-secret is not caught there (as with Kamailio's per-instance nonce-count arrays). Deploy
-one instance per secret, or keep ``nonce_expires`` short, where that matters. The state is
-keyed by the nonce text itself (unique: random and MACed), with plain values (issue time,
-highest nc, account key), so that a shared store can later replace the dict as is.
+This table is one process's (as Kamailio's per-instance nonce-count arrays are): the
+fast path for a single process. Workers and instances sharing the secret share the
+record instead through :mod:`sipsilo.auth.shared` (the supervisor's table, or Redis),
+keyed by the nonce text itself (unique: random and MACed), with the same plain values
+(highest nc, account key), so that a request replayed to another process is caught too.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SECRET_FILE = "auth.secret"
 _MAC_LEN = 16
 _RAW_LEN = 8 + 8 + _MAC_LEN
 # Nonces from a clock slightly ahead (another instance) are still accepted.
-_MAX_SKEW = 30
+MAX_SKEW = 30
 
 #: nc recorded for a nonce used without qop (no nc at all): never usable again.
 _USED_NO_QOP = 1 << 40
@@ -87,7 +87,7 @@ class NonceManager:
 
     def check(self, nonce: str, now: float) -> NonceState:
         ts = self.issued_at(nonce)
-        if ts is None or ts > now + _MAX_SKEW:
+        if ts is None or ts > now + MAX_SKEW:
             return NonceState.INVALID
         if now - ts > self.expires:
             return NonceState.STALE
@@ -105,8 +105,10 @@ class NonceManager:
         fill the table or burn a victim's nonce.
         """
         ts = self.issued_at(nonce)
-        if ts is None:
-            return False
+        return ts is not None and self.record(nonce, ts, nc, account)
+
+    def record(self, nonce: str, ts: int, nc: int | None, account: str = "") -> bool:
+        """:meth:`use` for a nonce whose issue time *ts* is known (checked already)."""
         prev = self._seen.get(nonce)
         if prev is not None:
             if nc is None or nc <= prev[1] or account != prev[2]:

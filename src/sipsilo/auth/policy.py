@@ -24,6 +24,11 @@ Choices that matter for security:
 * The digest ``uri`` must be the Request-URI (RFC 2617 §3.2.2.5): otherwise 400,
   so credentials captured for one request cannot be replayed on another.
 * Stale or replayed nonces are not failures: clients retry them silently.
+* The replay and failure state is asked through :class:`~sipsilo.auth.shared.AuthState`
+  (this process's memory, the supervisor's, or Redis). When a shared one cannot be
+  reached, nobody is let in: a right password is answered like a wrong one (the plain
+  challenge, not ``stale=true``), so an outage neither opens the server nor confirms
+  a guess.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Protocol
 
 from sipsilo.auth.identity import Identity
 from sipsilo.auth.nonce import NonceManager, NonceState
+from sipsilo.auth.shared import AuthState, LocalState, StateUnavailable
 from sipsilo.auth.subscribers import Subscriber
 from sipsilo.sip.digest import Challenge, Credentials, expected_response, parse_credentials
 from sipsilo.sip.errors import ParseError
@@ -151,6 +157,7 @@ class Authenticator:
         trusted: tuple[str, ...] = (),
         max_failures: int = 5,
         block_time: float = 60,
+        state: AuthState | None = None,
     ) -> None:
         self.subscribers = subscribers
         self.realm = realm
@@ -160,6 +167,8 @@ class Authenticator:
             ipaddress.ip_network(net, strict=False)
         self.trusted = trusted
         self.failures = FailureTracker(max_failures, block_time)
+        # Replay and failure state: this process's own unless a shared one is given.
+        self.state: AuthState = state or LocalState(nonces, self.failures)
 
     def is_trusted(self, source_ip: str) -> bool:
         return in_networks(source_ip, self.trusted)
@@ -193,7 +202,10 @@ class Authenticator:
         owner = Identity.from_uri(claimed)
         who = Identity.from_digest(creds.username, owner.domain)
         block_key = failure_key(ip, who)
-        until = self.failures.blocked_until(block_key, now)
+        try:
+            until = await self.state.blocked_until(block_key, now)
+        except StateUnavailable:
+            until = None  # nobody gets in meanwhile anyway: accept() fails closed
         if until is not None:
             # debug only: a blocked brute-forcer must not flood the log (the block
             # itself was logged as a warning when it began)
@@ -225,17 +237,29 @@ class Authenticator:
                # counted as one (a 403 would tell the guesser he found bob's password)
                f"authenticated as {who.key} but claims {owner.key}" if who != owner else "")
         if why:
-            blocked = self.failures.failure(block_key, now)
+            try:
+                blocked = await self.state.failure(block_key, now)
+            except StateUnavailable:
+                blocked = False
             log.warning("auth failure from %s: %s as %s (%s)%s", where, request.method,
                         who, why, "; source blocked for this user" if blocked else "")
             return self.challenge(www, now)
         if state is NonceState.STALE:
             # Right password, old nonce: RFC 7616 §3.3 stale=true, the client retries.
             return self.challenge(www, now, stale=True)
-        if not self.nonces.use(creds.nonce, creds.nc_value if creds.qop else None, who.key):
+        issued = self.nonces.issued_at(creds.nonce)
+        assert issued is not None  # check() said VALID
+        try:
+            fresh = await self.state.accept(creds.nonce, issued,
+                                            creds.nc_value if creds.qop else None, who.key,
+                                            block_key, now)
+        except StateUnavailable:
+            # Fail closed, and answer as to a wrong password (stale=true would tell a
+            # guesser that this one was right). The state logged the outage once.
+            return self.challenge(www, now)
+        if not fresh:
             log.warning("auth: replayed nonce from %s (%s, nc=%s)", where, who, creds.nc)
             return self.challenge(www, now, stale=True)
-        self.failures.success(block_key)
         return Verdict(True, identity=who.key)
 
     def _credentials(self, request: Request, www: bool) -> Credentials | None:

@@ -19,6 +19,11 @@ its supervisor is gone. Frames, first byte their kind:
 * ``R`` worker → supervisor: the worker is ready for its sockets.
 * ``F`` supervisor → worker, once, right after every worker said ``R``: the
   listening UDP sockets, as file descriptors (SCM_RIGHTS), in listen order.
+* ``Q`` worker → supervisor: a question (request id, 4 bytes, then its text) for
+  state the supervisor keeps for all its workers (the authentication replay and
+  failure tables, see workers.auth_link); ``A`` supervisor → worker: the answer,
+  under the same id. Both go as reliable frames: a lost question would leave a
+  request waiting.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ LOCATION = 0x4C  # "L"
 READY = 0x52  # "R"
 SOCKETS = 0x46  # "F"
 SPEC = 0x43  # "C"
+QUESTION = 0x51  # "Q"
+ANSWER = 0x41  # "A"
 MAX_FRAME = 65536 + 300  # a UDP datagram plus the header
 LINK_BUFFER = 8 * 1024 * 1024  # like the UDP receive buffer: bursts wait here
 
@@ -184,6 +191,8 @@ class WorkerLink:
         self._reliable = ReliableFrames(sock)
         self.listeners: list[UdpListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._asked: dict[int, asyncio.Future[bytes]] = {}
+        self._next_id = 0
 
     def handshake(self) -> list[socket.socket]:
         """Say ready; wait for the listening sockets (blocking: nothing else to do yet)."""
@@ -206,6 +215,20 @@ class WorkerLink:
         tune(self._sock)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._readable)
+
+    def ask(self, question: bytes) -> asyncio.Future[bytes]:
+        """Send a ``Q`` frame; the future gets the supervisor's answer (LinkClosed
+        if the link closes first)."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        if self._loop is None:  # not started, or closed
+            future.set_exception(LinkClosed("no link to the supervisor"))
+            return future
+        self._next_id = ask_id = (self._next_id + 1) & 0xFFFFFFFF
+        self._asked[ask_id] = future
+        # a question given up on (timed out) takes its slot with it
+        future.add_done_callback(lambda _: self._asked.pop(ask_id, None))
+        self._reliable.send(bytes((QUESTION,)) + self._next_id.to_bytes(4, "big") + question)
+        return future
 
     def publish_location(self, change: bytes) -> None:
         """A location change, for every other worker: never dropped."""
@@ -234,6 +257,10 @@ class WorkerLink:
                 index = frame[1]
                 if index < len(self.listeners):
                     self.listeners[index].datagram_received(frame[5 + hl:], (host, port))
+            elif kind == ANSWER:
+                future = self._asked.pop(int.from_bytes(frame[1:5], "big"), None)
+                if future is not None and not future.done():
+                    future.set_result(frame[5:])
             elif kind == LOCATION and self.on_location is not None:
                 try:
                     self.on_location(frame[1:])
@@ -246,3 +273,7 @@ class WorkerLink:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._sock.fileno())
             self._loop = None
+        for future in self._asked.values():
+            if not future.done():
+                future.set_exception(LinkClosed("the supervisor went away"))
+        self._asked.clear()

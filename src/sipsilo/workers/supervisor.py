@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sipsilo import __version__
+from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config
 from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
@@ -44,6 +45,7 @@ from sipsilo.sip.uri import format_host
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport import worker_link as wl
 from sipsilo.transport.udp import bind_udp
+from sipsilo.workers.auth_link import AuthTable
 from sipsilo.workers.keys import worker_for
 
 log = logging.getLogger("sipsilo.supervisor")
@@ -94,6 +96,15 @@ class Supervisor:
         self._handed_over = False  # the workers have their sockets
         self._transports: list[asyncio.BaseTransport] = []
         self.control: ControlServer | None = None
+        # One authentication replay/failure table for every worker, unless Redis
+        # holds it for every instance (workers.auth_link).
+        self.auth: AuthTable | None = None
+        if config.cluster.redis_url is None and config.auth.enabled is not False:
+            self.auth = AuthTable(load_secret(config.data_dir), config.auth_realm(),
+                                  nonce_expires=config.auth.nonce_expires,
+                                  max_failures=config.auth.max_failures,
+                                  block_time=config.auth.block_time)
+        self._expiry: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------- start-up
     async def start(self) -> None:
@@ -144,6 +155,8 @@ class Supervisor:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
             self._transports.append(transport)
+        if self.auth is not None:
+            self._expiry = asyncio.create_task(self._forget_expired_nonces(self.auth))
         self.control = ControlServer(
             cfg.control_socket_path(),
             {"stats": self._stats, "location.list": self._location_list},
@@ -206,7 +219,10 @@ class Supervisor:
                 self._lost(index)
                 return
             kind = frame[0]
-            if kind == wl.LOCATION:
+            if kind == wl.QUESTION:
+                answer = self.auth.answer(frame[5:]) if self.auth is not None else b"null"
+                self._reliable[index].send(bytes((wl.ANSWER,)) + frame[1:5] + answer)
+            elif kind == wl.LOCATION:
                 for j, reliable in enumerate(self._reliable):
                     if j != index:
                         reliable.send(frame)
@@ -214,6 +230,12 @@ class Supervisor:
                 self._ready.add(index)
                 if len(self._ready) == self.n:
                     self._all_ready.set()
+
+    @staticmethod
+    async def _forget_expired_nonces(table: AuthTable) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            table.nonces.forget_expired(time.time())
 
     def _lost(self, index: int) -> None:
         if self.stopping.is_set():
@@ -245,6 +267,8 @@ class Supervisor:
                     proc.send_signal(signal.SIGTERM)
         if self.control is not None:
             await self.control.aclose()
+        if self._expiry is not None:
+            self._expiry.cancel()
         # A worker's own stop waits up to fr_timer + 1 s twice (deliveries, then
         # request handlers); a little on top for its start-up and shut-down.
         deadline = time.monotonic() + 2 * (self.config.tm.fr_timer + 1.0) + 5.0
