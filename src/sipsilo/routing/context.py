@@ -272,14 +272,18 @@ class RouteContext:
                 if count >= max_messages:
                     self.t_reply(486, f"Busy Here - mailbox full ({count} messages)")
                     return False
+            started = time.perf_counter()
             row_id = await svc.store.store(row)
         except StoreError as exc:
             log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
             return False
         svc.counters.inc("stored_messages")
+        svc.counters.observe("store_commit_seconds", time.perf_counter() - started)
         log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
                  row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
-                 row.exp_time - row.inc_time)
+                 row.exp_time - row.inc_time,
+                 extra={"call_id": req.call_id, "user": f"{row.username}@{row.domain}",
+                        "message_id": row_id})
         svc.after_store(req, next_hop, self.auth_identity)
         binding = self._kick_after_store
         if binding is not None:

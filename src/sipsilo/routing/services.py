@@ -221,6 +221,7 @@ class Services:
                 hop = next_hop or self.config.msilo.outbound_proxy
                 target = await resolve_uri(SipUri.parse(hop) if hop else uri)
             except (ResolveError, ParseError) as exc:
+                self.counters.inc("notices_failed")
                 log.info("offline notice to %s not sent: %s", uri, exc)
                 return
         if target is None:
@@ -228,6 +229,7 @@ class Services:
         notice = offline_notice(request, registrar, uri, self.server_header)
         # Nobody acts on the answer: no task waits for it (thousands a second).
         self.stack.start_request(notice, target)
+        self.counters.inc("notices_sent")
         log.debug("offline notice to %s sent", uri)
 
     async def aclose(self) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "parse_db_url",
     "purge",
     "show_message",
+    "waiting_users",
 ]
 
 
@@ -321,6 +322,22 @@ def list_messages(config: Any, aor: str | None = None, limit: int = 10000) -> li
         return [_as_dict(m) for m in rows]
     with _session(config) as ops:
         return [_as_dict(m) for m in ops.list(user, domain, limit)]
+
+
+def waiting_users(config: Any) -> list[dict[str, Any]]:
+    """Users with stored messages: ``aor``, ``count`` and ``oldest`` (inc_time), by AoR."""
+    _, table = _server_settings(config)
+    sql = (f"SELECT username, domain, COUNT(*), MIN(inc_time) FROM {table}"
+           " GROUP BY username, domain ORDER BY username, domain")
+    if _is_server(config):
+        from .sqlbase import run_txn
+
+        rows: list[Any] = _server_op(
+            config, lambda s: run_txn(s.pool, lambda c: c.fetch(sql, ()), txn=False))
+    else:
+        with _session(config) as ops:
+            rows = list(ops.conn.execute(sql))
+    return [{"aor": f"{r[0]}@{r[1]}", "count": int(r[2]), "oldest": int(r[3])} for r in rows]
 
 
 def show_message(config: Any, id: int) -> dict[str, Any] | None:

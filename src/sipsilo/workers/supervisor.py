@@ -36,7 +36,8 @@ from typing import Any
 from sipsilo import __version__
 from sipsilo.config import Config
 from sipsilo.config_values import mask_url
-from sipsilo.control.server import ControlServer
+from sipsilo.control.server import ControlServer, Handler
+from sipsilo.ops.supervised import SupervisorOps
 from sipsilo.silo.admin import open_store
 from sipsilo.silo.sqlbase import StoreUnavailable
 from sipsilo.sip.ids import new_token
@@ -94,6 +95,9 @@ class Supervisor:
         self._handed_over = False  # the workers have their sockets
         self._transports: list[asyncio.BaseTransport] = []
         self.control: ControlServer | None = None
+        self.ops = SupervisorOps(self)
+        self.control_handlers: dict[str, Handler] = {
+            "stats": self._stats, "location.list": self._location_list, **self.ops.handlers()}
 
     # ------------------------------------------------------------- start-up
     async def start(self) -> None:
@@ -144,14 +148,12 @@ class Supervisor:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
             self._transports.append(transport)
-        self.control = ControlServer(
-            cfg.control_socket_path(),
-            {"stats": self._stats, "location.list": self._location_list},
-        )
+        self.control = ControlServer(cfg.control_socket_path(), self.control_handlers)
         try:
             await self.control.start()
         except OSError as exc:
             log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
+        await self.ops.start()  # HTTP endpoint, SIGHUP
         listening = ", ".join(f"udp:{format_host(a.host)}:{s.getsockname()[1]}"
                               for a, s in zip(cfg.server.listen, self._socks, strict=True))
         log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
@@ -230,6 +232,7 @@ class Supervisor:
     # ------------------------------------------------------------- shut-down
     async def stop(self) -> None:
         """SIGTERM the workers, keep moving their datagrams until they are gone."""
+        await self.ops.aclose()
         if not self._handed_over:
             # Start-up failed (a port in use...): workers still waiting for their
             # sockets read end-of-file and give up at once.
