@@ -3,6 +3,7 @@ freeze, to play a database that stops answering."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -115,10 +116,8 @@ class Forwarder:
             except OSError:
                 break
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def freeze(self) -> None:
         self.running.clear()

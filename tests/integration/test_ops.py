@@ -266,6 +266,16 @@ def test_workers_one_scrape_covers_every_worker(make_server: MakeServer, tmp_pat
     assert sorted(u["aor"] for u in listed) == sorted(f"{u}@{HOST}" for u in users)
     assert http(port, "/api/v1/stats", token=TOKEN).json()["server:workers"] == 2
 
+    ua = start_ua(server, calls=1, timeout=15)
+    register(server, ua.port)  # bob: worker 0
+    ua.finish(20)
+    assert len(ua.received()) == 1
+    assert len(http(port, f"/api/v1/location/bob@{HOST}", token=TOKEN).json()) == 1
+    removed = server.cli("location", "remove", f"bob@{HOST}")  # the CLI, same command
+    assert (removed.returncode, removed.stdout.split()) == (0, ["removed", "1"]), removed
+    assert http(port, f"/api/v1/location/bob@{HOST}", token=TOKEN).json() == []
+    assert http(port, "/api/v1/location/bob", "DELETE", TOKEN).status == 400
+
     assert server.proc is not None
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "configuration reloaded" in server.log(), 10)

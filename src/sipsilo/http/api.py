@@ -107,6 +107,19 @@ def location_key(aor: str) -> str:
 
 Route = Callable[[HttpRequest, list[str]], Awaitable[HttpResponse]]
 
+# (method, first path segment after /api/v1/, number of segments) -> Api method;
+# the segments after the first are {aor} and then {id} (docs/openapi.yaml).
+API_ROUTES: dict[tuple[str, str, int], str] = {
+    ("GET", "silo", 1): "_silo_users",
+    ("GET", "silo", 2): "_silo_list",
+    ("DELETE", "silo", 2): "_silo_purge",
+    ("DELETE", "silo", 3): "_silo_delete",
+    ("GET", "location", 1): "_location_list",
+    ("GET", "location", 2): "_location_list",
+    ("DELETE", "location", 2): "_location_remove",
+    ("GET", "stats", 1): "_stats",
+}
+
 
 class Api:
     def __init__(self, backend: Backend, token: str | None) -> None:
@@ -157,23 +170,14 @@ class Api:
             return error(401, "missing or wrong bearer token",
                          [("www-authenticate", 'Bearer realm="sipsilo"')])
         method = request.method
-        routes: dict[tuple[str, str, int], Route] = {
-            ("GET", "silo", 1): self._silo_users,
-            ("GET", "silo", 2): self._silo_list,
-            ("DELETE", "silo", 2): self._silo_purge,
-            ("DELETE", "silo", 3): self._silo_delete,
-            ("GET", "location", 1): self._location_list,
-            ("GET", "location", 2): self._location_list,
-            ("DELETE", "location", 2): self._location_remove,
-            ("GET", "stats", 1): self._stats,
-        }
         key = (method, parts[0], len(parts))
-        route = routes.get(key)
-        if route is None:
-            allowed = sorted({m for m, p, n in routes if (p, n) == key[1:]})
+        name = API_ROUTES.get(key)
+        if name is None:
+            allowed = sorted({m for m, p, n in API_ROUTES if (p, n) == key[1:]})
             if allowed:
                 return error(405, f"{method} not allowed", [("allow", ", ".join(allowed))])
             return error(404, f"no such resource {request.path}")
+        route: Route = getattr(self, name)
         try:
             return await route(request, parts)
         except ValueError as exc:  # a bad AoR or id: the caller's to fix
@@ -215,10 +219,8 @@ class Api:
             {"cmd": "location.list", "aor": aor}))
 
     async def _location_remove(self, request: HttpRequest, parts: list[str]) -> HttpResponse:
-        removed = await self.backend.control(
-            {"cmd": "location.remove", "aor": location_key(parts[1])})
-        log.info("admin API: unregistered %s (%s contacts)", parts[1], removed)
-        return json_response(200, {"removed": removed})
+        removed = await self.backend.control({"cmd": "location.remove", "aor": parts[1]})
+        return json_response(200, removed)
 
     async def _stats(self, request: HttpRequest, parts: list[str]) -> HttpResponse:
         return json_response(200, await self.backend.control({"cmd": "stats"}))

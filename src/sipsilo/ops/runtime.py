@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipsilo.config import Config
 from sipsilo.control.server import Handler
-from sipsilo.http.api import Api, Backend, load_token
+from sipsilo.http.api import Api, Backend, load_token, location_key
 from sipsilo.http.server import HttpServer
 from sipsilo.ops.reload import reload_server
 from sipsilo.ops.snapshot import process_metrics, process_ready
@@ -39,15 +39,14 @@ def control_handlers(server: Server) -> dict[str, Handler]:
     async def ready(_: dict[str, Any]) -> dict[str, Any]:
         return await process_ready(server)
 
-    async def location_remove(message: dict[str, Any]) -> int:
-        """Unregister every contact of an AoR (``DELETE /api/v1/location/{aor}``)."""
-        aor = str(message.get("aor") or "")
-        if not aor:
-            raise ValueError("location.remove needs an aor")
+    async def location_remove(message: dict[str, Any]) -> dict[str, int]:
+        """Unregister every contact of an AoR (`sipsilo location remove`, and
+        ``DELETE /api/v1/location/{aor}``)."""
+        aor = location_key(str(message.get("aor") or ""))
         gone = await server.location.remove_all(aor)
         if gone:
             log.info("%s unregistered by the administrator (%d contacts)", aor, len(gone))
-        return len(gone)
+        return {"removed": len(gone)}
 
     async def reload(message: dict[str, Any]) -> str:
         """A worker's share of the supervisor's SIGHUP: the new configuration, as JSON."""

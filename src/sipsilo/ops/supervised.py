@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipsilo.config import Config, ConfigError
 from sipsilo.control.server import Handler
+from sipsilo.http.api import location_key
 from sipsilo.ops.logs import setup_logging
 from sipsilo.ops.reload import applied_config, report
 from sipsilo.ops.runtime import on_sighup, reload_token, start_http
@@ -57,6 +58,7 @@ class SupervisorOps:
         async def location_remove(message: dict[str, Any]) -> Any:
             # Worker 0 removes and publishes the change to the others (or the
             # table is in a shared database): one worker is asked, as for a list.
+            location_key(str(message.get("aor") or ""))  # a bad AoR: ValueError here
             return await self.sup._ask(0, message)
 
         return {"metrics": metrics, "ready": ready, "location.remove": location_remove}
