@@ -120,8 +120,13 @@ def test_ready_turns_503_when_the_database_stops_answering(
         doc = reply.json()
         assert doc["ready"] is False and "database" in doc["reason"], doc
         assert http(_port(server), "/health").status == 200  # alive all the same
+        # A scrape still answers, without the figures only the database has.
+        samples = scrape(_port(server))
+        assert value(samples, "sipsilo_stored_messages_total") == 0
+        assert ("sipsilo_silo_messages", ()) not in samples
         forwarder.thaw()
         wait_for(lambda: http(_port(server), "/ready").status == 200, 15, 0.5)
+        assert value(scrape(_port(server)), "sipsilo_silo_messages") == 0
     finally:
         forwarder.close()
 

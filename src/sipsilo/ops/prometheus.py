@@ -79,11 +79,12 @@ class _Snapshot(Collector):
                   s.get("bindings", {}))
         yield _by("sipsilo_connections", "open stream connections by transport", "transport",
                   s.get("connections", {}))
-        yield GaugeMetricFamily("sipsilo_silo_messages", "stored messages waiting",
-                                value=s.get("silo_rows", 0))
-        yield GaugeMetricFamily("sipsilo_silo_oldest_message_age_seconds",
-                                "age of the oldest stored message (0: none)",
-                                value=s.get("silo_oldest_seconds", 0.0))
+        if "silo_rows" in s:  # absent when the database did not answer in time
+            yield GaugeMetricFamily("sipsilo_silo_messages", "stored messages waiting",
+                                    value=s["silo_rows"])
+            yield GaugeMetricFamily("sipsilo_silo_oldest_message_age_seconds",
+                                    "age of the oldest stored message (0: none)",
+                                    value=s["silo_oldest_seconds"])
         for name, text in _HISTOGRAMS.items():
             h = s.get("histograms", {}).get(name)
             if h is not None:

@@ -33,8 +33,8 @@ log = logging.getLogger("sipsilo.ops")
 def control_handlers(server: Server) -> dict[str, Handler]:
     """The operations commands of one process's control channel."""
 
-    async def metrics(_: dict[str, Any]) -> dict[str, Any]:
-        return await process_metrics(server)
+    async def metrics(message: dict[str, Any]) -> dict[str, Any]:
+        return await process_metrics(server, table=bool(message.get("table", True)))
 
     async def ready(_: dict[str, Any]) -> dict[str, Any]:
         return await process_ready(server)

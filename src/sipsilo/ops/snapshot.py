@@ -8,33 +8,54 @@ processes the supervisor asks every worker over the control channel
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from sipsilo.config import Config
 from sipsilo.metrics import merge_histograms
+from sipsilo.silo import admin
+
+log = logging.getLogger("sipsilo.ops")
 
 if TYPE_CHECKING:
     from sipsilo.app import Server
 
 # How long /ready waits for the database before calling it unreachable.
 READY_TIMEOUT = 2.0
+# How long a scrape waits for the silo table's count.
+TABLE_TIMEOUT = 5.0
 
 # Figures every process reports alike (one database, one replicated location
 # table): taken once, not added up, when several workers answer.
 _SHARED = frozenset({"bindings", "silo_rows", "silo_oldest_seconds"})
 
 
-async def process_metrics(server: Server) -> dict[str, Any]:
-    """The figures of this process (its share of them, with several workers)."""
+async def table_metrics(config: Config) -> dict[str, Any]:
+    """Rows waiting and the age of the oldest, read on a connection of their own in a
+    thread (silo.admin, like the CLI): a scrape never waits in the store's queue nor
+    holds up a store. Empty when the database does not answer in time."""
+    try:
+        summary = await asyncio.wait_for(asyncio.to_thread(admin.silo_summary, config),
+                                         TABLE_TIMEOUT)
+    except Exception as exc:
+        log.warning("metrics: silo table not read: %s", exc or type(exc).__name__)
+        return {}
+    oldest = summary["oldest"]
+    return {"silo_rows": summary["rows"],
+            "silo_oldest_seconds": 0.0 if oldest is None else max(0.0, time.time() - oldest)}
+
+
+async def process_metrics(server: Server, table: bool = True) -> dict[str, Any]:
+    """The figures of this process (its share of them, with several workers);
+    *table*: with the silo table's figures (the supervisor reads those once itself)."""
     now = time.time()
     stack = server.stack
     bindings: Counter[str] = Counter()
     for binding in await server.location.list(None, now):
         bindings[binding.flow.transport] += 1
     store = server.store
-    rows = await store.count()
-    oldest = await store.list(limit=1)
     pool = getattr(store, "pool", None)
     usage = pool.usage() if pool is not None else None
     connections = {"tcp": len(server.transports.tcp)}
@@ -50,8 +71,7 @@ async def process_metrics(server: Server) -> dict[str, Any]:
         "deliveries": server.delivery.active,
         "bindings": dict(bindings),
         "connections": connections,
-        "silo_rows": rows,
-        "silo_oldest_seconds": max(0.0, now - oldest[0].inc_time) if oldest else 0.0,
+        **(await table_metrics(server.config) if table else {}),
         "db_pool": None if usage is None else {"open": usage[0], "in_use": usage[1],
                                                 "max": usage[2]},
         "store": {"transactions": store.stats.transactions, "errors": store.stats.errors},

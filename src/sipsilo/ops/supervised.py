@@ -21,7 +21,7 @@ from sipsilo.http.api import location_key
 from sipsilo.ops.logs import setup_logging
 from sipsilo.ops.reload import applied_config, report
 from sipsilo.ops.runtime import on_sighup, reload_token, start_http
-from sipsilo.ops.snapshot import merge
+from sipsilo.ops.snapshot import merge, table_metrics
 
 if TYPE_CHECKING:
     from sipsilo.http.api import Api
@@ -65,7 +65,9 @@ class SupervisorOps:
 
     # ------------------------------------------------------------- the Backend
     async def metrics(self) -> dict[str, Any]:
-        snap = merge(await self._all({"cmd": "metrics"}))
+        table = asyncio.ensure_future(table_metrics(self.config))
+        snap = merge(await self._all({"cmd": "metrics", "table": False}))
+        snap.update(await table)
         snap["workers"] = self.sup.n
         snap["dropped_datagrams"] = self.sup.dropped
         return snap
