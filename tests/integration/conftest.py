@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import ServerProcess
+from tests.silo.sqlservers import create_database, drop_database, server_url
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +28,15 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL server, dropped afterwards."""
+    server_url("postgresql")  # skip (or fail under CI) when the server is down
+    url, name = asyncio.run(create_database("postgresql"))
+    yield url
+    asyncio.run(drop_database("postgresql", name))
 
 
 @pytest.fixture

@@ -5,24 +5,14 @@ added with `sipsilo user add`, REGISTERs over a raw socket."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from tests.integration.harness import ServerProcess
 from tests.integration.test_auth import COMPAT, HOST, Client, add_user, status
-from tests.silo.sqlservers import create_database, drop_database, server_url, sql
+from tests.silo.sqlservers import sql
 
 REALM = "sipsilo.test"
-
-
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    server_url("postgresql")  # skip (or fail under CI) when the server is down
-    url, name = asyncio.run(create_database("postgresql"))
-    yield url
-    asyncio.run(drop_database("postgresql", name))
 
 
 def test_register_against_a_postgresql_subscriber_table(

@@ -4,20 +4,16 @@ admin API with its bearer token, JSON logs and SIGHUP reload."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import pytest
 
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.ops_helpers import TOKEN, Forwarder, http, scrape, value
 from tests.integration.silo_helpers import register, send_message, start_ua, wait_for
-from tests.silo.sqlservers import create_database, drop_database, server_url
 
 MakeServer = Callable[..., ServerProcess]
 HOST = "127.0.0.1"
@@ -91,14 +87,6 @@ def test_health_and_ready(make_server: MakeServer, tmp_path: Path) -> None:
     assert http(_port(server), "/nothing").status == 404
     refused = http(_port(server), "/metrics", method="POST")
     assert refused.status == 405 and "error" in refused.json()
-
-
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    server_url("postgresql")  # skip (or fail under CI) when the server is down
-    url, name = asyncio.run(create_database("postgresql"))
-    yield url
-    asyncio.run(drop_database("postgresql", name))
 
 
 def test_ready_turns_503_when_the_database_stops_answering(
