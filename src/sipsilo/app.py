@@ -267,6 +267,9 @@ class Server:
         from sipsilo.ops import runtime
         from sipsilo.ops.reload import reload_server
 
+        if not hasattr(self, "dispatcher"):
+            log.warning("SIGHUP during start-up ignored; send it again once the server runs")
+            return
         try:
             new = self.config.reload()
         except ConfigError as exc:

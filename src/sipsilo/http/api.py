@@ -145,7 +145,11 @@ class Api:
         return await fn()
 
     async def _metrics(self) -> HttpResponse:
-        snap = await self.backend.metrics()
+        try:
+            snap = await self.backend.metrics()
+        except (OSError, RuntimeError, TimeoutError) as exc:  # a worker did not answer
+            log.warning("metrics not collected: %s", exc)
+            return error(503, f"metrics not available: {exc}")
         return HttpResponse(200, exposition(snap), content_type=CONTENT_TYPE)
 
     async def _health(self) -> HttpResponse:

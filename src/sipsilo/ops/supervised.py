@@ -39,6 +39,7 @@ class SupervisorOps:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.http: tuple[HttpServer, Api] | None = None
+        on_sighup(self.reload)  # from the start: SIGHUP's default action would end us
 
     @property
     def config(self) -> Config:
@@ -93,9 +94,11 @@ class SupervisorOps:
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self.http = await start_http(self.config, self)
-        on_sighup(self.reload)
 
     async def reload(self) -> None:
+        if not self.sup._handed_over or self.sup.stopping.is_set():
+            log.warning("SIGHUP ignored: the server is starting or stopping")
+            return
         old = self.sup.config
         try:
             new = old.reload()
