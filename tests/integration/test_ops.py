@@ -5,6 +5,7 @@ admin API with its bearer token, JSON logs and SIGHUP reload."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from urllib.parse import urlsplit
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.ops_helpers import TOKEN, Forwarder, http, scrape, value
 from tests.integration.silo_helpers import register, send_message, start_ua, wait_for
+from tests.integration.sipwire import request, status_line, udp_exchange
+from tests.integration.test_auth import add_user
 
 MakeServer = Callable[..., ServerProcess]
 HOST = "127.0.0.1"
@@ -275,3 +278,60 @@ def test_workers_one_scrape_covers_every_worker(make_server: MakeServer, tmp_pat
     assert "did not reload" not in server.log()
     _store(server, "bob", ["after reload"])
     assert value(scrape(port), "sipsilo_stored_messages_total") == 5
+
+
+ROUTE = """
+async def route(ctx):
+    ctx.sl_send_reply(403, "@@TAG@@")
+"""
+
+
+def test_sighup_reloads_the_route_module_and_keeps_it_when_the_new_one_breaks(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    mod = tmp_path / "routes"
+    mod.mkdir()
+    (mod / "ops_route.py").write_text(ROUTE.replace("@@TAG@@", "version one"))
+    server = make_server(
+        env={"PYTHONPATH": f"{mod}:{os.environ.get('PYTHONPATH', '')}",
+             "PYTHONDONTWRITEBYTECODE": "1"},
+        **{"server.route": "ops_route:route"})
+    assert server.proc is not None
+
+    sent = iter(range(100))
+
+    def answer() -> str:  # a new transaction each time
+        branch = f"z9hG4bK-ops-{next(sent)}"
+        reply = udp_exchange(server.port, request(server.port, branch=branch), wait=2)
+        assert reply is not None
+        return status_line(reply)
+
+    assert answer() == "SIP/2.0 403 version one"
+    (mod / "ops_route.py").write_text(ROUTE.replace("@@TAG@@", "version two"))
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: server.log().count("configuration reloaded") == 1, 10)
+    assert answer() == "SIP/2.0 403 version two"
+
+    (mod / "ops_route.py").write_text("async def route(ctx:\n")  # a syntax error
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: server.log().count("configuration reloaded") == 2, 10)
+    assert "route not reloaded, the old one stays: server.route: cannot import ops_route" \
+        in server.log()
+    assert answer() == "SIP/2.0 403 version two"
+
+
+def test_sighup_after_the_first_user_turns_authentication_on(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    server = make_server(**{"msilo.add_date": 0})
+    assert "authentication is OFF" in server.log()
+    send_message(server, to_user="bob", expect=202)
+    add_user(server.data_dir, f"alice@{HOST}", "alicepw")
+    send_message(server, to_user="bob", expect=202)  # decided at start-up: still off
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in server.log(), 10)
+    assert "authentication on: realm '127.0.0.1', 1 users" in server.log()
+    result, entries = send_message(server, to_user="bob", expect=407)
+    assert result.returncode == 0, result.stdout
+    assert any(e.status == 407 for e in entries if not e.sent)

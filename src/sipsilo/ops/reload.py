@@ -74,12 +74,16 @@ def report(old: Config, new: Config) -> None:
 
 def reload_route(spec: str | None) -> Any:
     """The route function of *spec*, its module imported afresh (a user's edit counts)."""
-    from sipsilo.routing.loader import load_route
+    from sipsilo.routing.loader import RouteLoadError, load_route
 
     if spec:
-        module = sys.modules.get(spec.partition(":")[0])
+        name = spec.partition(":")[0]
+        module = sys.modules.get(name)
         if module is not None:
-            importlib.reload(module)
+            try:
+                importlib.reload(module)
+            except Exception as exc:  # the running route is a function object: it stays
+                raise RouteLoadError(f"server.route: cannot import {name}: {exc}") from exc
     return load_route(spec)
 
 
