@@ -1,8 +1,8 @@
 """SIGHUP: read the configuration again and apply what can change while running.
 
 Applied at once: ``[server] log_level`` and ``log_format``, the ``[auth]``
-section (the subscriber store is reopened and ``enabled = "auto"`` decided
-again, so the first ``sipsilo user add`` needs no restart), ``[server] route``
+section (the subscriber store is reopened and ``enabled`` decided again),
+``[server] route``
 (the module is re-imported; if that fails the old route stays) and the admin
 token file. Then every hook in ``Server.reload_hooks`` runs with the old and
 the new configuration: that is where a listener that holds files (TLS
@@ -117,10 +117,11 @@ async def _reload_auth(server: Server, config: Config) -> None:
     from sipsilo.auth import start_auth
 
     try:
-        auth, subscribers = await start_auth(config)
+        setup = await start_auth(config)
     except Exception as exc:
         log.error("authentication settings not reloaded, the old ones stay: %s", exc)
         return
+    auth, subscribers = setup.auth, setup.subscribers
     previous = server.services.auth
     if auth is not None and previous is not None and auth.realm == previous.realm \
             and auth.nonces.expires == previous.nonces.expires:
@@ -132,6 +133,7 @@ async def _reload_auth(server: Server, config: Config) -> None:
         previous.failures.block_time = auth.failures.block_time
         auth.failures = previous.failures
     old_subscribers = server.subscribers
-    server.services.auth, server.subscribers = auth, subscribers
+    server.services.auth, server.services.auth_auto = auth, setup.auto
+    server.subscribers = subscribers
     if old_subscribers is not None:
         await old_subscribers.aclose()
