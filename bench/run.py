@@ -61,6 +61,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="stay in the host network namespace (for DB servers on host TCP ports)",
     )
     ap.add_argument("--max-time", type=int, default=3600, help="overall time limit, s (3600)")
+    ap.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="GET /metrics of --set http.listen=HOST:PORT every S seconds while the server runs",
+    )
     a = ap.parse_args(argv)
     q = a.quick
     a.store_n = a.store_n or (2000 if q else 20000)
@@ -117,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         netns=not args.no_netns,
         # The last two arguments are the --out that reexec() appended.
         command="python bench/run.py " + shlex.join(argv[:-2]),
-        server=ServerSpec(port=args.port, db_url=args.db_url, extra_sets=tuple(args.sets)),
+        server=ServerSpec(port=args.port, db_url=args.db_url, extra_sets=tuple(args.sets),
+                          scrape_every=args.scrape_every),
     )
     run = runner.Run(plan)
     runner.log(f"results in {args.out}")

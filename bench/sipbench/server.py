@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,15 @@ class ServerSpec:
     port: int = 5060
     db_url: str | None = None
     extra_sets: tuple[str, ...] = field(default_factory=tuple)  # --set KEY=VALUE from the user
+    scrape_every: float = 0.0  # seconds between GETs of /metrics (0: none)
+
+    def http_listen(self) -> str | None:
+        """The server's ``http.listen`` from the extra settings, if any."""
+        for s in self.extra_sets:
+            key, _, value = s.partition("=")
+            if key.strip() == "http.listen" and value.strip():
+                return value.strip().strip('"')
+        return None
 
     def command(self, data_dir: Path, notify: bool) -> list[str]:
         listen = f'["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]'
@@ -52,6 +63,7 @@ class RunningServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss_mb: float | None = None
         self.exited_early = False
+        self.scraper: Scraper | None = None
 
     def __enter__(self) -> RunningServer:
         port = self.spec.port
@@ -65,6 +77,9 @@ class RunningServer:
             tail = self.log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"sipsilo did not start on UDP {port}:\n{tail}")
         time.sleep(0.5)  # let it finish its start-up after the bind (timers, control socket)
+        listen = self.spec.http_listen()
+        if listen and self.spec.scrape_every > 0:
+            self.scraper = Scraper(f"http://{listen}/metrics", self.spec.scrape_every)
         return self
 
     def cpu_seconds(self) -> float | None:
@@ -77,5 +92,43 @@ class RunningServer:
         if self.proc is None:
             return
         self.exited_early = self.proc.poll() is not None
+        if self.scraper is not None:
+            self.scraper.stop()
+            self.scraper.log(self.log)
         self.peak_rss_mb = procs.peak_rss_tree_mb(self.proc.pid)
         procs.stop(self.proc)
+
+
+class Scraper:
+    """GET a URL every *every* seconds in a thread, as Prometheus would (more often)."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every = url, every
+        self.times: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    resp.read()
+                self.times.append(time.monotonic() - started)
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def log(self, path: Path) -> None:
+        """One line at the end of the server log: scrapes made, their mean and max time."""
+        n = len(self.times)
+        mean = sum(self.times) / n * 1000 if n else 0.0
+        peak = max(self.times) * 1000 if n else 0.0
+        with path.open("a") as fh:
+            fh.write(f"bench scraper: {n} scrapes of {self.url}, {self.failures} failed, "
+                     f"mean {mean:.1f} ms, max {peak:.1f} ms\n")

@@ -26,6 +26,8 @@ from sipsilo.config import Config
 from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
+from sipsilo.ops.logs import setup_logging
+from sipsilo.ops.reload import ReloadHook
 from sipsilo.proxy.relay import Relay
 from sipsilo.proxy.route_token import RouteKeys
 from sipsilo.registrar.location import LocationService
@@ -62,11 +64,8 @@ def run(config: Config, worker: WorkerContext | None = None) -> int:
     many worker processes (workers.supervisor), each of which comes back here
     with its *worker* context. Returns the exit status.
     """
-    name = "" if worker is None else f" {worker.name}"
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s{name} %(name)s: %(message)s",
-    )
+    setup_logging(config.server.log_level, config.server.log_format,
+                  "" if worker is None else worker.name)
     if worker is None and config.server.workers > 1:
         from sipsilo.workers.supervisor import supervise
 
@@ -89,6 +88,10 @@ class Server:
         self.counters = Counters()
         self.stopping = asyncio.Event()
         self._jobs: list[asyncio.Task[None]] = []
+        # Run on SIGHUP with (old, new) configuration after the built-in reloads
+        # (sipsilo.ops.reload); a listener holding files (TLS certificates) adds one.
+        self.reload_hooks: list[ReloadHook] = []
+        self.http: Any = None  # (HttpServer, Api) when [http] listen is set
 
     async def start(self) -> None:
         cfg = self.config
@@ -193,14 +196,17 @@ class Server:
         control_path = cfg.control_socket_path()
         if worker is not None:
             control_path = worker_control_path(control_path, worker.index)
-        self.control = ControlServer(
-            control_path,
-            {"stats": self._stats, "location.list": self._location_list},
-        )
+        from sipsilo.ops import runtime
+
+        handlers = {"stats": self._stats, "location.list": self._location_list,
+                    **runtime.control_handlers(self)}
+        self.control = ControlServer(control_path, handlers)
         try:
             await self.control.start()
         except OSError as exc:
             log.warning("control channel %s not available: %s", control_path, exc)
+        if worker is None:  # with workers, the supervisor serves HTTP
+            self.http = await runtime.start_http(cfg, runtime.ServerBackend(self, handlers))
         self._jobs = [
             asyncio.create_task(self._expire_bindings()),
             asyncio.create_task(self._msilo_timer()),
@@ -240,6 +246,8 @@ class Server:
         # A delivery in flight gets its full fr_timer: released earlier, a
         # message the phone then answers would be delivered again after restart.
         grace = 0.0 if self.orphaned else self.config.tm.fr_timer + 1.0
+        if self.http is not None:
+            await self.http[0].aclose()
         delivery = getattr(self, "delivery", None)
         if delivery is not None:
             delivery.stop_starting()
@@ -269,6 +277,23 @@ class Server:
         auth_state = getattr(self, "auth_state", None)
         if auth_state is not None:
             await auth_state.aclose()
+
+    async def reload(self) -> None:
+        """SIGHUP: read the configuration again, apply what can change (ops.reload)."""
+        from sipsilo.config import ConfigError
+        from sipsilo.ops import runtime
+        from sipsilo.ops.reload import reload_server
+
+        if not hasattr(self, "dispatcher"):
+            log.warning("SIGHUP during start-up ignored; send it again once the server runs")
+            return
+        try:
+            new = self.config.reload()
+        except ConfigError as exc:
+            log.error("configuration not reloaded: %s", exc.detail)
+            return
+        await reload_server(self, new)
+        runtime.reload_token(None if self.http is None else self.http[1], self.config)
 
     # ------------------------------------------------------------ periodic jobs
     async def _expire_bindings(self) -> None:
@@ -344,8 +369,14 @@ async def _drain(stack: SipStack, timeout: float) -> None:
 
 
 async def serve(config: Config, worker: WorkerContext | None = None) -> None:
+    from sipsilo.ops import runtime
+
     server = Server(config, worker)
     event_loop.stop_on_signals(server.stopping)
+    if worker is None:
+        runtime.on_sighup(server.reload)
+    else:
+        runtime.ignore_sighup()
     try:
         await server.start()
         await server.stopping.wait()

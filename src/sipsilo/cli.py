@@ -324,6 +324,14 @@ def location_list(config: Config, aor: str | None) -> None:
              f"no registrations{f' for {aor}' if aor else ''}")
 
 
+@location.command("remove")
+@click.argument("aor")
+@config_options
+def location_remove(config: Config, aor: str) -> None:
+    """Unregister every contact of AOR (asks the running server)."""
+    _control(config, {"cmd": "location.remove", "aor": aor})
+
+
 @main.command()
 @config_options
 def stats(config: Config) -> None:

@@ -30,6 +30,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -59,6 +60,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ControlConfig",
+    "HttpConfig",
     "ListenAddress",
     "MsiloConfig",
     "ProxyConfig",
@@ -194,6 +196,8 @@ class ServerConfig(_Section):
     tcp_message_timeout: Annotated[int, Field(ge=1, le=3600)] = 10
     # A header block larger than this is refused while it is being read.
     max_header_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 16384
+    # "json": one JSON object per log line on stderr, for Loki/ELK (sipsilo.ops.logs)
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
 
     def advertise_address(self) -> tuple[str, int | None] | None:
         return None if self.advertise is None else parse_advertise(self.advertise)
@@ -310,6 +314,30 @@ class ControlConfig(_Section):
     socket: Annotated[str, Field(min_length=1)] = "sipsilo.ctl"
 
 
+def _check_http_listen(value: str) -> str:
+    host, port = _split_hostport(value.strip())
+    if port is None:
+        raise ValueError(f'expected "host:port", e.g. "127.0.0.1:9060" (got {quote(value)})')
+    _parse_port(port)
+    normalise_host(host)
+    return value.strip()
+
+
+class HttpConfig(_Section):
+    """The HTTP endpoint: /metrics, /health, /ready and the admin API (sipsilo.http)."""
+
+    listen: Annotated[str | None, BeforeValidator(_empty_to_none),
+                      AfterValidator(lambda v: None if v is None else _check_http_listen(v))] = None
+    # The bearer token of /api/v1/ is read from this file (relative: to the data dir).
+    admin_token_file: Annotated[str | None, BeforeValidator(_empty_to_none)] = None
+
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, port = _split_hostport(self.listen)
+        return normalise_host(host), _parse_port(port or "")
+
+
 def _check_cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value.strip(), strict=False))
@@ -402,8 +430,21 @@ class Config(_Section):
     control: ControlConfig = Field(default_factory=ControlConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    # What load_config read this from, for reload() on SIGHUP.
+    _source: tuple[Any, ...] | None = PrivateAttr(default=None)
+
+    def reload(self) -> Config:
+        """Read the same file, environment and --set again (SIGHUP); ConfigError on a problem.
+
+        A configuration not loaded by load_config (a worker's copy) comes back as is.
+        """
+        if self._source is None:
+            return self
+        path, sets, data_dir = self._source
+        return load_config(path, sets, data_dir=data_dir)
 
     def silo_db_path(self) -> str | None:
         """The msilo SQLite file resolved against the data dir; None if not SQLite."""
@@ -445,6 +486,7 @@ def load_config(
 
     ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment.
     """
+    sets = list(sets)
     merged: dict[str, Any] = {}
     origin: dict[tuple[str, str], str] = {}  # (section, key) -> where the last value came from
     if path is not None:
@@ -461,11 +503,13 @@ def load_config(
             raise ConfigError(_unknown_key(name, key, origin))
     base = Path(data_dir).expanduser() if data_dir is not None else Path.cwd()
     try:
-        return Config.model_validate({**merged, "data_dir": base.absolute()})
+        config = Config.model_validate({**merged, "data_dir": base.absolute()})
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(_format_error(errors[0], origin) + more) from None
+    config._source = (path, list(sets), data_dir)
+    return config
 
 
 def _unknown_key(section: str, key: str, origin: Mapping[tuple[str, str], str]) -> str:

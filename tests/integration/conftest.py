@@ -32,6 +32,15 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL server, dropped afterwards."""
+    server_url("postgresql")  # skip (or fail under CI) when the server is down
+    url, name = asyncio.run(create_database("postgresql"))
+    yield url
+    asyncio.run(drop_database("postgresql", name))
+
+
+@pytest.fixture
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server()
 
@@ -69,10 +78,3 @@ def silo_backend(request: pytest.FixtureRequest) -> Iterator[SiloBackend]:
         yield SiloBackend(request.param, url)
     finally:
         asyncio.run(drop_database(request.param, name))
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    """A fresh PostgreSQL database (its URL), dropped afterwards."""
-    server_url("postgresql")  # skip (or fail under CI) when the server is down
-    url, name = asyncio.run(create_database("postgresql"))
-    yield url
-    asyncio.run(drop_database("postgresql", name))

@@ -63,7 +63,9 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def config_text(self) -> str:
-        lines = ["[server]", 'log_level = "debug"']
+        lines = ["[server]"]
+        if "server.log_level" not in self.settings:
+            lines.append('log_level = "debug"')
         if "server.listen" not in self.settings:
             lines.append(f'listen = ["udp:127.0.0.1:{self.port}", "tcp:127.0.0.1:{self.port}"]')
         sections: dict[str, list[str]] = {}

@@ -286,6 +286,7 @@ class RouteContext:
                 svc.counters.inc("refused_messages")
                 self.t_reply(refusal.status, refusal.reason)
                 return False
+            started = time.perf_counter()
             row_id = await svc.store.store(row)
         except StoreError as exc:
             log.warning("MESSAGE for %s not stored: %s", owner.aor(), exc)
@@ -299,9 +300,12 @@ class RouteContext:
             return True
         svc.quota.stored(row)
         svc.counters.inc("stored_messages")
+        svc.counters.observe("store_commit_seconds", time.perf_counter() - started)
         log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
                  row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
-                 row.exp_time - row.inc_time)
+                 row.exp_time - row.inc_time,
+                 extra={"call_id": req.call_id, "user": f"{row.username}@{row.domain}",
+                        "message_id": row_id})
         svc.after_store(req, next_hop, self.auth_identity, self.flow)
         binding = self._kick_after_store
         if binding is not None:

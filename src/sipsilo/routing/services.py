@@ -300,15 +300,18 @@ class Services:
             if contacts != "*" and contacts and isinstance(contacts[0].uri, SipUri):
                 uri = contacts[0].uri
             if source is None:
+                self.counters.inc("notices_failed")
                 return
             target = self.back_along(source.transport, source.local, source.remote,
                                      source.conn_id)
         if target is None:
+            self.counters.inc("notices_failed")
             log.info("offline notice to %s not sent: no way back to it", uri)
             return
         notice = offline_notice(request, registrar, uri, self.server_header)
         # Nobody acts on the answer: no task waits for it (thousands a second).
         self.stack.start_request(notice, target)
+        self.counters.inc("notices_sent")
         log.debug("offline notice to %s sent to %s", uri, target)
 
     async def aclose(self) -> None:

@@ -47,6 +47,8 @@ __all__ = [
     "parse_db_url",
     "purge",
     "show_message",
+    "silo_summary",
+    "waiting_users",
 ]
 
 
@@ -321,6 +323,45 @@ def list_messages(config: Any, aor: str | None = None, limit: int = 10000) -> li
         return [_as_dict(m) for m in rows]
     with _session(config) as ops:
         return [_as_dict(m) for m in ops.list(user, domain, limit)]
+
+
+def waiting_users(config: Any) -> list[dict[str, Any]]:
+    """Users with stored messages: ``aor``, ``count`` and ``oldest`` (inc_time), by AoR."""
+    _, table = _server_settings(config)
+    sql = (f"SELECT username, domain, COUNT(*), MIN(inc_time) FROM {table}"
+           " GROUP BY username, domain ORDER BY username, domain")
+    if _is_server(config):
+        from .sqlbase import run_txn
+
+        rows: list[Any] = _server_op(
+            config, lambda s: run_txn(s.pool, lambda c: c.fetch(sql, ()), txn=False))
+    else:
+        with _session(config) as ops:
+            rows = list(ops.conn.execute(sql))
+    return [{"aor": f"{r[0]}@{r[1]}", "count": int(r[2]), "oldest": int(r[3])} for r in rows]
+
+
+def silo_summary(config: Any) -> dict[str, int | None]:
+    """``rows`` stored and the ``oldest`` one's inc_time (the first by id; None when
+    empty), for metrics. Its own connection: never queued behind the server's stores."""
+    _, table = _server_settings(config)
+    count_sql = f"SELECT COUNT(*) FROM {table}"
+    first_sql = f"SELECT inc_time FROM {table} ORDER BY id LIMIT 1"
+    if _is_server(config):
+        from .sqlbase import run_txn
+
+        async def both(s: SqlSiloStore) -> tuple[list[Any], list[Any]]:
+            async def fetch(c: Any) -> tuple[list[Any], list[Any]]:
+                return await c.fetch(count_sql, ()), await c.fetch(first_sql, ())
+
+            return await run_txn(s.pool, fetch, txn=False)
+
+        counted, first = _server_op(config, both)
+    else:
+        with _session(config) as ops:
+            counted = list(ops.conn.execute(count_sql))
+            first = list(ops.conn.execute(first_sql))
+    return {"rows": int(counted[0][0]), "oldest": int(first[0][0]) if first else None}
 
 
 def show_message(config: Any, id: int) -> dict[str, Any] | None:

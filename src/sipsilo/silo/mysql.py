@@ -167,6 +167,10 @@ class MysqlPool(Pool):
         self._open = False
         self._drop_idle()
 
+    def usage(self) -> tuple[int, int, int] | None:
+        in_use = self.max_size - self._sem._value  # holders of the semaphore
+        return len(self._idle) + in_use, in_use, self.max_size
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:
         if not self._open:

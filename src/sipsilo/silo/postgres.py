@@ -152,6 +152,13 @@ class PostgresPool(Pool):
             except Exception:
                 pool.terminate()
 
+    def usage(self) -> tuple[int, int, int] | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        size = int(pool.get_size())
+        return size, size - int(pool.get_idle_size()), self.max_size
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:
         if self._pool is None:

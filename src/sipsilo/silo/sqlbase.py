@@ -224,6 +224,10 @@ class Pool(ABC):
     def acquire(self) -> contextlib.AbstractAsyncContextManager[Conn]:
         """A connection; a broken one is discarded on the way back, never reused."""
 
+    def usage(self) -> tuple[int, int, int] | None:
+        """(connections open, of them in use, the pool's maximum) for metrics; None: no pool."""
+        return None
+
 
 async def run_txn(pool: Pool, fn: Callable[[Conn], Awaitable[T]], *, txn: bool = True) -> T:
     """Run *fn* on a pooled connection, in one transaction if *txn*; re-run on deadlock."""

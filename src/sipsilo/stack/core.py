@@ -42,6 +42,12 @@ _LINGER_TIMERS = frozenset({"J", "K"})
 # How many INVITE client branches are remembered for forwarding stray 2xx
 # (retransmissions and forked answers after the transaction ended).
 _RECENT_INVITES = 8192
+# Methods counted by name in requests_by_method (RFC 3261, 3262, 3265, 3311, 3428,
+# 3515, 6086); anything else counts as "OTHER".
+COUNTED_METHODS = frozenset({
+    "REGISTER", "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "MESSAGE", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER", "INFO", "UPDATE", "OTHER",
+})
 _EXPIRES = re.compile(r";\s*expires\s*=\s*(\d+)", re.IGNORECASE)
 
 RequestHandler = Callable[[ServerTransaction], Awaitable[None] | None]
@@ -111,6 +117,11 @@ class SipStack:
             str, tuple[float, Callable[[Response], bool] | None]
         ] = OrderedDict()
         self.counters = {"rx_requests": 0, "rx_responses": 0, "rx_errors": 0, "retransmissions": 0}
+        # For /metrics: requests received by method (other methods as "OTHER", so a
+        # peer cannot grow the table), responses received and sent by class (index 1-6).
+        self.requests_by_method: dict[str, int] = dict.fromkeys(COUNTED_METHODS, 0)
+        self.responses_received = [0] * 7
+        self.responses_sent = [0] * 7
 
     # ------------------------------------------------------------------ input
     def receive(self, data: bytes, flow: Flow) -> None:
@@ -124,9 +135,12 @@ class SipStack:
             return
         if isinstance(message, Request):
             self.counters["rx_requests"] += 1
+            method = message.method
+            self.requests_by_method[method if method in COUNTED_METHODS else "OTHER"] += 1
             self._receive_request(message, flow)
         else:
             self.counters["rx_responses"] += 1
+            self.responses_received[message.status // 100] += 1
             self._receive_response(message, flow)
 
     def on_framing_error(self, data: bytes, flow: Flow, exc: ParseError) -> None:
@@ -191,6 +205,7 @@ class SipStack:
 
     def tu_response(self, handle: ServerTransaction, response: Response) -> None:
         """The routing layer answers the request of `handle`."""
+        self.responses_sent[response.status // 100] += 1
         entry = self._server.get(handle.key)
         if entry is None or entry.handle is not handle:
             # The transaction already ended (e.g. timer H); answer statelessly.

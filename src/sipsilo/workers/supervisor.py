@@ -37,7 +37,8 @@ from sipsilo import __version__
 from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config
 from sipsilo.config_values import mask_url
-from sipsilo.control.server import ControlServer
+from sipsilo.control.server import ControlServer, Handler
+from sipsilo.ops.supervised import SupervisorOps
 from sipsilo.silo.admin import open_store
 from sipsilo.silo.sqlbase import StoreUnavailable
 from sipsilo.sip.ids import new_token
@@ -105,6 +106,9 @@ class Supervisor:
                                   max_failures=config.auth.max_failures,
                                   block_time=config.auth.block_time)
         self._expiry: asyncio.Task[None] | None = None
+        self.ops = SupervisorOps(self)
+        self.control_handlers: dict[str, Handler] = {
+            "stats": self._stats, "location.list": self._location_list, **self.ops.handlers()}
 
     # ------------------------------------------------------------- start-up
     async def start(self) -> None:
@@ -157,14 +161,12 @@ class Supervisor:
             self._transports.append(transport)
         if self.auth is not None:
             self._expiry = asyncio.create_task(self._forget_expired_nonces(self.auth))
-        self.control = ControlServer(
-            cfg.control_socket_path(),
-            {"stats": self._stats, "location.list": self._location_list},
-        )
+        self.control = ControlServer(cfg.control_socket_path(), self.control_handlers)
         try:
             await self.control.start()
         except OSError as exc:
             log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
+        await self.ops.start()  # HTTP endpoint, SIGHUP
         listening = ", ".join(f"udp:{format_host(a.host)}:{s.getsockname()[1]}"
                               for a, s in zip(cfg.server.listen, self._socks, strict=True))
         log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
@@ -252,6 +254,7 @@ class Supervisor:
     # ------------------------------------------------------------- shut-down
     async def stop(self) -> None:
         """SIGTERM the workers, keep moving their datagrams until they are gone."""
+        await self.ops.aclose()
         if not self._handed_over:
             # Start-up failed (a port in use...): workers still waiting for their
             # sockets read end-of-file and give up at once.
