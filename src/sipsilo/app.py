@@ -15,6 +15,7 @@ import gc
 import hashlib
 import logging
 import math
+import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
+from sipsilo.transport.tls import TlsContexts
 from sipsilo.transport.worker_link import WorkerLink
 from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
@@ -135,6 +137,8 @@ class Server:
             tcp_idle_timeout=cfg.server.tcp_idle_timeout,
             tcp_max_connections=cfg.server.tcp_max_connections,
             shared_udp=None if worker is None else [],
+            tls=TlsContexts(cfg.tls.settings(cfg.data_dir), need_server=cfg.uses_tls()),
+            ws_origins=cfg.websocket.allowed_origins,
         )
         self.stack.transports = self.transports
         # The claim owner is stable across restarts of this instance (host, data
@@ -202,6 +206,14 @@ class Server:
                  mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
         if cfg.msilo.registrar:
             log.info("offline notices are sent from %s", cfg.msilo.registrar)
+
+    def reload_certificates(self) -> bool:
+        """Re-read the TLS certificate and key (SIGHUP): used for new
+        connections from now on; open connections keep theirs."""
+        transports: Transports | None = getattr(self, "transports", None)
+        if transports is None or transports.tls is None:
+            return False
+        return transports.tls.reload()
 
     def _orphaned(self) -> None:
         """The supervisor has gone (killed): no answer can reach this worker any
@@ -325,6 +337,7 @@ async def _drain(stack: SipStack, timeout: float) -> None:
 async def serve(config: Config, worker: WorkerContext | None = None) -> None:
     server = Server(config, worker)
     event_loop.stop_on_signals(server.stopping)
+    event_loop.on_signal(signal.SIGHUP, server.reload_certificates)
     try:
         await server.start()
         await server.stopping.wait()

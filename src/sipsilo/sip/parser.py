@@ -272,13 +272,22 @@ def _request(
 class StreamFramer:
     """Cuts a byte stream (TCP/TLS) into messages using Content-Length.
 
-    Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped. After a
-    ParseError the stream cannot be resynchronised and should be closed.
+    Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped; each
+    double-CRLF "ping" among them is counted in ``pings`` (the connection
+    answers each with a CRLF "pong"). After a ParseError the stream cannot be
+    resynchronised and should be closed.
     """
 
     def __init__(self, max_size: int = 65536) -> None:
         self.max_size = max_size
         self._buf = bytearray()
+        self._crlfs = 0  # CRLF bytes seen in a row between messages
+        self.pings = 0
+
+    def take_pings(self) -> int:
+        """Pings seen since the last call."""
+        pings, self.pings = self.pings, 0
+        return pings
 
     @property
     def buffered(self) -> int:
@@ -298,9 +307,13 @@ class StreamFramer:
             while skip < len(buf) and buf[skip] in b"\r\n":
                 skip += 1
             if skip:
+                self._crlfs += skip
+                self.pings += self._crlfs // 4
+                self._crlfs %= 4
                 del buf[:skip]
             if not buf:
                 break
+            self._crlfs = 0
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > self.max_size:

@@ -477,7 +477,8 @@ class SipStack:
                 if top is None:
                     log.info("cannot send to %s: %s", flow, exc)
                     return None
-                target = Target(flow.transport, top.received or top.host, top.port or 5060)
+                default = 5061 if flow.transport == "tls" else 5060
+                target = Target(flow.transport, top.received or top.host, top.port or default)
                 log.info("connection %s gone (%s); answering over a new one to %s",
                          flow, exc, target)
                 self._spawn(self._send_new_connection(data, target))

@@ -9,6 +9,11 @@ Connections are bounded: at most ``max_connections`` are open at once (a new
 one beyond that is closed as soon as it is accepted, or refused when we would
 open it), and one that has been silent for ``idle_timeout`` seconds is closed
 unless it carries a registered flow (``pin``: the client is reached over it).
+
+TLS and WebSocket connections are these same connections with a layer
+(transport.layer) between the socket and the SIP framing, so every rule here
+holds for tcp, tls, ws and wss alike. A double-CRLF keep-alive ping between
+messages is answered with a CRLF pong (RFC 5626 §3.5.1).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.parser import StreamFramer
 from sipsilo.transport.flow import Flow
+from sipsilo.transport.layer import Layer, LayerError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +38,11 @@ _ids = itertools.count(1)
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None) -> None:
+    def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None,
+                 transport: str = "tcp", layer: Layer | None = None) -> None:
         self.id = next(_ids)
+        self.transport = transport  # "tcp", "tls", "ws" or "wss"
+        self._layer = layer
         self._registry = registry
         self._framer = StreamFramer(max_size=registry.max_message_size)
         self._transport: asyncio.Transport | None = None
@@ -43,10 +52,12 @@ class TcpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.pinned_until = 0.0  # a registered flow: not idle-closed before this
         self.spoke = False  # a complete SIP message has arrived on it
+        # Done once the layers' handshakes are (at once for plain TCP).
+        self.ready: asyncio.Future[None] = asyncio.get_event_loop().create_future()
 
     @property
     def flow(self) -> Flow:
-        return Flow("tcp", self.local, self.remote, self.id)
+        return Flow(self.transport, self.local, self.remote, self.id)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: no isinstance.
@@ -64,20 +75,31 @@ class TcpConnection(asyncio.Protocol):
         if not self.local[1]:
             self.local = (str(sock[0]), int(sock[1]))
         if not self._registry.add(self):
-            log.warning("refusing tcp connection from %s:%s: %d connections open",
+            log.warning("refusing %s connection from %s:%s: %d connections open", self.transport,
                         self.remote[0], self.remote[1], self._registry.max_connections)
             transport.close()
+            return
+        if self._layer is None:
+            self.ready.set_result(None)
+        else:
+            self._write(self._layer.start())
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        layered: list[bytes] = []
+        if self._layer is not None:
+            data, layered = self._through_layer(data)
         try:
-            messages = self._framer.feed(data)
+            messages = self._framer.feed(data) if data else []
         except ParseError as exc:
             # Framing is lost for good: nothing after this point can be trusted.
-            log.warning("closing tcp connection from %s: %s", self.flow, exc.reason)
+            log.warning("closing %s connection from %s: %s", self.transport, self.flow, exc.reason)
             self._registry.on_framing_error(self._framer.pending, self.flow, exc)
             self.close()
             return
+        if self._framer.take_pings():
+            self.send(b"\r\n")  # RFC 5626 §3.5.1: pong
+        messages += layered
         if messages:
             self.spoke = True
         for message in messages:
@@ -86,17 +108,44 @@ class TcpConnection(asyncio.Protocol):
             except Exception:  # the server never dies on input
                 log.exception("error handling message on %s", self.flow)
 
+    def _through_layer(self, data: bytes) -> tuple[bytes, list[bytes]]:
+        """Bytes through TLS/WebSocket: (stream for the framer, whole messages)."""
+        assert self._layer is not None
+        try:
+            got = self._layer.inbound(data)
+        except LayerError as exc:
+            log.warning("closing %s connection from %s: %s", self.transport, self.flow, exc)
+            self.close()
+            return b"", []
+        self._write(got.reply)
+        if self._layer.ready and not self.ready.done():
+            self.ready.set_result(None)
+        if got.close:
+            if got.error:
+                log.warning("closing %s connection from %s: %s", self.transport, self.flow,
+                            got.error)
+            self.close()
+        return got.stream, got.messages
+
+    def _write(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._registry.remove(self)
         self._transport = None
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before the handshake finished"))
+            self.ready.exception()  # retrieved: nobody may be waiting
         if not self.closed.done():
             self.closed.set_result(None)
 
     def send(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
-            raise ConnectionError(f"tcp connection {self.id} to {self.remote} is closed")
+            raise ConnectionError(f"{self.transport} connection {self.id} to {self.remote} "
+                                  "is closed")
         self.last_active = time.monotonic()
-        self._transport.write(data)
+        self._transport.write(data if self._layer is None else self._layer.outbound(data))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -189,10 +238,15 @@ class TcpRegistry:
     def by_remote(self, remote: tuple[str, int]) -> TcpConnection | None:
         return self._by_remote.get(remote)
 
-    async def connect(self, host: str, port: int) -> TcpConnection:
-        """An open connection to host:port: an existing one, else a new one."""
+    async def connect(self, host: str, port: int, transport: str = "tcp",
+                      layer: Callable[[], Layer] | None = None) -> TcpConnection:
+        """An open connection to host:port: an existing one, else a new one.
+
+        *layer* makes the layers of a new connection (TLS); it is ready, its
+        handshake done (the peer verified), when this returns.
+        """
         existing = self._by_remote.get((host, port))
-        if existing is not None:
+        if existing is not None and existing.transport == transport:
             return existing
         pending = self._connecting.get((host, port))
         if pending is not None:
@@ -204,9 +258,15 @@ class TcpRegistry:
         fut: asyncio.Future[TcpConnection] = loop.create_future()
         self._connecting[(host, port)] = fut
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self), host, port), timeout=5.0
-            )
+            def made() -> TcpConnection:
+                return TcpConnection(self, None, transport, None if layer is None else layer())
+
+            async def opened() -> TcpConnection:
+                _, proto = await loop.create_connection(made, host, port)
+                await proto.ready
+                return proto
+
+            proto = await asyncio.wait_for(opened(), timeout=5.0)
             fut.set_result(proto)
             return proto
         except BaseException as exc:
@@ -225,20 +285,26 @@ class TcpRegistry:
 
 
 class TcpListener:
-    def __init__(self, host: str, port: int, registry: TcpRegistry) -> None:
+    def __init__(self, host: str, port: int, registry: TcpRegistry, transport: str = "tcp",
+                 layer: Callable[[], Layer] | None = None) -> None:
         self.host = host
         self.port = port
+        self.transport = transport
         self._registry = registry
+        self._layer = layer
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        local = (self.host, self.port)
         self._server = await loop.create_server(
-            lambda: TcpConnection(self._registry, local), self.host, self.port, reuse_address=True
+            self._accept, self.host, self.port, reuse_address=True
         )
         if not self.port:
             self.port = self._server.sockets[0].getsockname()[1]
+
+    def _accept(self) -> TcpConnection:
+        layer = None if self._layer is None else self._layer()
+        return TcpConnection(self._registry, (self.host, self.port), self.transport, layer)
 
     def close(self) -> None:
         if self._server is not None:
