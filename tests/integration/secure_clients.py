@@ -53,9 +53,9 @@ def make_certs(directory: Path, names: tuple[str, ...] = ("127.0.0.1", "localhos
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"sipsilo test CA {uuid.uuid4().hex[:8]}")  # CAs told apart by name
     ca_cert = (
-        x509.CertificateBuilder().subject_name(_name("sipsilo test CA"))
-        .issuer_name(_name("sipsilo test CA")).public_key(ca_key.public_key())
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=2))
