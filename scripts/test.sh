@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need (Debian: SIPp, sipsak, baresip, sipvicious; Python: the
+# Install what the tests need (Debian: SIPp, sipsak, baresip, sipvicious, chromium; node:
+# JsSIP from tests/web's lock file; Python: the
 # package with its test extras) and run every check: ruff, mypy, pytest.
 # This is the test command of the README's quick start; .ci/run calls it.
 set -euo pipefail
@@ -20,6 +21,9 @@ if [ "${#need[@]}" -gt 0 ]; then
         echo "missing Debian packages (${need[*]}): run as root or install them" >&2
     fi
 fi
+
+# TLS/WebSocket browser test: chromium, JsSIP (tests/web/package-lock.json)
+./scripts/web-test-deps.sh
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
 

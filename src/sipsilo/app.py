@@ -141,6 +141,7 @@ class Server:
             ws_origins=cfg.websocket.allowed_origins,
         )
         self.stack.transports = self.transports
+        self.transports.tcp.on_closed = self.stack.connection_closed
         # The claim owner is stable across restarts of this instance (host, data
         # dir, SIP port): after a crash it takes back what it held at once
         # instead of leaving the users' messages blocked until the leases lapse.

@@ -8,6 +8,7 @@ that sends SIP text and reads one SIP message at a time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import itertools
@@ -34,6 +35,7 @@ from wsproto.events import (
 )
 
 _seq = itertools.count(1)
+DOMAIN = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def make_certs(directory: Path, names: tuple[str, ...] = ("127.0.0.1", "localhos
                prefix: str = "") -> Certs:
     """A CA and a server certificate signed by it, for names (IPs or DNS names)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"sipsilo test CA {uuid.uuid4().hex[:8]}")  # CAs told apart by name
     ca_cert = (
@@ -222,10 +224,8 @@ class SecureClient:
         return self.closed
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     # ------------------------------------------------------------ SIP
     def via(self) -> str:
@@ -304,3 +304,50 @@ def ok_for(request: str) -> str:
         elif name in ("to", "t"):
             keep.append(line if ";tag=" in line else line + ";tag=ok1")
     return "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
+
+
+def udp_message(port: int, user: str, body: str, timeout: float = 10.0,
+                domain: str = DOMAIN) -> str | None:
+    """A MESSAGE from alice over UDP; the final response's status line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        data = body.encode()
+        text = (
+            f"MESSAGE sip:{user}@{domain} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};rport;branch=z9hG4bKudp{time.monotonic_ns()}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@{domain}>;tag=u1\r\n"
+            f"To: <sip:{user}@{domain}>\r\n"
+            f"Call-ID: udp-{time.monotonic_ns()}\r\nCSeq: 1 MESSAGE\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(data)}\r\n\r\n{body}"
+        )
+        sock.sendto(text.encode(), ("127.0.0.1", port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.05))
+            try:
+                got = sock.recv(65535).decode()
+            except TimeoutError:
+                return None
+            first = got.split("\r\n", 1)[0]
+            if first.startswith("SIP/2.0 ") and int(first.split()[1]) >= 200:
+                return first
+    return None
+
+
+def register_udp(port: int, contact: str, user: str = "bob", domain: str = DOMAIN) -> None:
+    """REGISTER user with contact over UDP; expects 200."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        text = (
+            f"REGISTER sip:{domain} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};rport;branch=z9hG4bKreg{time.monotonic_ns()}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag=r1\r\n"
+            f"To: <sip:{user}@{domain}>\r\n"
+            f"Call-ID: reg-{time.monotonic_ns()}\r\nCSeq: 1 REGISTER\r\n"
+            f"Contact: <{contact}>;expires=60\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(text.encode(), ("127.0.0.1", port))
+        sock.settimeout(5)
+        assert sock.recv(65535).startswith(b"SIP/2.0 200")

@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import ServerProcess, free_port
-from tests.integration.secure_clients import Certs, SecureClient, make_certs, ok_for
+from tests.integration.secure_clients import (
+    Certs,
+    SecureClient,
+    make_certs,
+    ok_for,
+    register_udp,
+    udp_message,
+)
 from tests.integration.silo_helpers import stats, wait_for
 
 pytestmark = pytest.mark.integration
@@ -80,33 +87,6 @@ def secure(make_secure: Callable[..., Secure]) -> Secure:
 def idle(server: ServerProcess) -> None:
     """The dump after a REGISTER is over (until then a MESSAGE queues behind it)."""
     wait_for(lambda: stats(server)["msilo:active_deliveries"] == 0)
-
-
-def udp_message(port: int, user: str, body: str, timeout: float = 10.0) -> str | None:
-    """A MESSAGE from alice over UDP; the final response's status line."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        local = sock.getsockname()[1]
-        data = body.encode()
-        text = (
-            f"MESSAGE sip:{user}@{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};rport;branch=z9hG4bKudp{time.monotonic_ns()}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=u1\r\nTo: <sip:{user}@{DOMAIN}>\r\n"
-            f"Call-ID: udp-{time.monotonic_ns()}\r\nCSeq: 1 MESSAGE\r\n"
-            f"Content-Type: text/plain\r\nContent-Length: {len(data)}\r\n\r\n{body}"
-        )
-        sock.sendto(text.encode(), ("127.0.0.1", port))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            sock.settimeout(max(deadline - time.monotonic(), 0.05))
-            try:
-                got = sock.recv(65535).decode()
-            except TimeoutError:
-                return None
-            first = got.split("\r\n", 1)[0]
-            if first.startswith("SIP/2.0 ") and int(first.split()[1]) >= 200:
-                return first
-    return None
 
 
 def test_stored_over_tls_and_ws_dumped_over_wss_in_order(secure: Secure) -> None:
@@ -314,7 +294,7 @@ def test_tls_contact_is_reached_over_a_new_verified_connection(
     peer = TlsPeer(peer_certs)
     contact = (f"sips:bob@localhost:{peer.port}" if scheme == "sips"
                else f"sip:bob@localhost:{peer.port};transport=tls")
-    _register_udp(secure.ports["udp"], contact)
+    register_udp(secure.ports["udp"], contact)
     idle(secure.server)
     assert udp_message(secure.ports["udp"], "bob", "over tls") == "SIP/2.0 200 OK"
     peer.thread.join(5)
@@ -327,29 +307,13 @@ def test_tls_contact_with_an_untrusted_certificate_gets_nothing(secure: Secure,
                                                                 tmp_path: Path) -> None:
     stranger = make_certs(tmp_path / "stranger", names=("localhost",))  # CA not trusted
     peer = TlsPeer(stranger)
-    _register_udp(secure.ports["udp"], f"sip:bob@localhost:{peer.port};transport=tls")
+    register_udp(secure.ports["udp"], f"sip:bob@localhost:{peer.port};transport=tls")
     idle(secure.server)
     assert udp_message(secure.ports["udp"], "bob", "secret") == "SIP/2.0 202 Accepted"
     assert [r["body"] for r in secure.server.rows()] == [b"secret"]
     assert peer.received == []
     assert "TLS handshake failed" in secure.server.log()
     peer.close()
-
-
-def _register_udp(port: int, contact: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        local = sock.getsockname()[1]
-        text = (
-            f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};rport;branch=z9hG4bKreg{time.monotonic_ns()}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:bob@{DOMAIN}>;tag=r1\r\nTo: <sip:bob@{DOMAIN}>\r\n"
-            f"Call-ID: reg-{time.monotonic_ns()}\r\nCSeq: 1 REGISTER\r\n"
-            f"Contact: <{contact}>;expires=60\r\nContent-Length: 0\r\n\r\n"
-        )
-        sock.sendto(text.encode(), ("127.0.0.1", port))
-        sock.settimeout(5)
-        assert sock.recv(65535).startswith(b"SIP/2.0 200")
 
 
 def test_sighup_rereads_the_certificate_open_connections_stay(secure: Secure,
@@ -394,3 +358,22 @@ def test_tls_listener_without_certificate_stops_startup(tmp_path: Path) -> None:
          "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 2
     assert check.stderr.strip().startswith("config error: tls.certificate: cannot read")
+
+
+def test_connection_closing_mid_relay_stores_the_message_at_once(
+        make_secure: Callable[..., Secure]) -> None:
+    # fr_timer far above the sender's wait: only the close itself can end the relay
+    secure = make_secure(**{"tm.fr_timer": 60})
+    page = secure.client("ws")
+    assert (page.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+    idle(secure.server)
+    result: dict[str, str | None] = {}
+    sender = threading.Thread(target=lambda: result.setdefault(
+        "status", udp_message(secure.ports["udp"], "bob", "in flight", timeout=8)))
+    sender.start()
+    got = page.recv()
+    assert got is not None and got.endswith("in flight")
+    page.close()  # the tab goes away without answering
+    sender.join(15)
+    assert result["status"] == "SIP/2.0 202 Accepted"
+    assert [r["body"] for r in secure.server.rows()] == [b"in flight"]

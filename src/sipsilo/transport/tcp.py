@@ -132,8 +132,14 @@ class TcpConnection(asyncio.Protocol):
             self._transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.pinned_until > time.monotonic():
+            # Requests to the clients registered over it cannot reach them now.
+            log.info("%s connection %s closed: its registrations are unreachable until they "
+                     "register again", self.transport, self.flow)
         self._registry.remove(self)
         self._transport = None
+        if self._registry.on_closed is not None:
+            self._registry.on_closed(self.id)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("closed before the handshake finished"))
             self.ready.exception()  # retrieved: nobody may be waiting
@@ -177,6 +183,9 @@ class TcpRegistry:
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        # Told the id of every connection that closes (the stack fails what
+        # was waiting for an answer over it).
+        self.on_closed: Callable[[int], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
