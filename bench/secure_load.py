@@ -129,7 +129,8 @@ async def stream_worker(kind: str, port: int, window: int, counter: Counter,
                         ctx: ssl.SSLContext | None) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1" if ctx else None)
-    local = "%s:%d" % writer.get_extra_info("sockname")[:2]
+    host, lport = writer.get_extra_info("sockname")[:2]
+    local = f"{host}:{lport}"
     ws = None
     if kind in ("ws", "wss"):
         ws = WSConnection(ConnectionType.CLIENT)
@@ -186,7 +187,8 @@ async def udp_worker(port: int, window: int, counter: Counter) -> None:
     slots = asyncio.Semaphore(window)
     transport, _ = await loop.create_datagram_endpoint(
         lambda: _Udp(counter, slots), local_addr=("127.0.0.1", 0))
-    local = "%s:%d" % transport.get_extra_info("sockname")[:2]
+    host, lport = transport.get_extra_info("sockname")[:2]
+    local = f"{host}:{lport}"
     try:
         while (i := counter.take()) is not None:
             await slots.acquire()
@@ -269,7 +271,8 @@ def run_one(kind: str, args: argparse.Namespace, out: Path) -> Result:
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| transport | messages | 202 | other | stored/s | p50 ms | p99 ms | server CPU µs/msg |",
+    lines = ["| transport | messages | 202 | other | stored/s | p50 ms | p99 ms "
+             "| server CPU µs/msg |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in results:
         other = ", ".join(f"{k}×{v}" for k, v in sorted(r.other.items())) or "–"

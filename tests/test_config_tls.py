@@ -89,3 +89,12 @@ def test_origins_are_normalised_and_round_trip(tmp_path: Path) -> None:
     path.write_text(c.dump_toml())
     again = load_config(path, [], env={})
     assert again.websocket == c.websocket and again.tls == c.tls
+
+
+def test_a_ca_list_that_does_not_load_is_an_error_even_without_tls_listeners(
+        tmp_path: Path) -> None:
+    line = error_of(f"tls.ca_list={tmp_path / 'missing.pem'}", data_dir=tmp_path)
+    assert line.startswith("config error: tls.ca_list: cannot read ")
+    (tmp_path / "junk.pem").write_text("junk")
+    line = error_of("tls.ca_list=junk.pem", data_dir=tmp_path)
+    assert line.startswith("config error: tls.ca_list: no usable CA certificate in ")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sipsilo import __version__
 from sipsilo.auth import start_auth
 from sipsilo.auth.nonce import load_secret
-from sipsilo.config import Config
+from sipsilo.config import Config, ConfigError
 from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
@@ -43,7 +43,7 @@ from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
-from sipsilo.transport.tls import TlsContexts
+from sipsilo.transport.tls import TlsContexts, TlsSetupError
 from sipsilo.transport.worker_link import WorkerLink
 from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
@@ -137,7 +137,7 @@ class Server:
             tcp_idle_timeout=cfg.server.tcp_idle_timeout,
             tcp_max_connections=cfg.server.tcp_max_connections,
             shared_udp=None if worker is None else [],
-            tls=TlsContexts(cfg.tls.settings(cfg.data_dir), need_server=cfg.uses_tls()),
+            tls=_tls_contexts(cfg),
             ws_origins=cfg.websocket.allowed_origins,
         )
         self.stack.transports = self.transports
@@ -321,6 +321,15 @@ class Server:
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })
         return out
+
+
+def _tls_contexts(cfg: Config) -> TlsContexts:
+    """The TLS contexts; a file that changed since the configuration was checked
+    is still one line naming its key."""
+    try:
+        return TlsContexts(cfg.tls.settings(cfg.data_dir), need_server=cfg.uses_tls())
+    except TlsSetupError as exc:
+        raise ConfigError(f"{exc.key}: {exc}") from None
 
 
 async def _drain(stack: SipStack, timeout: float) -> None:

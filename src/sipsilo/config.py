@@ -49,7 +49,7 @@ from sipsilo.config_values import (
     quote,
     sqlite_path,
 )
-from sipsilo.transport.tls import TlsSettings, TlsSetupError, server_context
+from sipsilo.transport.tls import TlsSettings, TlsSetupError, client_context, server_context
 
 __all__ = [
     "SECTIONS",
@@ -393,12 +393,16 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _tls_usable(self) -> Config:
-        """A tls/wss listener needs a certificate and key that load: say which key is wrong."""
-        if self.uses_tls():
-            try:
-                server_context(self.tls.settings(self.data_dir))
-            except TlsSetupError as exc:
-                raise KeyedValueError(exc.key, str(exc)) from None
+        """A tls/wss listener needs a certificate and key that load, and a ca_list
+        given must load (it verifies the TLS peers we connect to): say which key is wrong."""
+        settings = self.tls.settings(self.data_dir)
+        try:
+            if self.uses_tls():
+                server_context(settings)
+            if settings.ca_list is not None:
+                client_context(settings)
+        except TlsSetupError as exc:
+            raise KeyedValueError(exc.key, str(exc)) from None
         return self
 
     def uses_tls(self) -> bool:

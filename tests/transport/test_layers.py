@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.integration.secure_clients import make_certs
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -20,7 +21,6 @@ from sipsilo.sip.parser import StreamFramer
 from sipsilo.transport.layer import LayerError
 from sipsilo.transport.tls import TlsContexts, TlsLayer, TlsSettings
 from sipsilo.transport.websocket import WebSocketLayer, looks_like_sip, origin_allowed
-from tests.integration.secure_clients import make_certs
 
 SIP = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n"
 
