@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install what the tests need (Debian: SIPp, sipsak, baresip, sipvicious, chromium; node:
-# JsSIP from tests/web's lock file; Python: the
-# package with its test extras) and run every check: ruff, mypy, pytest.
+# Install what the tests need (Debian: SIPp, sipsak, baresip, sipvicious, chromium, npm;
+# node: JsSIP from tests/web's lock file; Python: the package with its test extras) and
+# run every check: ruff, mypy, pytest.
 # This is the test command of the README's quick start; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the JsSIP browser test
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing Debian packages: ${need[*]}"
@@ -22,8 +24,10 @@ if [ "${#need[@]}" -gt 0 ]; then
     fi
 fi
 
-# TLS/WebSocket browser test: chromium, JsSIP (tests/web/package-lock.json)
-./scripts/web-test-deps.sh
+# TLS/WebSocket browser test: the pinned JsSIP and esbuild (tests/web/package-lock.json)
+if command -v npm >/dev/null 2>&1; then
+    (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
 

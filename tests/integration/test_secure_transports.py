@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +65,13 @@ def secure_settings(data_dir: Path, **extra: Any) -> tuple[dict[str, Any], dict[
 
 @pytest.fixture
 def make_secure(make_server: Callable[..., ServerProcess],
-                tmp_path: Path) -> Iterator[Callable[..., Secure]]:
-    clients: list[SecureClient] = []
-
+                tmp_path: Path) -> Callable[..., Secure]:
     def make(**extra: Any) -> Secure:
-        data_dir = tmp_path / f"secure{len(clients)}"
+        data_dir = tmp_path / f"secure{len(list(tmp_path.glob('secure*')))}"
         settings, ports, certs = secure_settings(data_dir, **extra)
-        server = make_server(data_dir=data_dir, port=ports["udp"], **settings)
-        return Secure(server, ports, certs)
+        return Secure(make_server(data_dir=data_dir, port=ports["udp"], **settings), ports, certs)
 
-    yield make
-    for c in clients:
-        c.close()
+    return make
 
 
 @pytest.fixture
