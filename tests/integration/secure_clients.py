@@ -99,13 +99,13 @@ class SecureClient:
 
     def __init__(self, kind: str, port: int, ca: Path | None = None, *,
                  origin: str | None = None, subprotocols: tuple[str, ...] = ("sip",),
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, host: str = "127.0.0.1") -> None:
         self.kind = kind
         self.port = port
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw = socket.create_connection((host, port), timeout=timeout)
         if kind in ("tls", "wss"):
             ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-            raw = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            raw = ctx.wrap_socket(raw, server_hostname=host)
         self.sock = raw
         self.local = raw.getsockname()
         self._buf = b""
@@ -116,7 +116,8 @@ class SecureClient:
         if kind in ("ws", "wss"):
             self.ws = WSConnection(ConnectionType.CLIENT)
             extra = [("Origin", origin)] if origin else []
-            self.sock.sendall(self.ws.send(Request(host=f"127.0.0.1:{port}", target="/",
+            authority = f"[{host}]" if ":" in host else host
+            self.sock.sendall(self.ws.send(Request(host=f"{authority}:{port}", target="/",
                                                    subprotocols=list(subprotocols),
                                                    extra_headers=extra)))
             self._pump(timeout, until_handshake=True)
@@ -229,14 +230,16 @@ class SecureClient:
 
     # ------------------------------------------------------------ SIP
     def via(self) -> str:
-        host = "df7jal23ls0d.invalid" if self.ws is not None else "127.0.0.1"
+        local = self.local[0] if ":" not in self.local[0] else f"[{self.local[0]}]"
+        host = "df7jal23ls0d.invalid" if self.ws is not None else local
         port = "" if self.ws is not None else f":{self.local[1]}"
         return f"Via: SIP/2.0/{self.via_transport} {host}{port};branch=z9hG4bK{next(_seq)}x"
 
     def contact_uri(self, user: str) -> str:
         if self.ws is not None:
             return f"sip:{user}x@df7jal23ls0d.invalid;transport={self.kind}"
-        return f"sip:{user}@127.0.0.1:{self.local[1]};transport={self.kind}"
+        local = self.local[0] if ":" not in self.local[0] else f"[{self.local[0]}]"
+        return f"sip:{user}@{local}:{self.local[1]};transport={self.kind}"
 
     def register(self, user: str, domain: str, expires: int = 300, *,
                  instance: str | None = None, call_id: str | None = None,

@@ -372,3 +372,20 @@ def test_connection_closing_mid_relay_stores_the_message_at_once(
     sender.join(15)
     assert result["status"] == "SIP/2.0 202 Accepted"
     assert [r["body"] for r in secure.server.rows()] == [b"in flight"]
+
+
+def test_ipv6_tls_and_wss_listeners(make_server: Callable[..., ServerProcess],
+                                    tmp_path: Path) -> None:
+    data_dir = tmp_path / "v6"
+    certs = make_certs(data_dir, names=("::1", "localhost"))
+    udp = free_port()
+    tls = free_port({udp})
+    wss = free_port({udp, tls})
+    make_server(data_dir=data_dir, port=udp, **{
+        "server.listen": [f"udp:127.0.0.1:{udp}", f"tls:[::1]:{tls}", f"wss:[::1]:{wss}"],
+        "tls.certificate": "cert.pem", "tls.private_key": "key.pem"})
+    sender = SecureClient("tls", tls, certs.ca, host="::1")
+    assert sender.send_message("alice", "bob", DOMAIN, "over v6") == "SIP/2.0 202 Accepted"
+    bob = SecureClient("wss", wss, certs.ca, host="::1")
+    assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+    assert [b.rsplit("] ", 1)[-1] for b in bob.receive_messages(1)] == ["over v6"]
