@@ -389,3 +389,22 @@ def test_ipv6_tls_and_wss_listeners(make_server: Callable[..., ServerProcess],
     bob = SecureClient("wss", wss, certs.ca, host="::1")
     assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
     assert [b.rsplit("] ", 1)[-1] for b in bob.receive_messages(1)] == ["over v6"]
+
+
+def test_a_stalled_handshake_is_closed_by_the_first_message_deadline(
+        make_secure: Callable[..., Secure]) -> None:
+    secure = make_secure(**{"server.tcp_idle_timeout": 2})
+    stalled = []
+    for kind, first_bytes in (("tls", b"\x16\x03\x01\x02\x00\x01"),  # a ClientHello, cut
+                              ("ws", b"GET / HTTP/1.1\r\nHost: x\r\n")):  # headers never end
+        raw = socket.create_connection(("127.0.0.1", secure.ports[kind]), timeout=10)
+        raw.sendall(first_bytes)
+        stalled.append(raw)
+    started = time.monotonic()
+    for raw in stalled:
+        raw.settimeout(10)
+        assert _drain(raw), "the server kept a stalled handshake open"
+        raw.close()
+    assert time.monotonic() - started < 8
+    assert "closing idle connection tls:" in secure.server.log()
+    assert "closing idle connection ws:" in secure.server.log()

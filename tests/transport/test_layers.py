@@ -153,3 +153,31 @@ def test_stream_framer_counts_double_crlf_pings() -> None:
     assert framer.take_pings() == 1  # a ping split over two reads
     assert framer.feed(SIP + b"\r\n\r\n\r\n\r\n") == [SIP]
     assert framer.take_pings() == 2 and framer.take_pings() == 0
+
+
+def _handshake(server: TlsLayer, client: TlsLayer) -> None:
+    to_server = client.start()
+    for _ in range(4):
+        reply = server.inbound(to_server).reply
+        if not reply:
+            return
+        to_server = client.inbound(reply).reply
+
+
+def test_mutual_tls_required_refuses_a_client_without_certificate(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "srv")
+    server_ctx = TlsContexts(TlsSettings(certs.cert, certs.key, certs.ca, "required"),
+                             need_server=True).server
+    assert server_ctx is not None
+    bare = TlsContexts(TlsSettings(None, None, certs.ca), need_server=False).client
+    assert bare is not None
+    with pytest.raises(LayerError, match="TLS"):
+        _handshake(TlsLayer(server_ctx, server_side=True),
+                   TlsLayer(bare, server_side=False, server_hostname="127.0.0.1"))
+    # a client that shows a certificate from the CA gets in
+    ours = TlsContexts(TlsSettings(certs.cert, certs.key, certs.ca), need_server=False).client
+    assert ours is not None
+    server = TlsLayer(server_ctx, server_side=True)
+    client = TlsLayer(ours, server_side=False, server_hostname="127.0.0.1")
+    _handshake(server, client)
+    assert server.ready and client.ready

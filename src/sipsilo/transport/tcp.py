@@ -231,7 +231,7 @@ class TcpRegistry:
             limit = self.idle_timeout if conn.spoke else min(
                 self.idle_timeout, self.first_message_timeout)
             if now - conn.last_active >= limit and now >= conn.pinned_until:
-                log.info("closing idle tcp connection %s", conn.flow)
+                log.info("closing idle connection %s", conn.flow)
                 conn.close()
                 closed += 1
         return closed

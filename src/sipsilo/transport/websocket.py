@@ -134,10 +134,10 @@ class WebSocketLayer(Layer):
         if not self._open:
             raise ConnectionError("WebSocket not open")
         try:
-            text = message.decode("utf-8")
+            event: TextMessage | BytesMessage = TextMessage(data=message.decode("utf-8"))
         except UnicodeDecodeError:
-            return self._ws.send(BytesMessage(data=message))
+            event = BytesMessage(data=message)
         try:
-            return self._ws.send(TextMessage(data=text))
+            return self._ws.send(event)
         except LocalProtocolError as exc:  # closing
             raise ConnectionError(f"WebSocket closing: {exc}") from None
