@@ -11,7 +11,7 @@ command -v svcrack >/dev/null || { echo "svcrack missing: apt-get install sipvic
 dir=$(mktemp -d)
 port=${PORT:-25999}
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-printf '[server]\nlisten = ["udp:127.0.0.1:%s"]\ndomains = ["localhost"]\n[auth]\nmax_failures = 5\nblock_time = 60\nalgorithms = ["MD5", "SHA-256"]\n' "$port" > "$dir/c.toml"
+printf '[server]\nlisten = ["udp:127.0.0.1:%s"]\ndomains = ["localhost"]\n[auth]\nmax_failures = 5\nblock_time = 60\n' "$port" > "$dir/c.toml"
 echo secret | python3 -m sipsilo user add bob@localhost --password-stdin -c "$dir/c.toml" --data-dir "$dir"
 python3 -m sipsilo serve -c "$dir/c.toml" --data-dir "$dir" > "$dir/server.log" 2>&1 &
 pid=$!

@@ -166,7 +166,9 @@ class Server:
             route_secret=load_secret(cfg.data_dir),
         )
         # Before the transports start: no request is routed while auth is undecided.
-        self.services.auth, self.subscribers = await start_auth(cfg)
+        setup = await start_auth(cfg)
+        self.services.auth, self.services.auth_auto = setup.auth, setup.auto
+        self.subscribers = setup.subscribers
         self.dispatcher = Dispatcher(self.services, route)
         self.stack._on_stray_ack = self.dispatcher.on_stray_ack
         self.stack._on_stray_response = self.dispatcher.on_stray_response

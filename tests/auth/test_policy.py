@@ -6,8 +6,15 @@ import asyncio
 
 import pytest
 
+from sipsilo.auth.identity import Identity
 from sipsilo.auth.nonce import NonceManager
-from sipsilo.auth.policy import Authenticator, FailureTracker, Verdict, consume_credentials
+from sipsilo.auth.policy import (
+    Authenticator,
+    FailureTracker,
+    Verdict,
+    consume_credentials,
+    failure_key,
+)
 from sipsilo.auth.subscribers import Subscriber, hashes
 from sipsilo.config import ConfigError, load_config
 from sipsilo.sip.digest import Credentials, ha1, parse_challenge, request_digest
@@ -34,6 +41,7 @@ class Users:
 
 def make_auth(**kw: object) -> Authenticator:
     nonces = NonceManager(b"s" * 32, REALM, expires=300)
+    kw.setdefault("algorithms", ("SHA-256", "MD5"))
     return Authenticator(Users(bob="secret", alice="pw"), REALM, nonces, **kw)  # type: ignore[arg-type]
 
 
@@ -104,14 +112,44 @@ def test_wrong_password_and_unknown_user_get_the_same_challenge() -> None:
     assert auth.subscribers.lookups == 2  # type: ignore[attr-defined]
 
 
-def test_bobs_credentials_for_alices_aor_is_403() -> None:
-    auth = make_auth()
+def test_bobs_credentials_for_alices_aor_are_answered_as_a_wrong_password() -> None:
+    auth = make_auth(max_failures=2)
+    wrong = check(auth, request(user="alice", auth=answer(check(auth, request(user="alice")),
+                                                          user="alice", password="x")))
     creds = answer(check(auth, request(user="alice")), user="bob")
     v = check(auth, request(user="alice", auth=creds))
-    assert v.status == 403 and "To" in v.reason
+    assert (v.status, v.reason, [n for n, _ in v.headers]) == (
+        wrong.status, wrong.reason, [n for n, _ in wrong.headers]) == (
+        401, "Unauthorized", ["WWW-Authenticate"] * 2)
     m = check(auth, request("MESSAGE", user="alice",
                             auth=answer(check(auth, request("MESSAGE")), method="MESSAGE")))
-    assert m.status == 403 and "From" in m.reason
+    assert (m.status, m.reason) == (407, "Proxy Authentication Required")
+    # and counted as failures of bob's account: the next try as bob is refused unverified
+    blocked = check(auth, request(auth=answer(check(auth, request()))))
+    assert blocked.status == 403 and "too many" in blocked.reason
+
+
+@pytest.mark.parametrize("username", ["bob", "bob@", f"bob@{REALM}", f"bob@{REALM.upper()}",
+                                      f"b%6Fb@{REALM}", f"bob@{REALM}:5060"])
+def test_spellings_of_one_account_share_one_budget(username: str) -> None:
+    auth = make_auth(max_failures=1)
+    bad = answer(check(auth, request()), password="x")
+    assert check(auth, request(auth=bad)).status == 401
+    v = check(auth, request(auth=answer(check(auth, request()), username=username)))
+    assert v.status == 403 and "too many" in v.reason
+
+
+@pytest.mark.parametrize("username", ["bob ", "BOB", f"bob@{REALM} ", f"bob@other.{REALM}"])
+def test_other_accounts_are_not_bobs(username: str) -> None:
+    auth = make_auth()
+    v = check(auth, request(auth=answer(check(auth, request()), username=username)))
+    assert (v.ok, v.status) == (False, 401)
+
+
+def test_default_algorithms_are_md5_only() -> None:
+    nonces = NonceManager(b"s" * 32, REALM, expires=300)
+    v = check(Authenticator(Users(bob="secret"), REALM, nonces), request())
+    assert [parse_challenge(h).algorithm for _, h in v.headers] == ["MD5"]
 
 
 def test_replayed_nonce_count_is_refused_then_higher_nc_accepted() -> None:
@@ -166,6 +204,18 @@ def test_failure_tracker_success_resets_and_zero_disables() -> None:
     assert not any(off.failure("a", i) for i in range(10)) and off.blocked_until("a", 0) is None
 
 
+def test_a_flood_of_other_failures_does_not_evict_a_block() -> None:
+    # failing as 10 made-up accounts must not push bob's block out of the bounded table
+    t = FailureTracker(2, 10, max_sources=3)
+    assert not t.failure("bob", 0) and t.failure("bob", 1)
+    for i in range(10):
+        t.failure(f"x{i}", 2 + i / 10)
+    assert t.blocked_until("bob", 5) == 11
+    assert t.blocked_until("bob", 11) is None  # and it still ends on time
+    t.success("x9")
+    assert t.blocked_until("x9", 5) is None
+
+
 def test_trusted_networks() -> None:
     auth = make_auth(trusted=("10.0.0.0/8", "2001:db8::/32"))
     assert auth.is_trusted("10.1.2.3") and auth.is_trusted("2001:db8::1")
@@ -185,11 +235,11 @@ def test_consume_credentials_keeps_other_realms() -> None:
 def test_auth_config() -> None:
     cfg = load_config(None, ["server.domains=[\"example.com\", \"b.org\"]"], env={})
     assert cfg.auth.enabled == "auto" and cfg.auth_realm() == "example.com"
-    assert cfg.auth.algorithms == ["SHA-256", "MD5"] and cfg.auth.nonce_expires == 300
+    assert cfg.auth.algorithms == ["MD5"] and cfg.auth.nonce_expires == 300
     cfg = load_config(None, ["auth.enabled=false", "auth.realm=r", "auth.trusted=10.1.0.0/16",
-                             "auth.algorithms=MD5"], env={})
+                             'auth.algorithms=["SHA-256", "MD5"]'], env={})
     assert cfg.auth.enabled is False and cfg.auth_realm() == "r"
-    assert cfg.auth.trusted == ["10.1.0.0/16"] and cfg.auth.algorithms == ["MD5"]
+    assert cfg.auth.trusted == ["10.1.0.0/16"] and cfg.auth.algorithms == ["SHA-256", "MD5"]
     for bad, text in [("auth.enabled=maybe", 'auth.enabled: expected true, false or "auto"'),
                       ("auth.trusted=[\"10.0.0.300/8\"]", "auth.trusted[0]: not a network"),
                       ("auth.algorithms=[]", "auth.algorithms"),
@@ -221,4 +271,4 @@ def test_digest_uri_must_be_the_request_uri() -> None:
     assert 'uri="sip:elsewhere.example.org"' in creds
     v = check(auth, request(auth=creds))
     assert (v.ok, v.status, v.reason) == (False, 400, "Bad Authorization header - uri mismatch")
-    assert auth.failures.blocked_until(f"{SRC[0]} bob", NOW) is None
+    assert auth.failures.blocked_until(failure_key(SRC[0], Identity("bob", REALM)), NOW) is None

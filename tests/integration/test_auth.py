@@ -1,8 +1,8 @@
 """Digest authentication end to end: SIPp's [authentication], sipsak, raw sockets, svwar.
 
-SIPp 3.6 and sipsak 0.9.8 compute MD5 only and, against RFC 8760 §2.4, give up when
-the first challenge is SHA-256 instead of skipping it; these servers therefore offer
-MD5 first ([auth] algorithms). The SHA-256 path is covered by the unit tests.
+These servers run with the default [auth] algorithms (MD5 only: SIPp 3.6 and sipsak
+0.9.8 compute MD5 only, see test_auth_clients.py). The SHA-256 path is covered by the
+unit tests.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from tests.integration.harness import ServerProcess, run_sipp
 
 Make = Callable[..., ServerProcess]
 HOST = "127.0.0.1"
-COMPAT = {"auth.algorithms": ["MD5", "SHA-256"]}
+#: settings these servers add to the defaults: none, the defaults must serve the clients
+COMPAT: dict[str, Any] = {}
 
 
 def add_user(data_dir: Path, aor: str, password: str, *sets: str) -> None:
@@ -172,11 +173,39 @@ def test_wrong_password_gets_401_again_and_no_dump(make_server: Make, tmp_path: 
     assert "bob" not in listing.stdout  # no binding without an authenticated REGISTER
 
 
-def test_bobs_credentials_for_alices_aor_is_403(make_server: Make, tmp_path: Path) -> None:
+def test_bobs_credentials_for_alices_aor_are_challenged_again(
+        make_server: Make, tmp_path: Path) -> None:
+    # the answer of a wrong password: a 403 here would confirm bob's password
     server = auth_server(make_server, tmp_path)
-    result = sipp_register(server, "alice", "bob", "secret", 403)
+    result = sipp_register(server, "alice", "bob", "secret", 401)
     assert result.returncode == 0, result.stdout + result.messages
-    assert "To is not yours" in result.received()[-1]
+    assert "is not yours" not in result.received()[-1]
+    assert "authenticated as sip:bob@127.0.0.1 but claims sip:alice@127.0.0.1" in server.log()
+
+
+def test_auto_turns_authentication_on_when_a_user_is_added(
+        make_server: Make, tmp_path: Path) -> None:
+    server = make_server(data_dir=tmp_path / "auto")
+    assert "authentication is OFF" in server.log()
+    c = Client(server)
+    try:
+        assert status(c.send("REGISTER", "bob", call_id="auto-0")) == 200  # open: no users
+        added = server.cli("user", "add", f"bob@{HOST}", "--password-stdin", input="secret\n")
+        assert added.returncode == 0, added.stderr
+        assert "restart" not in added.stdout
+        deadline = time.monotonic() + 5
+        reply = ""
+        while time.monotonic() < deadline:
+            reply = c.send("REGISTER", "bob", call_id=f"auto-{c.seq}")
+            if status(reply) != 200:
+                break
+            time.sleep(0.2)
+        assert status(reply) == 401 and "WWW-Authenticate: Digest" in reply, reply
+        creds = c.credentials(reply, "REGISTER", "bob", "secret")
+        assert status(c.send("REGISTER", "bob", auth=creds, call_id=f"auto-{c.seq}")) == 200
+    finally:
+        c.close()
+    assert "authentication turned on: the subscriber table has users" in server.log()
 
 
 def test_unauthenticated_message_from_local_user_is_407_then_stored_as_identity(

@@ -89,7 +89,8 @@ def test_sipsak_message_for_offline_user_is_stored(server: ServerProcess, tmp_pa
 class Baresip:
     """A headless baresip: account alice, no audio, driven over ctrl_tcp (netstring JSON)."""
 
-    def __init__(self, config_dir: Path, server: ServerProcess, contacts: list[str]) -> None:
+    def __init__(self, config_dir: Path, server: ServerProcess, contacts: list[str],
+                 password: str = "unused") -> None:
         self.sip_port = free_port({server.port})
         self.ctrl_port = free_port({server.port, self.sip_port, self.sip_port + 1})
         config_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ class Baresip:
             "sip_trans_def\tudp\n"
         )
         (config_dir / "accounts").write_text(
-            f"<sip:alice@{server.uri_host}>;regint=60;auth_pass=unused\n"
+            f"<sip:alice@{server.uri_host}>;regint=60;auth_pass={password}\n"
         )
         (config_dir / "contacts").write_text("".join(f"<{c}>\n" for c in contacts))
         self.log_path = config_dir / "baresip.log"

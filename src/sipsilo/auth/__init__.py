@@ -5,6 +5,8 @@
 * :mod:`.subscribers` is the Kamailio-compatible ``subscriber`` table, in the silo's
   database (SQLite, MySQL/MariaDB or PostgreSQL);
 * :mod:`.policy` gives the verdict on one request (``RouteContext.auth_check``);
+* :mod:`.identity` is the one normalised spelling of an account;
+* :mod:`.auto` turns ``enabled = "auto"`` on once the table has users;
 * :mod:`.admin` backs ``sipsilo user add|passwd|remove|list``.
 
 :func:`start_auth` is what the app calls: it decides whether authentication is on.
@@ -12,16 +14,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from sipsilo.auth.auto import AutoSwitch
 from sipsilo.auth.nonce import NonceManager, load_secret
 from sipsilo.auth.policy import Authenticator, Verdict, consume_credentials
 from sipsilo.auth.subscribers import SqliteSubscribers, SqlSubscribers, Subscriber, Subscribers
 from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
 
-__all__ = ["Authenticator", "NonceManager", "SqlSubscribers", "SqliteSubscribers", "Subscriber",
-           "Subscribers", "Verdict", "consume_credentials", "start_auth"]
+__all__ = ["AuthSetup", "Authenticator", "AutoSwitch", "NonceManager", "SqlSubscribers",
+           "SqliteSubscribers", "Subscriber", "Subscribers", "Verdict", "consume_credentials",
+           "start_auth"]
 
 log = logging.getLogger("sipsilo.auth")
 
@@ -29,11 +35,22 @@ OFF_WARNING = ("authentication is OFF: anyone can register as any user and read 
                "stored messages")
 
 
-async def start_auth(config: Any) -> tuple[Authenticator | None, Subscribers | None]:
-    """(authenticator or None when off, the subscriber store to ``aclose`` at shutdown).
+@dataclass
+class AuthSetup:
+    """What :func:`start_auth` decided."""
+
+    auth: Authenticator | None         # on now
+    auto: AutoSwitch | None            # off now, "auto": on once the table has users
+    subscribers: Subscribers | None    # to ``aclose`` at shutdown
+
+
+async def start_auth(config: Any) -> AuthSetup:
+    """Open the subscriber store and decide whether authentication is on.
 
     The subscriber table is in the silo's database (``[msilo] db_url``: SQLite, MySQL/
-    MariaDB or PostgreSQL); it is created, or a Kamailio one adopted, here.
+    MariaDB or PostgreSQL); it is created, or a Kamailio one adopted, here. With
+    ``enabled = "auto"`` and no users yet, the store stays open for the
+    :class:`AutoSwitch` to look at again.
     """
     cfg = config.auth
     subscribers: Subscribers
@@ -51,30 +68,41 @@ async def start_auth(config: Any) -> tuple[Authenticator | None, Subscribers | N
             except StoreUnavailable as exc:
                 raise StoreUnavailable(f"msilo.db_url: {exc}") from None
             await subscribers.aensure_schema()
-            users = await subscribers.acount()
         else:
             subscribers.ensure_schema()
-            users = subscribers.count()
+        users = await _count(subscribers)
     except BaseException:
         await subscribers.aclose()
         raise
-    enabled = cfg.enabled if isinstance(cfg.enabled, bool) else users > 0
-    if not enabled:
-        why = "[auth] enabled = false" if cfg.enabled is False else "no users in the " \
-            f"{cfg.db_table} table; add one with 'sipsilo user add USER@DOMAIN'"
-        log.warning("%s (%s)", OFF_WARNING, why)
+    if cfg.enabled is False:
+        log.warning("%s ([auth] enabled = false)", OFF_WARNING)
         await subscribers.aclose()  # nothing asks it until a restart
-        return None, None
-    realm = config.auth_realm()
-    nonces = NonceManager(load_secret(config.data_dir), realm, cfg.nonce_expires)
-    auth = Authenticator(
-        subscribers, realm, nonces, algorithms=tuple(cfg.algorithms),
-        trusted=tuple(cfg.trusted), max_failures=cfg.max_failures, block_time=cfg.block_time,
-    )
+        return AuthSetup(None, None, None)
+
+    def make() -> Authenticator:
+        return Authenticator(
+            subscribers, config.auth_realm(),
+            NonceManager(load_secret(config.data_dir), config.auth_realm(), cfg.nonce_expires),
+            algorithms=tuple(cfg.algorithms), trusted=tuple(cfg.trusted),
+            max_failures=cfg.max_failures, block_time=cfg.block_time,
+        )
+
+    if cfg.enabled == "auto" and users == 0:
+        log.warning("%s (no users in the %s table; add one with 'sipsilo user add "
+                    "USER@DOMAIN': authentication then turns on by itself)", OFF_WARNING,
+                    cfg.db_table)
+        load_secret(config.data_dir)  # made now, not in the middle of a request
+        return AuthSetup(None, AutoSwitch(make, lambda: _count(subscribers)), subscribers)
     if users == 0:
         log.warning("authentication is on but the %s table is empty: nobody can register",
                     cfg.db_table)
-    log.info("authentication on: realm %r, %d users, algorithms %s%s", realm, users,
-             "/".join(cfg.algorithms),
+    log.info("authentication on: realm %r, %d users, algorithms %s%s", config.auth_realm(),
+             users, "/".join(cfg.algorithms),
              f", trusted {', '.join(cfg.trusted)}" if cfg.trusted else "")
-    return auth, subscribers
+    return AuthSetup(make(), None, subscribers)
+
+
+async def _count(subscribers: Subscribers) -> int:
+    if isinstance(subscribers, SqlSubscribers):
+        return await subscribers.acount()
+    return await asyncio.to_thread(subscribers.count)

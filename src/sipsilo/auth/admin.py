@@ -4,7 +4,9 @@ The table is in the silo's database (``[msilo] db_url``: a SQLite file, MySQL/Ma
 PostgreSQL) and is created (or a Kamailio one adopted) on first use. Works while servers
 run on the same database (SQLite: WAL and busy_timeout, as the silo admin commands); a
 running server reads each user at each authentication, so a new password or a removed
-user counts at once; only "auto" turning authentication on needs a restart. Passwords
+user counts at once, and with "auto" the first user turns authentication on within a
+second (:mod:`sipsilo.auth.auto`). An AoR is stored in its one normalised spelling
+(:class:`~sipsilo.auth.identity.Identity`: escapes decoded, host lower-cased). Passwords
 are hashed here with the configured realm and never stored in plaintext, printed or
 logged.
 """
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sipsilo.auth.identity import Identity
 from sipsilo.auth.subscribers import Subscribers, open_blocking
 from sipsilo.silo.admin import parse_aor
 
@@ -37,25 +40,31 @@ def subscribers_init(config: Any) -> str:
         return store.table
 
 
+def _account(aor: str) -> tuple[str, str]:
+    """(user, domain) of an AoR as the server looks it up."""
+    who = Identity.of(*parse_aor(aor))
+    return who.user, who.domain
+
+
 def _check_password(password: str) -> None:
     if not password:
         raise ValueError("empty password")
 
 
 def user_add(config: Any, aor: str, password: str) -> str:
-    user, domain = parse_aor(aor)
+    user, domain = _account(aor)
     _check_password(password)
     with _open(config) as store:
         first = store.count() == 0
         store.add(user, domain, config.auth_realm(), password)
     note = ""
     if first and config.auth.enabled == "auto":
-        note = " (first user: restart the server to turn authentication on)"
+        note = " (first user: a running server turns authentication on within a second)"
     return f"added {user}@{domain} (realm {config.auth_realm()}){note}"
 
 
 def user_passwd(config: Any, aor: str, password: str) -> str:
-    user, domain = parse_aor(aor)
+    user, domain = _account(aor)
     _check_password(password)
     with _open(config) as store:
         if not store.set_password(user, domain, config.auth_realm(), password):
@@ -64,7 +73,7 @@ def user_passwd(config: Any, aor: str, password: str) -> str:
 
 
 def user_remove(config: Any, aor: str) -> str:
-    user, domain = parse_aor(aor)
+    user, domain = _account(aor)
     with _open(config) as store:
         if not store.remove(user, domain):
             raise LookupError(f"no user {user}@{domain}")

@@ -11,9 +11,14 @@ its issue time becomes a low-water mark: a nonce issued at or before the mark th
 longer in the table is answered as stale instead of trusted again, so eviction never
 re-opens a replay window. A stale answer costs a legitimate client one silent retry.
 
-The table is per process: a request replayed to *another* instance sharing the secret is
-not caught there (as with Kamailio's per-instance nonce-count arrays). Deploy one instance
-per secret, or keep ``nonce_expires`` short, where that matters.
+Each entry also names the account (:attr:`~sipsilo.auth.identity.Identity.key`) that
+used the nonce first: a nonce answered for bob is not then good for another account.
+
+The table is per process: a request replayed to *another* worker or instance sharing the
+secret is not caught there (as with Kamailio's per-instance nonce-count arrays). Deploy
+one instance per secret, or keep ``nonce_expires`` short, where that matters. The state is
+keyed by the nonce text itself (unique: random and MACed), with plain values (issue time,
+highest nc, account key), so that a shared store can later replace the dict as is.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ class NonceManager:
         self._realm = realm.encode("utf-8")
         self.expires = expires
         self.max_tracked = max_tracked
-        self._seen: dict[str, tuple[int, int]] = {}  # nonce -> (ts, max nc)
+        self._seen: dict[str, tuple[int, int, str]] = {}  # nonce -> (ts, max nc, account)
         # (issue time, nonce) of every entry of _seen, oldest issued first: both
         # expiry and eviction take from the front, never scanning the table.
         self._by_age: list[tuple[int, str]] = []
@@ -90,11 +95,12 @@ class NonceManager:
             return NonceState.STALE
         return NonceState.VALID
 
-    def use(self, nonce: str, nc: int | None) -> bool:
-        """Record one use of a VALID nonce; False if it is a replay.
+    def use(self, nonce: str, nc: int | None, account: str = "") -> bool:
+        """Record one use of a VALID nonce by *account*; False if it is a replay.
 
         *nc* is the request's nonce-count, None when the client sent no qop: such a
         nonce is single-use, since without nc nothing else tells a replay apart.
+        A nonce first used by another account counts as a replay too.
         Call only after the digest itself checked out, so forged requests cannot
         fill the table or burn a victim's nonce.
         """
@@ -103,13 +109,13 @@ class NonceManager:
             return False
         prev = self._seen.get(nonce)
         if prev is not None:
-            if nc is None or nc <= prev[1]:
+            if nc is None or nc <= prev[1] or account != prev[2]:
                 return False
-            self._seen[nonce] = (ts, nc)
+            self._seen[nonce] = (ts, nc, account)
             return True
         if ts <= self._low_water:
             return False
-        self._seen[nonce] = (ts, _USED_NO_QOP if nc is None else nc)
+        self._seen[nonce] = (ts, _USED_NO_QOP if nc is None else nc, account)
         heapq.heappush(self._by_age, (ts, nonce))
         while len(self._seen) > self.max_tracked:
             # the oldest issued goes first: it is the nearest to expiry anyway

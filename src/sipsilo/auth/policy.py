@@ -11,11 +11,16 @@ Choices that matter for security:
   wrong passwords all get the same 401/407, so the answers do not enumerate users.
   An unknown user's digest is still computed (against a dummy HA1) to keep the
   timing alike.
-* A (source address, username) pair with ``max_failures`` failed attempts is
+* Every wrong guess gets that same challenge, a right password for an AoR that is
+  not the user's included (a 403 there would confirm the password).
+* A (source address, account) pair with ``max_failures`` failed attempts is
   answered 403 without any verification for ``block_time`` seconds (a reply, not
   a drop: an unanswered transaction would be retransmitted for 32 s and hold
   server state). Keyed on the pair, not the address alone, so that a spoofer
   (or one bad client) cannot lock every user behind a shared NAT address out.
+  The account is the normalised :class:`~sipsilo.auth.identity.Identity` that the
+  subscriber lookup uses too: ``bob``, ``bob@`` and ``bob@example.com`` are one
+  budget, and spellings that are another account (``bob ``) never find bob's row.
 * The digest ``uri`` must be the Request-URI (RFC 2617 §3.2.2.5): otherwise 400,
   so credentials captured for one request cannot be replayed on another.
 * Stale or replayed nonces are not failures: clients retry them silently.
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
+from sipsilo.auth.identity import Identity
 from sipsilo.auth.nonce import NonceManager, NonceState
 from sipsilo.auth.subscribers import Subscriber
 from sipsilo.sip.digest import Challenge, Credentials, expected_response, parse_credentials
@@ -67,8 +73,17 @@ class FailureTracker:
         self.block_time = block_time
         self.max_sources = max_sources
         self._by_source: OrderedDict[str, tuple[int, float]] = OrderedDict()  # count, last
+        # Blocks pushed out of _by_source by newer keys (key -> until): a guesser who
+        # fails as thousands of made-up accounts must not evict his own block. Filling
+        # this one too takes max_failures failures per entry.
+        self._evicted: OrderedDict[str, float] = OrderedDict()
 
     def blocked_until(self, source: str, now: float) -> float | None:
+        until = self._evicted.get(source)
+        if until is not None:
+            if now < until:
+                return until
+            del self._evicted[source]
         entry = self._by_source.get(source)
         if entry is None or not self.max_failures:
             return None
@@ -86,11 +101,22 @@ class FailureTracker:
         count, _ = self._by_source.pop(source, (0, now))
         self._by_source[source] = (count + 1, now)
         while len(self._by_source) > self.max_sources:
-            self._by_source.popitem(last=False)
+            old, (old_count, last) = self._by_source.popitem(last=False)
+            if old_count >= self.max_failures and now - last < self.block_time:
+                self._evicted[old] = last + self.block_time
+                while len(self._evicted) > self.max_sources:
+                    self._evicted.popitem(last=False)
         return count + 1 >= self.max_failures
 
     def success(self, source: str) -> None:
         self._by_source.pop(source, None)
+        self._evicted.pop(source, None)
+
+
+def failure_key(source_ip: str, who: Identity) -> str:
+    """The failure-budget key: source address and account, the same text in every
+    process (a shared store could take it as is)."""
+    return f"{source_ip} {who.key}"
 
 
 @lru_cache(maxsize=4096)
@@ -121,7 +147,7 @@ class Authenticator:
         realm: str,
         nonces: NonceManager,
         *,
-        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        algorithms: tuple[str, ...] = ("MD5",),
         trusted: tuple[str, ...] = (),
         max_failures: int = 5,
         block_time: float = 60,
@@ -139,7 +165,7 @@ class Authenticator:
         return in_networks(source_ip, self.trusted)
 
     def challenge(self, www: bool, now: float, stale: bool = False) -> Verdict:
-        """401 (REGISTER) or 407 with one challenge per algorithm, strongest first.
+        """401 (REGISTER) or 407 with one challenge per algorithm, in the configured order.
 
         One nonce serves every offered algorithm: the client answers one of them.
         """
@@ -164,7 +190,9 @@ class Authenticator:
         creds = self._credentials(request, www)
         if creds is None:
             return self.challenge(www, now)
-        block_key = f"{ip} {creds.username.lower()}"
+        owner = Identity.from_uri(claimed)
+        who = Identity.from_digest(creds.username, owner.domain)
+        block_key = failure_key(ip, who)
         until = self.failures.blocked_until(block_key, now)
         if until is not None:
             # debug only: a blocked brute-forcer must not flood the log (the block
@@ -180,10 +208,8 @@ class Authenticator:
             log.info("auth: %s from %s: digest uri %r is not the Request-URI %s",
                      request.method, where, creds.uri, request.uri)
             return Verdict(False, status=400, reason="Bad Authorization header - uri mismatch")
-        username, _, domain = creds.username.partition("@")
-        # "bob" or "bob@example.com" (some clients send the AoR; sipsak even "bob@").
-        domain = (domain or claimed.host).lower()
-        subscriber = await asyncio.to_thread(self.subscribers.get, username, domain)
+        # "bob", "bob@" or "bob@example.com": one account (identity.py), one lookup.
+        subscriber = await asyncio.to_thread(self.subscribers.get, who.user, who.domain)
         stored = (subscriber or _DUMMY).hash_for(creds.algorithm, self.realm)
         try:
             expected = expected_response(creds, stored or _DUMMY.ha1, request.method)
@@ -191,30 +217,26 @@ class Authenticator:
             log.info("auth: %s from %s: unsupported algorithm/qop %s/%s", request.method,
                      where, creds.algorithm, creds.qop)
             return self.challenge(www, now)
-        if subscriber is None or stored is None or not hmac.compare_digest(
-                expected.encode(), creds.response.lower().encode()):
-            why = ("unknown user" if subscriber is None else
-                   f"no {creds.algorithm} hash stored" if stored is None else "wrong password")
+        right = hmac.compare_digest(expected.encode(), creds.response.lower().encode())
+        why = ("unknown user" if subscriber is None else
+               f"no {creds.algorithm} hash stored" if stored is None else
+               "wrong password" if not right else
+               # the password is bob's, the AoR is not: answered as a wrong password,
+               # counted as one (a 403 would tell the guesser he found bob's password)
+               f"authenticated as {who.key} but claims {owner.key}" if who != owner else "")
+        if why:
             blocked = self.failures.failure(block_key, now)
-            log.warning("auth failure from %s: %s as %s@%s (%s)%s", where, request.method,
-                        username, domain, why,
-                        "; source blocked for this user" if blocked else "")
+            log.warning("auth failure from %s: %s as %s (%s)%s", where, request.method,
+                        who, why, "; source blocked for this user" if blocked else "")
             return self.challenge(www, now)
         if state is NonceState.STALE:
             # Right password, old nonce: RFC 7616 §3.3 stale=true, the client retries.
             return self.challenge(www, now, stale=True)
-        if not self.nonces.use(creds.nonce, creds.nc_value if creds.qop else None):
-            log.warning("auth: replayed nonce from %s (%s@%s, nc=%s)", where, username, domain,
-                        creds.nc)
+        if not self.nonces.use(creds.nonce, creds.nc_value if creds.qop else None, who.key):
+            log.warning("auth: replayed nonce from %s (%s, nc=%s)", where, who, creds.nc)
             return self.challenge(www, now, stale=True)
         self.failures.success(block_key)
-        identity = f"sip:{username}@{domain}"
-        if claimed.user != username or claimed.host.lower() != domain:
-            log.warning("auth: %s from %s authenticated as %s but claims %s", request.method,
-                        where, identity, claimed.aor())
-            return Verdict(False, status=403,
-                           reason=f"Forbidden - {'To' if www else 'From'} is not yours")
-        return Verdict(True, identity=identity)
+        return Verdict(True, identity=who.key)
 
     def _credentials(self, request: Request, www: bool) -> Credentials | None:
         """The client's credentials for our realm, None when it sent none usable."""

@@ -161,6 +161,37 @@ def _row(r: Sequence[object]) -> Subscriber:
     return Subscriber(int(str(r[0])), *(str(v or "") for v in r[1:7]))
 
 
+def exact_row(rows: Sequence[Sequence[object]], username: str, domain: str
+              ) -> Subscriber | None:
+    """The row of exactly *username* at *domain*, among the rows a lookup returned.
+
+    MariaDB/MySQL's default collations compare ``'bob ' = 'bob'`` and ``'BOB' = 'bob'``
+    as true, so ``WHERE username = %s`` can return bob's row for another name, and a
+    guesser would get new failure budgets by padding. A user part is case-sensitive
+    (RFC 3261 §19.1.4), so only the very same text counts; the domain is compared
+    case-insensitively. Checked on every backend, so all three answer alike.
+    """
+    for r in rows:
+        if str(r[1] or "") == username and str(r[2] or "").lower() == domain.lower():
+            return _row(r)
+    return None
+
+
+def _key_clause(dialect: str) -> str:
+    """``WHERE`` for one account; on MySQL also byte for byte, for writes that have no
+    :func:`exact_row` (the plain comparison stays first, for the index)."""
+    clause = "username = %s AND domain = %s"
+    if dialect == "mysql":
+        clause += (" AND CAST(username AS BINARY) = CAST(%s AS BINARY)"
+                   " AND CAST(domain AS BINARY) = CAST(%s AS BINARY)")
+    return clause
+
+
+def _key_args(dialect: str, username: str, domain: str) -> tuple[str, ...]:
+    key = (username, domain)
+    return key + key if dialect == "mysql" else key
+
+
 class SqliteSubscribers:
     """Subscriber rows in a SQLite file; synchronous, thread-safe (one connection).
 
@@ -197,10 +228,10 @@ class SqliteSubscribers:
 
     def get(self, username: str, domain: str) -> Subscriber | None:
         with self._lock:
-            r = self._conn.execute(_SELECT.format(t=self.table) +
-                                   " WHERE username = ? AND domain = ?",
-                                   (username, domain)).fetchone()
-        return _row(r) if r else None
+            rows = self._conn.execute(_SELECT.format(t=self.table) +
+                                      " WHERE username = ? AND domain = ?",
+                                      (username, domain)).fetchall()
+        return exact_row(rows, username, domain)
 
     def count(self) -> int:
         with self._lock:
@@ -345,7 +376,7 @@ class SqlSubscribers:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_SELECT.format(t=self.table) +
                                     " WHERE username = %s AND domain = %s", (username, domain))
-        return _row(rows[0]) if rows else None
+        return exact_row(rows, username, domain)
 
     async def acount(self) -> int:
         async with self.pool.acquire() as conn:
@@ -380,8 +411,8 @@ class SqlSubscribers:
             # The plaintext column is cleared: it would otherwise hold the old password.
             n = await conn.execute(
                 f"UPDATE {self.table} SET password = '', ha1 = %s, ha1b = %s, ha1_sha256 = %s"
-                " WHERE username = %s AND domain = %s",
-                (ha1, ha1b, ha1_sha256, username, domain))
+                f" WHERE {_key_clause(self.pool.dialect)}",
+                (ha1, ha1b, ha1_sha256, *_key_args(self.pool.dialect, username, domain)))
         if n == 0 and self.pool.dialect == "mysql":
             # MySQL counts changed rows, not matched ones: the same password twice is 0.
             return await self.aget(username, domain) is not None
@@ -390,8 +421,8 @@ class SqlSubscribers:
     async def aremove(self, username: str, domain: str) -> bool:
         async with self.pool.acquire() as conn:
             n = await conn.execute(
-                f"DELETE FROM {self.table} WHERE username = %s AND domain = %s",
-                (username, domain))
+                f"DELETE FROM {self.table} WHERE {_key_clause(self.pool.dialect)}",
+                _key_args(self.pool.dialect, username, domain))
         return n > 0
 
     # ------------------------------------------------------------------ blocking

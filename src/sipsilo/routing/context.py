@@ -109,11 +109,12 @@ class RouteContext:
 
         Like Kamailio's ``auth_check("$fd", "subscriber", "1")``: a REGISTER is
         challenged with 401 and must come from the owner of its To; any other
-        request with 407 and the owner of its From (403 otherwise). True without
+        request with 407 and the owner of its From (challenged again otherwise,
+        as a wrong password is). True without
         a challenge when authentication is off or the source is in [auth] trusted.
         On success our credentials are removed before the request goes on.
         """
-        auth = self.services.auth
+        auth = await self.services.authenticator()
         if auth is None or self.auth_identity is not None:
             return True
         if self.method in ("ACK", "CANCEL"):

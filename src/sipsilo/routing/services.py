@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from sipsilo.auth.auto import AutoSwitch
 from sipsilo.auth.policy import Authenticator, in_networks
 from sipsilo.config import Config
 from sipsilo.metrics import Counters
@@ -50,10 +51,22 @@ class Services:
     listen_ports: set[int] = field(default_factory=set)
     domains: set[str] = field(default_factory=set)
     auth: Authenticator | None = None   # None: authentication is off
+    # enabled = "auto" with no users at start-up: asked again by authenticator()
+    auth_auto: AutoSwitch | None = None
     # Signs our Record-Route entries (the dialog's Call-ID), so that only
     # dialogs we really record-routed are relayed along their Route set.
     route_secret: bytes = b""
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def authenticator(self) -> Authenticator | None:
+        """The authenticator, None while authentication is off. With ``auto`` and an
+        empty table at start-up, this looks again (at most once a second) and turns
+        authentication on once ``sipsilo user add`` has added a user."""
+        if self.auth is None and self.auth_auto is not None:
+            self.auth = await self.auth_auto.poll()
+            if self.auth is not None:
+                self.auth_auto = None
+        return self.auth
 
     # ------------------------------------------------------------- myself
     def is_myself_host(self, host: str) -> bool:
