@@ -199,6 +199,7 @@ def test_bad_input_closes_that_connection_and_the_server_goes_on(secure: Secure)
         client = secure.client(kind)
         assert client.send_message("alice", "bob", DOMAIN, kind) == "SIP/2.0 202 Accepted"
         client.close()
+    wait_for(lambda: "not a SIP message" in secure.server.log(), 5)
     log = secure.server.log()
     assert "TLS handshake failed" in log
     assert "without the sip subprotocol" in log
@@ -226,7 +227,8 @@ def test_allowed_origins(make_secure: Callable[..., Secure]) -> None:
     assert good.handshake_status == 101
     bad = secure.client("ws", origin="https://evil.example.net")
     assert bad.handshake_status == 403
-    assert "not in websocket.allowed_origins" in secure.server.log()
+    # the refusal is logged just after it is sent
+    wait_for(lambda: "not in websocket.allowed_origins" in secure.server.log(), 5)
 
 
 class TlsPeer:
