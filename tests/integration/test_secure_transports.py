@@ -410,3 +410,23 @@ def test_a_stalled_handshake_is_closed_by_the_first_message_deadline(
     assert time.monotonic() - started < 8
     assert "closing idle connection tls:" in secure.server.log()
     assert "closing idle connection ws:" in secure.server.log()
+
+
+def test_offline_notice_reaches_a_web_sender_over_its_websocket(
+        make_secure: Callable[..., Secure]) -> None:
+    secure = make_secure(**{"msilo.registrar": "sip:registrar@127.0.0.1"})
+    alice = secure.client("wss")
+    assert (alice.register("alice", DOMAIN) or "").startswith("SIP/2.0 200")
+    idle(secure.server)
+    alice.send(alice.message("alice", "bob", DOMAIN, "are you there?"))
+    seen: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(m.startswith("MESSAGE ") for m in seen):
+        got = alice.recv(1)
+        if got is not None:
+            seen.append(got)
+    assert any(m.startswith("SIP/2.0 202") for m in seen), seen
+    notice = next(m for m in seen if m.startswith("MESSAGE "))
+    assert notice.startswith("MESSAGE sip:alicex@df7jal23ls0d.invalid;transport=wss SIP/2.0")
+    assert "is offline" in notice
+    alice.send(ok_for(notice))
