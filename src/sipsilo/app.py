@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sipsilo import __version__
 from sipsilo.auth import start_auth
 from sipsilo.auth.nonce import load_secret
-from sipsilo.config import Config
+from sipsilo.config import Config, ConfigError
 from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
@@ -46,6 +46,7 @@ from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
 from sipsilo.transport.stream import StreamLimits
+from sipsilo.transport.tls import TlsContexts, TlsSetupError
 from sipsilo.transport.worker_link import WorkerLink
 from sipsilo.workers.auth_link import LinkState
 from sipsilo.workers.keys import tag_for
@@ -146,8 +147,11 @@ class Server:
                 max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
             ),
             shared_udp=None if worker is None else [],
+            tls=_tls_contexts(cfg),
+            ws_origins=cfg.websocket.allowed_origins,
         )
         self.stack.transports = self.transports
+        self.transports.tcp.on_closed = self.stack.connection_closed
         # The claim owner is stable across restarts of this instance (host, data
         # dir, SIP port): after a crash it takes back what it held at once
         # instead of leaving the users' messages blocked until the leases lapse.
@@ -223,6 +227,14 @@ class Server:
         if cfg.msilo.registrar:
             log.info("offline notices are sent from %s", cfg.msilo.registrar)
 
+    def reload_certificates(self) -> bool:
+        """Re-read the TLS certificate and key (SIGHUP): used for new
+        connections from now on; open connections keep theirs."""
+        transports: Transports | None = getattr(self, "transports", None)
+        if transports is None or transports.tls is None:
+            return False
+        return transports.tls.reload()
+
     def _orphaned(self) -> None:
         """The supervisor has gone (killed): no answer can reach this worker any
         more, so waiting for deliveries in flight is pointless. Stop at once;
@@ -287,6 +299,8 @@ class Server:
         if not hasattr(self, "dispatcher"):
             log.warning("SIGHUP during start-up ignored; send it again once the server runs")
             return
+        # A renewed certificate at the same path is taken whatever else the file says.
+        self.reload_certificates()
         try:
             new = self.config.reload()
         except ConfigError as exc:
@@ -354,6 +368,15 @@ class Server:
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })
         return out
+
+
+def _tls_contexts(cfg: Config) -> TlsContexts:
+    """The TLS contexts; a file that changed since the configuration was checked
+    is still one line naming its key."""
+    try:
+        return TlsContexts(cfg.tls.settings(cfg.data_dir), need_server=cfg.uses_tls())
+    except TlsSetupError as exc:
+        raise ConfigError(f"{exc.key}: {exc}") from None
 
 
 async def _drain(stack: SipStack, timeout: float) -> None:

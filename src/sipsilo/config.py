@@ -52,6 +52,7 @@ from sipsilo.config_values import (
     quote,
     sqlite_path,
 )
+from sipsilo.transport.tls import TlsSettings, TlsSetupError, client_context, server_context
 
 __all__ = [
     "SECTIONS",
@@ -66,7 +67,9 @@ __all__ = [
     "ProxyConfig",
     "RegistrarConfig",
     "ServerConfig",
+    "TlsConfig",
     "TmConfig",
+    "WebsocketConfig",
     "load_config",
     "parse_cli_value",
     "sqlite_path",
@@ -419,6 +422,38 @@ class ClusterConfig(_Section):
                             AfterValidator(_check_redis_prefix)] = "sipsilo:"
 
 
+class TlsConfig(_Section):
+    """Certificates for tls/wss listeners and for the TLS connections we open."""
+
+    # Relative paths are relative to the data dir.
+    certificate: str = "cert.pem"  # PEM chain, our certificate first
+    private_key: str = "key.pem"
+    ca_list: str = ""  # CAs to verify peers with; empty: the system store
+    verify_client: Annotated[Literal["none", "optional", "required"],
+                             BeforeValidator(_lower)] = "none"
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+    def settings(self, data_dir: Path) -> TlsSettings:
+        def path(value: str) -> Path | None:
+            return None if not value else data_dir / Path(value).expanduser()
+
+        return TlsSettings(path(self.certificate), path(self.private_key), path(self.ca_list),
+                           self.verify_client, self.min_version)
+
+
+def _check_origin(value: str) -> str:
+    text = value.strip().rstrip("/").lower()
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"not an origin {quote(value)} (expected e.g. https://app.example.com)")
+    return text
+
+
+class WebsocketConfig(_Section):
+    # Origin header values a ws/wss handshake may carry; empty: any.
+    allowed_origins: Annotated[list[Annotated[str, AfterValidator(_check_origin)]],
+                               BeforeValidator(_one_to_list)] = Field(default_factory=list)
+
+
 class Config(_Section):
     """The whole configuration. Sections are attributes: ``config.msilo.expire_time``."""
 
@@ -431,6 +466,8 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
     # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     # What load_config read this from, for reload() on SIGHUP.
@@ -445,6 +482,24 @@ class Config(_Section):
             return self
         path, sets, data_dir = self._source
         return load_config(path, sets, data_dir=data_dir)
+
+    @model_validator(mode="after")
+    def _tls_usable(self) -> Config:
+        """A tls/wss listener needs a certificate and key that load, and a ca_list
+        given must load (it verifies the TLS peers we connect to): say which key is wrong."""
+        settings = self.tls.settings(self.data_dir)
+        try:
+            if self.uses_tls():
+                server_context(settings)
+            if settings.ca_list is not None:
+                client_context(settings)
+        except TlsSetupError as exc:
+            raise KeyedValueError(exc.key, str(exc)) from None
+        return self
+
+    def uses_tls(self) -> bool:
+        """Listeners that need the server certificate."""
+        return any(a.proto in ("tls", "wss") for a in self.server.listen)
 
     def silo_db_path(self) -> str | None:
         """The msilo SQLite file resolved against the data dir; None if not SQLite."""

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 _HOSTNAME_RE = re.compile(
     r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z](?:[a-z0-9-]*[a-z0-9])?\.?$", re.IGNORECASE
 )
-_LISTEN_PROTOS = ("udp", "tcp")
+_LISTEN_PROTOS = ("udp", "tcp", "tls", "ws", "wss")
 
 
 def normalise_host(text: str) -> str:
@@ -75,7 +75,7 @@ def _parse_port(text: str) -> int:
 class ListenAddress:
     """One ``[server] listen`` entry, "proto:host:port" (``udp:[::1]:5060`` for IPv6)."""
 
-    proto: str  # "udp" or "tcp"
+    proto: str  # "udp", "tcp", "tls", "ws" or "wss"
     host: str  # IP address or hostname; IPv6 without brackets
     port: int
 
@@ -105,7 +105,7 @@ class ListenAddress:
         proto, sep, rest = text.partition(":")
         try:
             if not sep or proto.lower() not in _LISTEN_PROTOS:
-                raise ValueError("protocol must be udp or tcp")
+                raise ValueError("protocol must be udp, tcp, tls, ws or wss")
             host, port = _split_hostport(rest)
             if port is None:
                 raise ValueError("missing port")

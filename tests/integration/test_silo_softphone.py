@@ -16,10 +16,12 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.integration.harness import ServerProcess, free_port
+from tests.integration.secure_clients import make_certs, udp_message
 from tests.integration.silo_helpers import send_message, wait_for
 
 MakeServer = Callable[..., ServerProcess]
@@ -27,17 +29,25 @@ BARESIP = shutil.which("baresip")
 MODULES = "/usr/lib/baresip/modules"
 
 
-def _run_baresip(server: ServerProcess, want: list[bytes], seconds: int = 8) -> bytes:
-    """Run baresip as bob until every `want` text was printed (or it quits)."""
+def _run_baresip(server: ServerProcess, want: list[bytes], seconds: int = 8, *,
+                 transport: str = "udp", server_hostport: str | None = None,
+                 extra_config: str = "") -> bytes:
+    """Run baresip as bob until every `want` text was printed (or it quits).
+
+    It registers over *transport* to server_hostport (the server's UDP port
+    by default); extra_config adds lines to its config (TLS: sip_cafile).
+    """
     assert BARESIP is not None
     conf = server.data_dir / "baresip"
     conf.mkdir()
     port = free_port({server.port})
     (conf / "config").write_text(
-        f"poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_transports udp\n"
+        f"poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_transports {transport}\n"
         f"module_path {MODULES}\nmodule stdio.so\nmodule_app account.so\nmodule_app menu.so\n"
+        + extra_config
     )
-    (conf / "accounts").write_text(f"<sip:bob@{server.uri_host};transport=udp>;regint=60\n")
+    hostport = server_hostport or server.uri_host
+    (conf / "accounts").write_text(f"<sip:bob@{hostport};transport={transport}>;regint=60\n")
     master, slave = pty.openpty()
     proc = subprocess.Popen([BARESIP, "-f", str(conf), "-t", str(seconds)],
                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
@@ -80,3 +90,28 @@ def test_baresip_receives_offline_messages(make_server: MakeServer) -> None:
     assert out.index(first) < out.index(second)
     assert f"sip:alice@{server.uri_host}:".encode() in out  # shown as from the sender
     wait_for(lambda: server.rows() == [], 5)
+
+
+@pytest.mark.skipif(BARESIP is None or not os.path.isdir(MODULES),
+                    reason="baresip is not installed (Debian package baresip-core)")
+def test_baresip_over_tls_receives_offline_messages(make_server: MakeServer,
+                                                    tmp_path: Path) -> None:
+    data_dir = tmp_path / "tls"
+    certs = make_certs(data_dir)
+    udp = free_port()
+    tls = free_port({udp})
+    server = make_server(data_dir=data_dir, port=udp, **{
+        "server.listen": [f"udp:127.0.0.1:{udp}", f"tls:127.0.0.1:{tls}"],
+        "tls.certificate": "cert.pem", "tls.private_key": "key.pem",
+    })
+    for text in ("Secure note one", "Secure note two"):
+        assert udp_message(udp, "bob", text) == "SIP/2.0 202 Accepted"
+    first, second = b"Secure note one", b"Secure note two"
+    out = _run_baresip(server, [first, second], transport="tls",
+                       server_hostport=f"127.0.0.1:{tls}",
+                       extra_config=f"sip_cafile {certs.ca}\n")
+    assert b"registered successfully" in out, out.decode(errors="replace")
+    assert first in out and second in out, out.decode(errors="replace")
+    assert out.index(first) < out.index(second)
+    wait_for(lambda: server.rows() == [], 5)
+    assert "(from tls:127.0.0.1:" in server.log()

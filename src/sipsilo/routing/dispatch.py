@@ -150,6 +150,7 @@ class Dispatcher:
             if nxt.transport.lower() == "udp":
                 transports.send_on_flow(response.serialise(), Flow("udp", flow.local, (host, port)))
             else:
-                await transports.send(response.serialise(), Target("tcp", host, port))
+                proto = "tls" if nxt.transport.lower() == "tls" else "tcp"
+                await transports.send(response.serialise(), Target(proto, host, port))
         except (ConnectionError, OSError) as exc:
             log.info("response not forwarded to %s:%s: %s", host, port, exc)

@@ -33,7 +33,7 @@ from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri, canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.resolve import ResolveError, resolve_uri
-from sipsilo.transport.flow import Flow, Target
+from sipsilo.transport.flow import CLIENT_OPENED, Flow, Target
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,14 @@ class Services:
                 log.warning("outbound proxy %s unusable: %s", hop, exc)
                 return None
         flow = binding.flow
+        if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
+            return Target(flow.transport, flow.remote_host, flow.remote_port, flow.conn_id)
+        if flow.transport in CLIENT_OPENED or (flow.transport != "udp" and binding.reg_id):
+            # RFC 5626 / RFC 7118: the flow was the only way to this client and
+            # it is gone; a MESSAGE is stored until the client registers again.
+            log.info("contact %s of %s unreachable: its %s connection is closed",
+                     binding.contact, binding.aor, flow.transport)
+            return None
         local = (flow.local_host, flow.local_port)
         back = self.back_along(flow.transport, local, (flow.remote_host, flow.remote_port),
                                flow.conn_id)

@@ -272,8 +272,10 @@ def _request(
 class StreamFramer:
     """Cuts a byte stream (TCP/TLS) into messages using Content-Length.
 
-    Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped. After a
-    ParseError the stream cannot be resynchronised and should be closed.
+    Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped; each
+    double-CRLF "ping" among them is counted in ``pings`` (the connection
+    answers each with a CRLF "pong"). After a ParseError the stream cannot be
+    resynchronised and should be closed.
 
     Only ``max_header_size`` bytes of a header block are ever kept: a peer
     that never ends its headers would otherwise make the connection hold up
@@ -287,6 +289,13 @@ class StreamFramer:
         self.max_header_size = min(max_header_size or max_size, max_size)
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already searched for the end of the headers
+        self._crlfs = 0  # CRLF bytes seen in a row between messages
+        self.pings = 0
+
+    def take_pings(self) -> int:
+        """Pings seen since the last call."""
+        pings, self.pings = self.pings, 0
+        return pings
 
     @property
     def buffered(self) -> int:
@@ -306,10 +315,14 @@ class StreamFramer:
             while skip < len(buf) and buf[skip] in b"\r\n":
                 skip += 1
             if skip:
+                self._crlfs += skip
+                self.pings += self._crlfs // 4
+                self._crlfs %= 4
                 del buf[:skip]
                 self._scanned = 0
             if not buf:
                 break
+            self._crlfs = 0
             # Resume the search where the last one stopped: a peer sending a
             # byte at a time must not cost a scan of the whole buffer each.
             end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))

@@ -467,6 +467,19 @@ class SipStack:
     def _transport_error(self, entry: _Entry) -> None:
         self._run(entry, entry.machine.on_transport_error())
 
+    def connection_closed(self, conn_id: int) -> None:
+        """A stream connection closed: requests sent over it and still
+        waiting for their final answer fail now (§17.1.4, a transport error)
+        instead of at timer F. A MESSAGE relayed to a web client whose tab
+        just closed is then stored at once rather than after fr_timer."""
+        waiting = [e for e in self._client.values()
+                   if e.flow is not None and e.flow.conn_id == conn_id
+                   and e.future is not None and not e.future.done()]
+        for entry in waiting:
+            log.info("connection %s closed before %s got its answer", entry.flow,
+                     entry.machine.request.method)
+            self._transport_error(entry)
+
     async def _first_send(self, entry: _Entry, data: bytes) -> None:
         assert entry.target is not None
         try:
@@ -492,7 +505,8 @@ class SipStack:
                 if top is None:
                     log.info("cannot send to %s: %s", flow, exc)
                     return None
-                target = Target(flow.transport, top.received or top.host, top.port or 5060)
+                default = 5061 if flow.transport == "tls" else 5060
+                target = Target(flow.transport, top.received or top.host, top.port or default)
                 log.info("connection %s gone (%s); answering over a new one to %s",
                          flow, exc, target)
                 self._spawn(self._send_new_connection(data, target))

@@ -2,8 +2,8 @@
 
 sipsilo serves registered users and loopback deployments, so the full NAPTR/SRV
 dance is not done: a URI's host is an IP address or a name resolved with the
-system resolver, the port defaults to 5060 (5061 for sips), and the transport
-comes from `;transport=`.
+system resolver, the port defaults to 5060 (5061 for sips and TLS), and the
+transport comes from `;transport=` (a sips: URI is TLS).
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ async def resolve_uri(uri: SipUri) -> Target:
     transport = (uri.param("transport") or "udp").lower()
     if uri.scheme == "sips":
         transport = "tls"
-    if transport not in ("udp", "tcp"):
+    if transport not in ("udp", "tcp", "tls"):
+        # ws/wss: a web client is reached only over the WebSocket it opened.
         raise ResolveError(f"transport {transport} is not supported")
-    host = uri.param("maddr") or uri.host
-    port = uri.port or 5060
+    name = uri.param("maddr") or uri.host
+    host = name
+    port = uri.port or (5061 if transport == "tls" else 5060)
     if not is_ip_address(host):
+        if host.rstrip(".").lower().endswith(".invalid"):
+            # RFC 6761 §6.4: never resolves (a web client's made-up Contact host).
+            raise ResolveError(f"cannot resolve {host}: a .invalid name")
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
@@ -40,4 +45,4 @@ async def resolve_uri(uri: SipUri) -> Target:
         if not infos:
             raise ResolveError(f"cannot resolve {host}")
         host = str(infos[0][4][0])
-    return Target(transport, host, port)
+    return Target(transport, host, port, server_name=name if transport == "tls" else None)

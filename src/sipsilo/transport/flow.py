@@ -13,10 +13,14 @@ from dataclasses import dataclass
 
 from sipsilo.sip.uri import format_host
 
+STREAMS = frozenset({"tcp", "tls", "ws", "wss"})
+# Reached only over the connection the client opened: we never open a WebSocket.
+CLIENT_OPENED = frozenset({"ws", "wss"})
+
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    transport: str  # "udp" or "tcp" (lower-case)
+    transport: str  # "udp", "tcp", "tls", "ws" or "wss" (lower-case)
     local: tuple[str, int]
     remote: tuple[str, int]
     conn_id: int | None = None  # stream connection the message came on
@@ -41,6 +45,9 @@ class Target:
     # Send from this listener (host, port) when it exists: the one a binding
     # registered on, so a UA behind NAT sees the address it opened a pinhole to.
     local: tuple[str, int] | None = None
+    # TLS: the name to ask for (SNI) and verify in the peer's certificate, the
+    # URI's host before it was resolved to host.
+    server_name: str | None = None
 
     @property
     def reliable(self) -> bool:

@@ -16,10 +16,13 @@ from functools import lru_cache
 
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import canonical_host, is_ip_address
-from sipsilo.transport.flow import Flow, Target
+from sipsilo.transport.flow import CLIENT_OPENED, STREAMS, Flow, Target
+from sipsilo.transport.layer import Layer
 from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.tcp import TcpListener, TcpRegistry
+from sipsilo.transport.tls import TlsContexts, TlsLayer
 from sipsilo.transport.udp import UdpListener
+from sipsilo.transport.websocket import WebSocketLayer
 from sipsilo.transport.worker_link import SharedUdpListener
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ Receiver = Callable[[bytes, Flow], None]
 
 @dataclass(frozen=True)
 class ListenSpec:
-    proto: str  # "udp" | "tcp"
+    proto: str  # "udp" | "tcp" | "tls" | "ws" | "wss"
     host: str
     port: int
 
@@ -78,6 +81,8 @@ class Transports:
         advertise: tuple[str, int | None] | None = None,
         limits: StreamLimits | None = None,
         shared_udp: list[socket.socket] | None = None,
+        tls: TlsContexts | None = None,
+        ws_origins: Iterable[str] = (),
     ) -> None:
         self._specs = list(specs)
         # In a worker process: the supervisor's UDP sockets, one per UDP
@@ -86,6 +91,9 @@ class Transports:
         self._receiver = receiver
         self.tcp = TcpRegistry(receiver, on_framing_error, max_message_size,
                                limits=limits or StreamLimits())
+        self.tls = tls
+        self._ws_origins = frozenset(o.strip().rstrip("/").lower() for o in ws_origins)
+        self._max_message_size = max_message_size
         self.udp: list[UdpListener] = []
         self.tcp_listeners: list[TcpListener] = []
         self._bound: tuple[tuple[int, int], list[tuple[str, str, int]]] | None = None
@@ -106,12 +114,34 @@ class Transports:
                        else SharedUdpListener(spec.host, spec.port, self._receiver, next(shared)))
                 await udp.start()
                 self.udp.append(udp)
-            elif spec.proto == "tcp":
-                tcp = TcpListener(spec.host, spec.port, self.tcp)
+            elif spec.proto in STREAMS:
+                tcp = TcpListener(spec.host, spec.port, self.tcp, spec.proto,
+                                  self._layers(spec.proto))
                 await tcp.start()
                 self.tcp_listeners.append(tcp)
             else:
                 raise ValueError(f"unsupported transport {spec.proto!r}")
+
+    def _layers(self, proto: str) -> Callable[[], Layer] | None:
+        """What each accepted connection of a proto listener gets between socket and SIP."""
+        if proto == "tcp":
+            return None
+        if proto == "ws":
+            return self._ws_layer
+        tls = self.tls
+        if tls is None:
+            raise ValueError(f"a {proto} listener needs the [tls] certificate")
+
+        def secure() -> Layer:
+            # The context of now: a certificate reloaded since serves new connections.
+            assert tls.server is not None
+            inner = self._ws_layer() if proto == "wss" else None
+            return TlsLayer(tls.server, server_side=True, inner=inner)
+
+        return secure
+
+    def _ws_layer(self) -> Layer:
+        return WebSocketLayer(self._ws_origins, self._max_message_size)
 
     def close(self) -> None:
         for udp in self.udp:
@@ -126,7 +156,7 @@ class Transports:
         key = (len(self.udp), len(self.tcp_listeners))
         if self._bound is None or self._bound[0] != key:
             self._bound = (key, [("udp", u.host, u.port) for u in self.udp]
-                           + [("tcp", t.host, t.port) for t in self.tcp_listeners])
+                           + [(t.transport, t.host, t.port) for t in self.tcp_listeners])
         return self._bound[1]
 
     def supports(self, transport: str) -> bool:
@@ -241,16 +271,30 @@ class Transports:
         return Flow("udp", udp.local, (target.host, target.port))
 
     async def send(self, data: bytes, target: Target) -> Flow:
-        """Send to a target, opening a TCP connection when none is open."""
+        """Send to a target, opening a TCP or TLS connection when none is open."""
         if target.transport == "udp":
             return self.send_datagram(data, target)
-        if target.transport != "tcp":
+        if target.transport not in STREAMS:
             raise ConnectionError(f"transport {target.transport} is not supported")
         conn = self.tcp.get(target.conn_id)
         if conn is None:
-            conn = await self.tcp.connect(target.host, target.port)
+            if target.transport in CLIENT_OPENED:
+                raise ConnectionError(f"the {target.transport} connection to {target} is closed")
+            conn = await self.tcp.connect(target.host, target.port, target.transport,
+                                          self._client_layer(target))
         conn.send(data)
         return conn.flow
+
+    def _client_layer(self, target: Target) -> Callable[[], Layer] | None:
+        if target.transport != "tls":
+            return None
+        tls = self.tls
+        if tls is None or tls.client is None:
+            raise ConnectionError("TLS is not configured")
+        context = tls.client
+        # SNI and the name checked in the certificate: the URI's host.
+        name = target.server_name or target.host
+        return lambda: TlsLayer(context, server_side=False, server_hostname=name)
 
 
 @lru_cache(maxsize=1024)

@@ -12,6 +12,11 @@ that trickling bytes do not extend, a header-size cap applied while
 reading, and the idle timeout, which spares a registered flow (``pin``: the
 client is reached over it). A TLS connection is a ``TcpConnection`` on an
 SSL transport and joins the same ``TcpRegistry``.
+
+TLS and WebSocket connections are these same connections with a layer
+(transport.layer) between the socket and the SIP framing, so every rule here
+holds for tcp, tls, ws and wss alike. A double-CRLF keep-alive ping between
+messages is answered with a CRLF pong (RFC 5626 §3.5.1).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Callable
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.parser import StreamFramer
 from sipsilo.transport.flow import Flow
+from sipsilo.transport.layer import Layer, LayerError
 from sipsilo.transport.stream import (
     MemoryReturn,
     RefusalLog,
@@ -47,8 +53,11 @@ _ids = itertools.count(1)
 
 class TcpConnection(asyncio.Protocol):
     def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None,
+                 transport: str = "tcp", layer: Layer | None = None,
                  *, inbound: bool = False) -> None:
         self.id = next(_ids)
+        self.transport = transport  # "tcp", "tls", "ws" or "wss"
+        self._layer = layer
         self._registry = registry
         self._framer = StreamFramer(max_size=registry.max_message_size,
                                     max_header_size=registry.limits.max_header_size)
@@ -63,10 +72,12 @@ class TcpConnection(asyncio.Protocol):
         # An accepted connection owes its first message from the start.
         self.partial_since: float | None = self.last_active if inbound else None
         self.peak_buffered = 0  # the most bytes its framer held (memory given back on close)
+        # Done once the layers' handshakes are (at once for plain TCP).
+        self.ready: asyncio.Future[None] = asyncio.get_event_loop().create_future()
 
     @property
     def flow(self) -> Flow:
-        return Flow("tcp", self.local, self.remote, self.id)
+        return Flow(self.transport, self.local, self.remote, self.id)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: no isinstance.
@@ -85,21 +96,32 @@ class TcpConnection(asyncio.Protocol):
             self.local = (str(sock[0]), int(sock[1]))
         if not self._registry.add(self):
             transport.close()
+            return
+        if self._layer is None:
+            self.ready.set_result(None)
+        else:
+            self._write(self._layer.start())
 
     def data_received(self, data: bytes) -> None:
         now = self.last_active = time.monotonic()
         framer = self._framer
+        layered: list[bytes] = []
+        if self._layer is not None:
+            data, layered = self._through_layer(data)
         try:
-            messages = framer.feed(data)
+            messages = framer.feed(data) if data else []
         except ParseError as exc:
             # Framing is lost for good: nothing after this point can be trusted.
-            log.warning("closing tcp connection from %s: %s", self.flow, exc.reason)
+            log.warning("closing %s connection from %s: %s", self.transport, self.flow, exc.reason)
             self.peak_buffered = max(self.peak_buffered, len(data))
             self._registry.on_framing_error(framer.pending, self.flow, exc)
             self.close()
             return
         if framer.buffered > self.peak_buffered:
             self.peak_buffered = framer.buffered
+        if framer.take_pings():
+            self.send(b"\r\n")  # RFC 5626 §3.5.1: pong
+        messages += layered
         if messages:
             self.spoke = True
             # What is left (if anything) is the start of the next message.
@@ -112,18 +134,51 @@ class TcpConnection(asyncio.Protocol):
             except Exception:  # the server never dies on input
                 log.exception("error handling message on %s", self.flow)
 
+    def _through_layer(self, data: bytes) -> tuple[bytes, list[bytes]]:
+        """Bytes through TLS/WebSocket: (stream for the framer, whole messages)."""
+        assert self._layer is not None
+        try:
+            got = self._layer.inbound(data)
+        except LayerError as exc:
+            log.warning("closing %s connection from %s: %s", self.transport, self.flow, exc)
+            self.close()
+            return b"", []
+        self._write(got.reply)
+        if self._layer.ready and not self.ready.done():
+            self.ready.set_result(None)
+        if got.close:
+            if got.error:
+                log.warning("closing %s connection from %s: %s", self.transport, self.flow,
+                            got.error)
+            self.close()
+        return got.stream, got.messages
+
+    def _write(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.pinned_until > time.monotonic():
+            # Requests to the clients registered over it cannot reach them now.
+            log.info("%s connection %s closed: its registrations are unreachable until they "
+                     "register again", self.transport, self.flow)
         self._registry.remove(self)
         self._transport = None
         self._framer = StreamFramer(0)  # the buffer goes now, not with the last reference
+        if self._registry.on_closed is not None:
+            self._registry.on_closed(self.id)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before the handshake finished"))
+            self.ready.exception()  # retrieved: nobody may be waiting
         if not self.closed.done():
             self.closed.set_result(None)
 
     def send(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
-            raise ConnectionError(f"tcp connection {self.id} to {self.remote} is closed")
+            raise ConnectionError(f"{self.transport} connection {self.id} to {self.remote} "
+                                  "is closed")
         self.last_active = time.monotonic()
-        self._transport.write(data)
+        self._transport.write(data if self._layer is None else self._layer.outbound(data))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -154,6 +209,9 @@ class TcpRegistry:
         self._by_source: dict[str, dict[int, TcpConnection]] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        # Told the id of every connection that closes (the stack fails what
+        # was waiting for an answer over it).
+        self.on_closed: Callable[[int], None] | None = None
 
     @property
     def max_connections(self) -> int:
@@ -209,7 +267,7 @@ class TcpRegistry:
         for conn in list(self._by_id.values()):
             why = overdue(conn, self.limits, now)
             if why is not None:
-                log.debug("closing tcp connection %s: %s", conn.flow, why)
+                log.debug("closing %s connection %s: %s", conn.transport, conn.flow, why)
                 conn.close()
                 reasons[why] += 1
         closed = sum(reasons.values())
@@ -238,10 +296,15 @@ class TcpRegistry:
     def by_remote(self, remote: tuple[str, int]) -> TcpConnection | None:
         return self._by_remote.get(remote)
 
-    async def connect(self, host: str, port: int) -> TcpConnection:
-        """An open connection to host:port: an existing one, else a new one."""
+    async def connect(self, host: str, port: int, transport: str = "tcp",
+                      layer: Callable[[], Layer] | None = None) -> TcpConnection:
+        """An open connection to host:port: an existing one, else a new one.
+
+        *layer* makes the layers of a new connection (TLS); it is ready, its
+        handshake done (the peer verified), when this returns.
+        """
         existing = self._by_remote.get((host, port))
-        if existing is not None:
+        if existing is not None and existing.transport == transport:
             return existing
         pending = self._connecting.get((host, port))
         if pending is not None:
@@ -253,9 +316,15 @@ class TcpRegistry:
         fut: asyncio.Future[TcpConnection] = loop.create_future()
         self._connecting[(host, port)] = fut
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self), host, port), timeout=5.0
-            )
+            def made() -> TcpConnection:
+                return TcpConnection(self, None, transport, None if layer is None else layer())
+
+            async def opened() -> TcpConnection:
+                _, proto = await loop.create_connection(made, host, port)
+                await proto.ready
+                return proto
+
+            proto = await asyncio.wait_for(opened(), timeout=5.0)
             fut.set_result(proto)
             return proto
         except BaseException as exc:
@@ -275,24 +344,30 @@ class TcpRegistry:
 
 
 class TcpListener:
-    def __init__(self, host: str, port: int, registry: TcpRegistry) -> None:
+    def __init__(self, host: str, port: int, registry: TcpRegistry, transport: str = "tcp",
+                 layer: Callable[[], Layer] | None = None) -> None:
         self.host = host
         self.port = port
+        self.transport = transport
         self._registry = registry
+        self._layer = layer
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        local = (self.host, self.port)
         try:
             self._server = await loop.create_server(
-                lambda: TcpConnection(self._registry, local, inbound=True),
-                self.host, self.port, reuse_address=True,
+                self._accept, self.host, self.port, reuse_address=True
             )
         except OSError as exc:
-            raise ListenError("tcp", self.host, self.port, exc) from None
+            raise ListenError(self.transport, self.host, self.port, exc) from None
         if not self.port:
             self.port = self._server.sockets[0].getsockname()[1]
+
+    def _accept(self) -> TcpConnection:
+        layer = None if self._layer is None else self._layer()
+        return TcpConnection(self._registry, (self.host, self.port), self.transport, layer,
+                             inbound=True)
 
     def close(self) -> None:
         if self._server is not None:
