@@ -134,3 +134,9 @@ def test_escape_helpers() -> None:
 )
 def test_canonical_host_spellings(spelling: str, canonical: str) -> None:
     assert canonical_host(spelling) == canonical
+
+
+@pytest.mark.parametrize("host", ["0-12", "0x", "1_0.0.0.1", "+1", "0x-1", "08"])
+def test_host_that_only_int_would_read_stays_a_name(host: str) -> None:
+    # Found by the URI fuzz target: "0-12" made canonical_host raise.
+    assert canonical_host(host) == host

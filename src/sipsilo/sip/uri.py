@@ -359,6 +359,9 @@ def canonical_host(host: str) -> str:
     return str(addr)
 
 
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
 def _inet_aton(text: str) -> int | None:
     """The IPv4 address inet_aton(3) reads from text (1 to 4 parts, each
     decimal, 0x-hex or 0-octal, the last filling the remaining bytes), or None."""
@@ -367,16 +370,14 @@ def _inet_aton(text: str) -> int | None:
         return None
     values: list[int] = []
     for part in parts:
-        try:
-            if part[:2] == "0x":
-                values.append(int(part[2:], 16))
-            elif len(part) > 1 and part[0] == "0":
-                values.append(int(part[1:], 8))
-            elif part.isdigit() and part.isascii():
-                values.append(int(part))
-            else:
-                return None
-        except ValueError:
+        # Digits only: int() alone would also take signs, "_" and spaces ("0-12").
+        if part[:2] == "0x" and len(part) > 2 and all(c in _LOWER_HEX for c in part[2:]):
+            values.append(int(part[2:], 16))
+        elif len(part) > 1 and part[0] == "0" and all(c in "01234567" for c in part[1:]):
+            values.append(int(part[1:], 8))
+        elif part and (part == "0" or part[0] != "0") and all(c in "0123456789" for c in part):
+            values.append(int(part))
+        else:
             return None
     *head, last = values
     if any(v > 255 for v in head) or last >= 1 << (8 * (4 - len(head))):
