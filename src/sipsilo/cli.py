@@ -48,7 +48,6 @@ import click
 
 from sipsilo import __version__, cli_format
 from sipsilo.config import Config, ConfigError, load_config
-from sipsilo.config_values import _LISTEN_PROTOS as LISTEN_PROTOS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -547,8 +546,8 @@ def _agent_options(func: F) -> F:
         help="The server to talk to [default: the configured listen address].",
     )(func)
     return click.option(
-        "--transport", "-t", type=click.Choice(LISTEN_PROTOS), default="udp", show_default=True,
-        help="Transport to the server.",
+        "--transport", "-t", type=click.Choice(("udp", "tcp")), default="udp", show_default=True,
+        help="Transport to the server (TLS/WebSocket: not yet from this client).",
     )(func)
 
 
