@@ -21,6 +21,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sipsilo.flow import Target
 from sipsilo.sip.digest import Credentials as DigestCredentials
 from sipsilo.sip.digest import ha1, parse_challenge, request_digest
 from sipsilo.sip.errors import ParseError
@@ -31,7 +32,6 @@ from sipsilo.sip.uri import SipUri, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Target
 from sipsilo.transport.manager import ListenSpec, Transports
 
 #: What ``--transport`` accepts. TLS and WebSocket listeners exist, but this client

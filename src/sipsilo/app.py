@@ -363,7 +363,7 @@ class Server:
         for b in await self.location.list(message.get("aor"), now):
             out.append({
                 "aor": b.aor, "contact": b.contact, "expires": b.remaining(now), "q": b.q,
-                "received": f"{b.flow.transport}:{b.flow.remote_host}:{b.flow.remote_port}",
+                "received": f"{b.flow.transport}:{b.flow.remote[0]}:{b.flow.remote[1]}",
                 "user_agent": b.user_agent,
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })

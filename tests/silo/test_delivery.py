@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sipsilo.flow import Target
 from sipsilo.metrics import Counters
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget, is_temporary
 from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri
-from sipsilo.transport.flow import Target
 
 from .helpers import msg
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from sipsilo.flow import Flow
 from sipsilo.stack.completed import CompletedTransactions
-from sipsilo.transport.flow import Flow
 
 
 def test_entries_answer_until_their_linger_time_then_expire_in_order() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from sipsilo.flow import Flow, Target
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import ListenSpec, Transports
 from sipsilo.transport.stream import StreamLimits
 

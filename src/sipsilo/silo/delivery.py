@@ -36,12 +36,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sipsilo.flow import Target
 from sipsilo.metrics import Counters
 from sipsilo.silo.compose import delivery_request
 from sipsilo.silo.store import SiloStore, StoredMessage, StoreError
 from sipsilo.sip.message import Request, Response, failure_words
 from sipsilo.sip.uri import SipUri
-from sipsilo.transport.flow import Target
 
 log = logging.getLogger(__name__)
 

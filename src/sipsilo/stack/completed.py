@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from sipsilo.transport.flow import Flow
+from sipsilo.flow import Flow
 
 Key = tuple[str, ...]
 _FLOWS_MAX = 100_000

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from sipsilo.flow import Flow, Target
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.ids import is_loop, loop_branch, new_token
 from sipsilo.sip.message import Request, Response
@@ -30,7 +31,6 @@ from sipsilo.transaction.client import InviteClientTransaction, NonInviteClientT
 from sipsilo.transaction.keys import client_key, server_key
 from sipsilo.transaction.server import InviteServerTransaction, NonInviteServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import Transports
 from sipsilo.transport.udp import DatagramTooLarge
 
