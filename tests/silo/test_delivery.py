@@ -10,14 +10,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.clock import Clock
-
 from sipsilo.flow import Target
 from sipsilo.metrics import Counters
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget, is_temporary
 from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri
+from tests.clock import Clock
 
 from .helpers import msg
 
