@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -117,7 +116,6 @@ class SipStack:
         server_header: str | None = None,
         branch_token: str | None = None,
         branch_tag: str = "",
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timers = timers
         self.server_header = server_header
@@ -126,7 +124,8 @@ class SipStack:
         self.on_stray_response = on_stray_response
         self._server: dict[tuple[str, ...], ServerEntry] = {}
         self._client: dict[tuple[str, ...], ClientEntry] = {}
-        self._completed = CompletedTransactions(clock)
+        # On the loop's clock, like the timers that fill it.
+        self._completed = CompletedTransactions(lambda: asyncio.get_running_loop().time())
         # Names this server in every branch it makes; several worker processes
         # share one, so a request looping through two of them is still a loop.
         self.branch_token = branch_token or new_token()
