@@ -71,7 +71,7 @@ def test_retransmissions_are_absorbed_then_answered_from_the_completed_table() -
 
 def test_the_completed_entry_lingers_64_t1_then_the_request_is_new() -> None:
     async def main() -> None:
-        stack, fake, seen = make()
+        stack, _fake, seen = make()
         stack.receive(request(), ALICE)
         await settle()
         seen[0].reply(200)
@@ -93,7 +93,7 @@ def test_an_exception_in_the_route_is_answered_500() -> None:
         raise RuntimeError("route bug")
 
     async def main() -> None:
-        stack, fake, seen = make(boom)
+        stack, fake, _seen = make(boom)
         stack.receive(request(), ALICE)
         await settle()
         [answer] = fake.responses()
