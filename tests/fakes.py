@@ -124,6 +124,9 @@ class FakeTransports:
     ) -> tuple[str, int]:
         return LOCAL
 
+    def advertised(self, flow: Flow) -> tuple[str, int]:
+        return LOCAL
+
     def is_local_address(self, host: str, port: int) -> bool:
         return (host, port) in self.own
 
