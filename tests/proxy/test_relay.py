@@ -90,11 +90,6 @@ def answers(*pairs: tuple[int, float]) -> Script:
     return script
 
 
-def accept_cancel(req: Request) -> list[tuple[int, float]]:
-    # A ringing phone: 180 at once; a CANCEL gets 200 (and the INVITE 487, below).
-    return [(180, 0.1)] if req.method == "INVITE" else [(200, 0.01)] if req.method == "CANCEL" else []
-
-
 # --------------------------------------------------------- parallel (MESSAGE)
 def test_parallel_first_2xx_goes_up_at_once_and_later_answers_do_not() -> None:
     async def main() -> None:
@@ -174,7 +169,7 @@ def test_serial_invite_tries_the_next_branch_after_a_failure() -> None:
         assert len(first.vias) == 2 and first.top_via.host == LOCAL[0]
         assert second.top_via.branch != first.top_via.branch
         assert p.downstream(PHONE1, "ACK")  # the 486 is ACKed hop by hop
-        up = [r for r in p.fake.responses() if r.status == 200][0]
+        up = next(r for r in p.fake.responses() if r.status == 200)
         assert len(up.vias) == 1  # our Via taken off on the way up
 
     run(main())
