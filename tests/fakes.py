@@ -11,6 +11,7 @@ nothing scheduled and nothing ready is a deadlock and fails the test.
 from __future__ import annotations
 
 import asyncio
+import functools
 import selectors
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def virtual(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on a fresh :class:`VirtualClockLoop`."""
+
+    @functools.wraps(test)
+    def sync() -> None:
+        run(test())
+
+    return sync
 
 
 async def settle(seconds: float = 0.0) -> None:
@@ -177,22 +188,19 @@ def request(
     branch: str = "z9hG4bKalice1",
     cseq: int = 1,
     to_tag: str | None = None,
-    via_host: str = "198.51.100.7:5062",
-    body: str = "",
     extra: str = "",
 ) -> bytes:
+    """A request from ALICE, as bytes on the wire (``extra``: more header lines)."""
     to = "<sip:bob@192.0.2.1>" + (f";tag={to_tag}" if to_tag else "")
-    content = f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n" if body else (
-        "Content-Length: 0\r\n")
     return (
         f"{method} {uri} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {via_host};branch={branch};rport\r\n"
+        f"Via: SIP/2.0/UDP 198.51.100.7:5062;branch={branch};rport\r\n"
         "Max-Forwards: 70\r\n"
         "From: <sip:alice@192.0.2.1>;tag=a1\r\n"
         f"To: {to}\r\n"
         "Call-ID: call-1@198.51.100.7\r\n"
         f"CSeq: {cseq} {method}\r\n"
-        f"{extra}{content}\r\n{body}"
+        f"{extra}Content-Length: 0\r\n\r\n"
     ).encode()
 
 

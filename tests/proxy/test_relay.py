@@ -17,7 +17,7 @@ from sipsilo.sip.uri import SipUri
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from tests.fakes import ALICE, LOCAL, FakeTransports, request, run, settle
+from tests.fakes import ALICE, LOCAL, FakeTransports, request, settle, virtual
 
 PHONE1 = Target("udp", "203.0.113.5", 5060)
 PHONE2 = Target("udp", "203.0.113.6", 5060)
@@ -90,184 +90,152 @@ def answers(*pairs: tuple[int, float]) -> Script:
     return script
 
 
+async def relayed(*scripts: Script, method: str = "MESSAGE", failure: bool = False) -> Proxy:
+    """Relay one request to PHONE1 (and PHONE2), each answering by its script; 5 s later."""
+    phones = [PHONE1, PHONE2][: len(scripts)]
+    p = Proxy([to(t) for t in phones], failure=failure)
+    for phone, script in zip(phones, scripts, strict=True):
+        p.phone(phone, script)
+    p.stack.receive(request(method), ALICE)
+    await settle(5.0)
+    return p
+
+
 # --------------------------------------------------------- parallel (MESSAGE)
-def test_parallel_first_2xx_goes_up_at_once_and_later_answers_do_not() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1), to(PHONE2)])
-        p.phone(PHONE1, answers((486, 0.1)))
-        p.phone(PHONE2, answers((200, 0.2)))
-        p.stack.receive(request(), ALICE)
-        await settle(5.0)
-        assert p.upstream() == [200]
-        assert len(p.downstream(PHONE1)) == len(p.downstream(PHONE2)) == 1
-
-    run(main())
+@virtual
+async def test_parallel_first_2xx_goes_up_at_once_and_later_answers_do_not() -> None:
+    p = await relayed(answers((486, 0.1)), answers((200, 0.2)))
+    assert p.upstream() == [200]
+    assert len(p.downstream(PHONE1)) == len(p.downstream(PHONE2)) == 1
 
 
-def test_parallel_failures_the_best_answer_wins_and_503_goes_up_as_500() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1), to(PHONE2)])
-        p.phone(PHONE1, answers((503, 0.1)))
-        p.phone(PHONE2, answers((404, 0.2)))
-        p.stack.receive(request(), ALICE)
-        await settle(5.0)
-        assert p.upstream() == [404]  # class 4 beats class 5
-
-        q = Proxy([to(PHONE1)])
-        q.phone(PHONE1, answers((503, 0.1)))
-        q.stack.receive(request(), ALICE)
-        await settle(5.0)
-        assert q.upstream() == [500]  # a downstream 503 would say *we* are down
-
-    run(main())
+@virtual
+async def test_parallel_failures_the_best_answer_wins_and_503_goes_up_as_500() -> None:
+    p = await relayed(answers((503, 0.1)), answers((404, 0.2)))
+    assert p.upstream() == [404]  # class 4 beats class 5
+    q = await relayed(answers((503, 0.1)))
+    assert q.upstream() == [500]  # a downstream 503 would say *we* are down
 
 
-def test_parallel_no_answer_within_fr_timer_is_408() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1)], timers=TimerConfig(fr_timer=10.0))
-        p.stack.receive(request(), ALICE)
-        await settle(9.0)
-        assert p.upstream() == []
-        await settle(1.5)
-        assert p.upstream() == [408]
-        # UDP: the branch was retransmitted meanwhile, on timer E
-        assert len(p.downstream(PHONE1, "MESSAGE")) > 1
-
-    run(main())
+@virtual
+async def test_parallel_no_answer_within_fr_timer_is_408() -> None:
+    p = Proxy([to(PHONE1)], timers=TimerConfig(fr_timer=10.0))
+    p.stack.receive(request(), ALICE)
+    await settle(9.0)
+    assert p.upstream() == []
+    await settle(1.5)
+    assert p.upstream() == [408]
+    # UDP: the branch was retransmitted meanwhile, on timer E
+    assert len(p.downstream(PHONE1, "MESSAGE")) > 1
 
 
-def test_a_failure_hook_may_answer_itself_or_let_the_best_go_up() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1)], failure=True)
-        p.phone(PHONE1, answers((486, 0.1)))
-        p.stack.receive(request(), ALICE)
-        await settle(5.0)
-        assert (p.failed, p.upstream()) == ([486], [202])
-
-        q = Proxy([to(PHONE1)], failure=True)
-        q.phone(PHONE1, answers((404, 0.1)))
-        q.stack.receive(request(), ALICE)
-        await settle(5.0)
-        assert (q.failed, q.upstream()) == ([404], [404])
-
-    run(main())
+@virtual
+async def test_a_failure_hook_may_answer_itself_or_let_the_best_go_up() -> None:
+    p = await relayed(answers((486, 0.1)), failure=True)
+    assert (p.failed, p.upstream()) == ([486], [202])
+    q = await relayed(answers((404, 0.1)), failure=True)
+    assert (q.failed, q.upstream()) == ([404], [404])
 
 
 # ------------------------------------------------------------ serial (INVITE)
-def test_serial_invite_tries_the_next_branch_after_a_failure() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1), to(PHONE2)], record_route="<sip:192.0.2.1;lr>")
-        p.phone(PHONE1, answers((180, 0.1), (486, 0.5)))
-        p.phone(PHONE2, answers((200, 0.1)))
-        p.stack.receive(request("INVITE"), ALICE)
-        await settle(5.0)
-        assert p.upstream() == [100, 180, 200]
-        [first] = p.downstream(PHONE1, "INVITE")
-        [second] = p.downstream(PHONE2, "INVITE")
-        assert first.max_forwards == 69
-        assert first.headers.get_all("Record-Route") == ["<sip:192.0.2.1;lr>"]
-        assert len(first.vias) == 2 and first.top_via.host == LOCAL[0]
-        assert second.top_via.branch != first.top_via.branch
-        assert p.downstream(PHONE1, "ACK")  # the 486 is ACKed hop by hop
-        up = next(r for r in p.fake.responses() if r.status == 200)
-        assert len(up.vias) == 1  # our Via taken off on the way up
-
-    run(main())
+@virtual
+async def test_serial_invite_tries_the_next_branch_after_a_failure() -> None:
+    p = Proxy([to(PHONE1), to(PHONE2)], record_route="<sip:192.0.2.1;lr>")
+    p.phone(PHONE1, answers((180, 0.1), (486, 0.5)))
+    p.phone(PHONE2, answers((200, 0.1)))
+    p.stack.receive(request("INVITE"), ALICE)
+    await settle(5.0)
+    assert p.upstream() == [100, 180, 200]
+    [first] = p.downstream(PHONE1, "INVITE")
+    [second] = p.downstream(PHONE2, "INVITE")
+    assert first.max_forwards == 69
+    assert first.headers.get_all("Record-Route") == ["<sip:192.0.2.1;lr>"]
+    assert len(first.vias) == 2 and first.top_via.host == LOCAL[0]
+    assert second.top_via.branch != first.top_via.branch
+    assert p.downstream(PHONE1, "ACK")  # the 486 is ACKed hop by hop
+    up = next(r for r in p.fake.responses() if r.status == 200)
+    assert len(up.vias) == 1  # our Via taken off on the way up
 
 
-def test_serial_a_6xx_ends_the_search() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1), to(PHONE2)])
-        p.phone(PHONE1, answers((603, 0.1)))
-        p.phone(PHONE2, answers((200, 0.1)))
-        p.stack.receive(request("INVITE"), ALICE)
-        await settle(5.0)
-        assert p.upstream() == [100, 603]
-        assert p.downstream(PHONE2) == []
-
-    run(main())
+@virtual
+async def test_serial_a_6xx_ends_the_search() -> None:
+    p = await relayed(answers((603, 0.1)), answers((200, 0.1)), method="INVITE")
+    assert p.upstream() == [100, 603]
+    assert p.downstream(PHONE2) == []
 
 
-def test_timer_c_cancels_the_ringing_branch_and_answers_408() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1)], timers=TimerConfig(fr_inv_timer=20.0))
+@virtual
+async def test_timer_c_cancels_the_ringing_branch_and_answers_408() -> None:
+    p = Proxy([to(PHONE1)], timers=TimerConfig(fr_inv_timer=20.0))
 
-        def ringing(req: Request) -> list[tuple[int, float]]:
-            if req.method == "INVITE":
-                return [(180, 0.1)]
-            if req.method == "CANCEL":
-                # 200 for the CANCEL; the phone then ends the INVITE with 487
-                invite = p.downstream(PHONE1, "INVITE")[0]
-                asyncio.get_running_loop().call_later(0.05, p.fake.answer, invite, 487)
-                return [(200, 0.01)]
-            return []
+    def ringing(req: Request) -> list[tuple[int, float]]:
+        if req.method == "INVITE":
+            return [(180, 0.1)]
+        if req.method == "CANCEL":
+            # 200 for the CANCEL; the phone then ends the INVITE with 487
+            invite = p.downstream(PHONE1, "INVITE")[0]
+            asyncio.get_running_loop().call_later(0.05, p.fake.answer, invite, 487)
+            return [(200, 0.01)]
+        return []
 
-        p.phone(PHONE1, ringing)
-        p.stack.receive(request("INVITE"), ALICE)
-        await settle(19.0)
-        assert p.upstream() == [100, 180]
-        await settle(2.0)
-        assert p.upstream() == [100, 180, 408]
-        assert len(p.downstream(PHONE1, "CANCEL")) == 1
-        assert p.downstream(PHONE1, "ACK")  # the 487 is ACKed
-
-    run(main())
+    p.phone(PHONE1, ringing)
+    p.stack.receive(request("INVITE"), ALICE)
+    await settle(19.0)
+    assert p.upstream() == [100, 180]
+    await settle(2.0)
+    assert p.upstream() == [100, 180, 408]
+    assert len(p.downstream(PHONE1, "CANCEL")) == 1
+    assert p.downstream(PHONE1, "ACK")  # the 487 is ACKed
 
 
-def test_cancel_waits_for_a_provisional_then_the_caller_gets_487() -> None:
-    async def main() -> None:
-        p = Proxy([to(PHONE1)])
-        slow_ring = {"INVITE": [(180, 2.0)], "CANCEL": [(200, 0.01)]}
+@virtual
+async def test_cancel_waits_for_a_provisional_then_the_caller_gets_487() -> None:
+    p = Proxy([to(PHONE1)])
+    slow_ring = {"INVITE": [(180, 2.0)], "CANCEL": [(200, 0.01)]}
 
-        def phone(req: Request) -> list[tuple[int, float]]:
-            if req.method == "CANCEL":
-                invite = p.downstream(PHONE1, "INVITE")[0]
-                asyncio.get_running_loop().call_later(0.05, p.fake.answer, invite, 487)
-            return slow_ring.get(req.method, [])
+    def phone(req: Request) -> list[tuple[int, float]]:
+        if req.method == "CANCEL":
+            invite = p.downstream(PHONE1, "INVITE")[0]
+            asyncio.get_running_loop().call_later(0.05, p.fake.answer, invite, 487)
+        return slow_ring.get(req.method, [])
 
-        p.phone(PHONE1, phone)
-        p.stack.receive(request("INVITE"), ALICE)
-        await settle(0.5)
-        assert p.tx is not None
-        cancelling = asyncio.ensure_future(p.relay.cancel(p.tx.key))
-        await settle(1.0)
-        assert p.downstream(PHONE1, "CANCEL") == []  # §9.1: not before a provisional
-        await settle(2.0)
-        assert await cancelling is True
-        [cancel] = p.downstream(PHONE1, "CANCEL")
-        assert cancel.top_via.branch == p.downstream(PHONE1, "INVITE")[0].top_via.branch
-        assert p.upstream()[-1] == 487
-        assert await p.relay.cancel(p.tx.key) is False  # the relay is over
-
-    run(main())
+    p.phone(PHONE1, phone)
+    p.stack.receive(request("INVITE"), ALICE)
+    await settle(0.5)
+    assert p.tx is not None
+    cancelling = asyncio.ensure_future(p.relay.cancel(p.tx.key))
+    await settle(1.0)
+    assert p.downstream(PHONE1, "CANCEL") == []  # §9.1: not before a provisional
+    await settle(2.0)
+    assert await cancelling is True
+    [cancel] = p.downstream(PHONE1, "CANCEL")
+    assert cancel.top_via.branch == p.downstream(PHONE1, "INVITE")[0].top_via.branch
+    assert p.upstream()[-1] == 487
+    assert await p.relay.cancel(p.tx.key) is False  # the relay is over
 
 
 # ---------------------------------------------------------- no branch to try
-def test_a_branch_to_our_own_socket_is_skipped_all_skipped_is_482() -> None:
-    async def main() -> None:
-        ours = Target("udp", *LOCAL)
-        p = Proxy([to(ours)])
-        p.stack.receive(request(), ALICE)
-        await settle(1.0)
-        assert p.upstream() == [482] and p.downstream(ours) == []
+@virtual
+async def test_a_branch_to_our_own_socket_is_skipped_all_skipped_is_482() -> None:
+    ours = Target("udp", *LOCAL)
+    p = Proxy([to(ours)])
+    p.stack.receive(request(), ALICE)
+    await settle(1.0)
+    assert p.upstream() == [482] and p.downstream(ours) == []
 
-        q = Proxy([to(ours), to(PHONE1)])
-        q.phone(PHONE1, answers((200, 0.1)))
-        q.stack.receive(request(), ALICE)
-        await settle(1.0)
-        assert q.upstream() == [200]
-
-    run(main())
+    q = Proxy([to(ours), to(PHONE1)])
+    q.phone(PHONE1, answers((200, 0.1)))
+    q.stack.receive(request(), ALICE)
+    await settle(1.0)
+    assert q.upstream() == [200]
 
 
-def test_no_branches_is_480() -> None:
-    async def main() -> None:
-        p = Proxy([])
-        p.stack.receive(request(), ALICE)
-        await settle(1.0)
-        assert p.upstream() == [480]
-
-    run(main())
+@virtual
+async def test_no_branches_is_480() -> None:
+    p = Proxy([])
+    p.stack.receive(request(), ALICE)
+    await settle(1.0)
+    assert p.upstream() == [480]
 
 
 def test_best_response_prefers_6xx_then_the_lowest_class_then_code() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from tests.fakes import ALICE, LOCAL, FakeTransports, request, run, settle
+from tests.fakes import ALICE, LOCAL, FakeTransports, request, settle, virtual
 
 from sipsilo.config import Config
 from sipsilo.metrics import Counters
@@ -55,145 +55,128 @@ async def answer_202(ctx: RouteContext) -> None:
     ctx.t_reply(202, "Accepted")
 
 
-def test_the_route_answers_through_its_context_once() -> None:
+@virtual
+async def test_the_route_answers_through_its_context_once() -> None:
     async def twice(ctx: RouteContext) -> None:
         assert ctx.t_reply(202, "Accepted") is True
         assert ctx.t_reply(500) is False  # a transaction has one final answer
         assert ctx.replied
 
-    async def main() -> None:
-        w = World(twice)
-        w.stack.receive(request(), ALICE)
-        await settle()
-        assert w.fake.statuses() == [202]
-
-    run(main())
+    w = World(twice)
+    w.stack.receive(request(), ALICE)
+    await settle()
+    assert w.fake.statuses() == [202]
 
 
-def test_a_route_that_returns_without_a_final_answer_gets_500() -> None:
+@virtual
+async def test_a_route_that_returns_without_a_final_answer_gets_500() -> None:
     async def ring_only(ctx: RouteContext) -> None:
         ctx.t_reply(180, "Ringing")  # a provisional is no answer
 
-    async def main() -> None:
-        w = World(ring_only)
-        w.stack.receive(request("INVITE"), ALICE)
-        await settle()
-        assert w.fake.statuses() == [100, 180, 500]
-        assert w.fake.responses()[-1].reason == "Server Internal Error - request not handled"
-
-    run(main())
+    w = World(ring_only)
+    w.stack.receive(request("INVITE"), ALICE)
+    await settle()
+    assert w.fake.statuses() == [100, 180, 500]
+    assert w.fake.responses()[-1].reason == "Server Internal Error - request not handled"
 
 
-def test_a_dropped_request_gets_no_answer_and_its_retransmission_none_either() -> None:
+@virtual
+async def test_a_dropped_request_gets_no_answer_and_its_retransmission_none_either() -> None:
     async def drop(ctx: RouteContext) -> None:
         ctx.drop()
 
-    async def main() -> None:
-        w = World(drop)
-        w.stack.receive(request(), ALICE)
-        await settle()
-        w.stack.receive(request(), ALICE)
-        await settle()
-        assert w.fake.sent == [] and len(w.contexts) == 1
-
-    run(main())
+    w = World(drop)
+    w.stack.receive(request(), ALICE)
+    await settle()
+    w.stack.receive(request(), ALICE)
+    await settle()
+    assert w.fake.sent == [] and len(w.contexts) == 1
 
 
-def test_a_malformed_header_read_by_the_route_is_the_clients_error() -> None:
+@virtual
+async def test_a_malformed_header_read_by_the_route_is_the_clients_error() -> None:
     async def reads_route(ctx: RouteContext) -> None:
         ctx.loose_route()  # parses Route: broken here
 
-    async def main() -> None:
-        w = World(reads_route)
-        w.stack.receive(request(extra="Route: <sip:p1.example.com;lr\r\n"), ALICE)
-        await settle()
-        [answer] = w.fake.responses()
-        assert answer.status == 400 and len(w.contexts) == 1  # the route did run
-
-    run(main())
+    w = World(reads_route)
+    w.stack.receive(request(extra="Route: <sip:p1.example.com;lr\r\n"), ALICE)
+    await settle()
+    [answer] = w.fake.responses()
+    assert answer.status == 400 and len(w.contexts) == 1  # the route did run
 
 
-def test_an_initial_request_carrying_our_branch_for_this_uri_is_a_loop_482() -> None:
-    async def main() -> None:
-        w = World(answer_202)
-        ours = loop_branch(w.stack.branch_token, "sip:bob@192.0.2.1")
-        looped = request(extra=f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={ours}\r\n")
-        w.stack.receive(looped, ALICE)
-        await settle()
-        assert w.fake.statuses() == [482] and w.contexts == []
-        # the same branch for another Request-URI is spiral, not a loop
-        other = request(uri="sip:carol@192.0.2.1", branch="z9hG4bKalice2",
-                        extra=f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={ours}\r\n")
-        w.stack.receive(other, ALICE)
-        await settle()
-        assert w.fake.statuses() == [482, 202]
-
-    run(main())
+@virtual
+async def test_an_initial_request_carrying_our_branch_for_this_uri_is_a_loop_482() -> None:
+    w = World(answer_202)
+    ours = loop_branch(w.stack.branch_token, "sip:bob@192.0.2.1")
+    looped = request(extra=f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={ours}\r\n")
+    w.stack.receive(looped, ALICE)
+    await settle()
+    assert w.fake.statuses() == [482] and w.contexts == []
+    # the same branch for another Request-URI is spiral, not a loop
+    other = request(uri="sip:carol@192.0.2.1", branch="z9hG4bKalice2",
+                    extra=f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={ours}\r\n")
+    w.stack.receive(other, ALICE)
+    await settle()
+    assert w.fake.statuses() == [482, 202]
 
 
-def test_our_sent_by_twice_is_a_loop_but_not_inside_a_dialog() -> None:
+@virtual
+async def test_our_sent_by_twice_is_a_loop_but_not_inside_a_dialog() -> None:
     twice = ("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx1\r\n"
              "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx2\r\n")
 
-    async def main() -> None:
-        w = World(answer_202)
-        w.stack.receive(request(extra=twice), ALICE)
-        w.stack.receive(request("BYE", branch="z9hG4bKbye", to_tag="b1", extra=twice), ALICE)
-        await settle()
-        assert w.fake.statuses() == [482, 202]
-
-    run(main())
+    w = World(answer_202)
+    w.stack.receive(request(extra=twice), ALICE)
+    w.stack.receive(request("BYE", branch="z9hG4bKbye", to_tag="b1", extra=twice), ALICE)
+    await settle()
+    assert w.fake.statuses() == [482, 202]
 
 
-def test_cancel_without_its_invite_is_481() -> None:
-    async def main() -> None:
-        w = World(answer_202)
-        w.stack.receive(request("CANCEL"), ALICE)
-        await settle()
-        [answer] = w.fake.responses()
-        assert (answer.status, answer.reason) == (481, "Call/Transaction Does Not Exist")
-        assert w.contexts == []  # CANCEL never reaches the route
-
-    run(main())
+@virtual
+async def test_cancel_without_its_invite_is_481() -> None:
+    w = World(answer_202)
+    w.stack.receive(request("CANCEL"), ALICE)
+    await settle()
+    [answer] = w.fake.responses()
+    assert (answer.status, answer.reason) == (481, "Call/Transaction Does Not Exist")
+    assert w.contexts == []  # CANCEL never reaches the route
 
 
-def test_cancel_matches_its_pending_invite_200_then_487() -> None:
+@virtual
+async def test_cancel_matches_its_pending_invite_200_then_487() -> None:
     parked = asyncio.Event()
 
     async def park(ctx: RouteContext) -> None:
         await parked.wait()  # e.g. awaiting a database
 
-    async def main() -> None:
-        w = World(park)
-        w.stack.receive(request("INVITE"), ALICE)
-        await settle()
-        w.stack.receive(request("CANCEL", branch="z9hG4bKother"), ALICE)  # another branch
-        await settle()
-        w.stack.receive(request("CANCEL"), ALICE)  # the INVITE's own branch
-        await settle()
-        statuses = [(r.status, r.cseq[1]) for r in w.fake.responses()]
-        assert statuses == [(100, "INVITE"), (481, "CANCEL"), (200, "CANCEL"),
-                            (487, "INVITE")]
-        parked.set()
-        await settle()
-        assert len(w.fake.responses()) == 4  # the route's late return adds nothing
-
-    run(main())
+    w = World(park)
+    w.stack.receive(request("INVITE"), ALICE)
+    await settle()
+    w.stack.receive(request("CANCEL", branch="z9hG4bKother"), ALICE)  # another branch
+    await settle()
+    w.stack.receive(request("CANCEL"), ALICE)  # the INVITE's own branch
+    await settle()
+    statuses = [(r.status, r.cseq[1]) for r in w.fake.responses()]
+    assert statuses == [(100, "INVITE"), (481, "CANCEL"), (200, "CANCEL"),
+                        (487, "INVITE")]
+    parked.set()
+    await settle()
+    assert len(w.fake.responses()) == 4  # the route's late return adds nothing
 
 
-def test_a_stray_ack_not_along_our_record_route_is_not_forwarded() -> None:
-    async def main() -> None:
-        w = World(answer_202)
-        w.stack.receive(request("ACK", to_tag="b1",
-                                extra="Route: <sip:192.0.2.1;lr>, <sip:203.0.113.9;lr>\r\n"),
-                        ALICE)
-        await settle()
-        assert w.fake.sent == [] and w.contexts == []
-
-    run(main())
+@virtual
+async def test_a_stray_ack_not_along_our_record_route_is_not_forwarded() -> None:
+    w = World(answer_202)
+    w.stack.receive(request("ACK", to_tag="b1",
+                            extra="Route: <sip:192.0.2.1;lr>, <sip:203.0.113.9;lr>\r\n"),
+                    ALICE)
+    await settle()
+    assert w.fake.sent == [] and w.contexts == []
 
 
-def test_a_stray_2xx_for_a_branch_we_never_made_is_dropped() -> None:
+@virtual
+async def test_a_stray_2xx_for_a_branch_we_never_made_is_dropped() -> None:
     forged = (
         b"SIP/2.0 200 OK\r\n"
         b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKforged\r\n"
@@ -202,27 +185,23 @@ def test_a_stray_2xx_for_a_branch_we_never_made_is_dropped() -> None:
         b"CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     )
 
-    async def main() -> None:
-        w = World(answer_202)
-        w.stack.receive(forged, ALICE)
-        await settle()
-        assert w.fake.sent == []  # not reflected to the second Via
-
-    run(main())
+    w = World(answer_202)
+    w.stack.receive(forged, ALICE)
+    await settle()
+    assert w.fake.sent == []  # not reflected to the second Via
 
 
-def test_max_forwards_zero_is_seen_by_the_route() -> None:
+@virtual
+async def test_max_forwards_zero_is_seen_by_the_route() -> None:
     async def maxfwd(ctx: RouteContext) -> None:
         if not ctx.mf_process_maxfwd_header(10):
             ctx.t_reply(483, "Too Many Hops")
             return
         ctx.t_reply(202)
 
-    async def main() -> None:
-        w = World(maxfwd)
-        w.stack.receive(request().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"), ALICE)
-        w.stack.receive(request(branch="z9hG4bKnext", cseq=2), ALICE)
-        await settle()
-        assert sorted(w.fake.statuses()) == [202, 483]
+    w = World(maxfwd)
+    w.stack.receive(request().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"), ALICE)
+    w.stack.receive(request(branch="z9hG4bKnext", cseq=2), ALICE)
+    await settle()
+    assert sorted(w.fake.statuses()) == [202, 483]
 
-    run(main())

@@ -27,6 +27,7 @@ from sipsilo.transaction.table import (
     Rows,
     Timer,
     go,
+    non_invite_answers,
     nothing,
     timeout,
 )
@@ -64,12 +65,7 @@ class NonInviteClientTransaction(ClientBase):
         return [self._start(Timer.K, self.timers.wt_timer)]  # absorbs retransmitted finals
 
     _RESPONSES: ClassVar[Rows[NonInviteClientTransaction, Response]] = {
-        (TRYING, PROVISIONAL): go(_pass_up, PROCEEDING),
-        (TRYING, SUCCESS): go(_final, COMPLETED, reliable=TERMINATED),
-        (TRYING, FINAL_ERROR): go(_final, COMPLETED, reliable=TERMINATED),
-        (PROCEEDING, PROVISIONAL): go(_pass_up, PROCEEDING),
-        (PROCEEDING, SUCCESS): go(_final, COMPLETED, reliable=TERMINATED),
-        (PROCEEDING, FINAL_ERROR): go(_final, COMPLETED, reliable=TERMINATED),
+        **non_invite_answers(_pass_up, _final),
         (COMPLETED, SUCCESS): go(nothing, COMPLETED),  # a retransmitted final
         (COMPLETED, FINAL_ERROR): go(nothing, COMPLETED),
     }

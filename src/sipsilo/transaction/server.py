@@ -29,6 +29,7 @@ from sipsilo.transaction.table import (
     ServerBase,
     Timer,
     go,
+    non_invite_answers,
     nothing,
     timeout,
 )
@@ -65,14 +66,7 @@ class NonInviteServerTransaction(ServerBase):
         (PROCEEDING, RETRANSMISSION): go(_resend, PROCEEDING),
         (COMPLETED, RETRANSMISSION): go(_resend, COMPLETED),
     }
-    _TU: ClassVar[Rows[NonInviteServerTransaction, Response]] = {
-        (TRYING, PROVISIONAL): go(_send, PROCEEDING),
-        (TRYING, SUCCESS): go(_send, COMPLETED, reliable=TERMINATED),
-        (TRYING, FINAL_ERROR): go(_send, COMPLETED, reliable=TERMINATED),
-        (PROCEEDING, PROVISIONAL): go(_send, PROCEEDING),
-        (PROCEEDING, SUCCESS): go(_send, COMPLETED, reliable=TERMINATED),
-        (PROCEEDING, FINAL_ERROR): go(_send, COMPLETED, reliable=TERMINATED),
-    }
+    _TU: ClassVar[Rows[NonInviteServerTransaction, Response]] = non_invite_answers(_send, _send)
     _TIMERS: ClassVar[Rows[NonInviteServerTransaction, str]] = {
         (COMPLETED, Timer.J): go(nothing, TERMINATED),
     }

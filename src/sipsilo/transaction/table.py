@@ -125,6 +125,18 @@ Rows = dict[tuple[State, str], Transition[M, A]]  # a machine's table, as it spe
 Entries = dict[State, Callable[[M], list[Effect]]]  # a machine's entry actions
 
 
+def non_invite_answers(provisional: Action[M, A], final: Action[M, A]) -> Rows[M, A]:
+    """The rows both non-INVITE machines share (§17.1.2 figure 6, §17.2.2 figure 8):
+    in Trying or Proceeding a 1xx leads to Proceeding, a final to Completed
+    (Terminated on a reliable transport)."""
+    rows: Rows[M, A] = {}
+    for state in (TRYING, PROCEEDING):
+        rows[(state, PROVISIONAL)] = go(provisional, PROCEEDING)
+        rows[(state, SUCCESS)] = go(final, COMPLETED, reliable=TERMINATED)
+        rows[(state, FINAL_ERROR)] = go(final, COMPLETED, reliable=TERMINATED)
+    return rows
+
+
 def nothing(machine: TransactionBase, arg: object) -> list[Effect]:
     """No effect of its own: absorb the event, or just change state."""
     return []
