@@ -246,3 +246,27 @@ def test_best_response_prefers_6xx_then_the_lowest_class_then_code() -> None:
     assert best_response([r(486), r(603), r(200)]).status == 603  # type: ignore[union-attr]
     assert best_response([r(503), r(407), r(401)]).status == 401  # type: ignore[union-attr]
     assert best_response([r(500), r(302)]).status == 302  # type: ignore[union-attr]
+
+
+@virtual
+async def test_a_2xx_after_the_callers_408_is_acked_and_hung_up() -> None:
+    p = Proxy([to(PHONE1)], timers=TimerConfig(fr_inv_timer=20.0))
+
+    def answers_too_late(req: Request) -> list[tuple[int, float]]:
+        if req.method == "INVITE":
+            return [(180, 0.1)]
+        if req.method == "CANCEL":
+            # the CANCEL crosses the phone's 200 to the INVITE
+            invite = p.downstream(PHONE1, "INVITE")[0]
+            asyncio.get_running_loop().call_later(0.01, p.fake.answer, invite, 200)
+            return [(481, 0.02)]
+        return [(200, 0.01)] if req.method == "BYE" else []
+
+    p.phone(PHONE1, answers_too_late)
+    p.stack.receive(request("INVITE"), ALICE)
+    await settle(25.0)
+    assert p.upstream() == [100, 180, 408]  # the caller never sees the 200
+    [ack] = p.downstream(PHONE1, "ACK")
+    [bye] = p.downstream(PHONE1, "BYE")
+    assert ack.to.tag == bye.to.tag == "uas"
+    assert bye.cseq == (2, "BYE")
