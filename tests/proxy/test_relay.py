@@ -90,6 +90,20 @@ def answers(*pairs: tuple[int, float]) -> Script:
     return script
 
 
+def ringing(p: Proxy, *, after: float = 0.1, cancelled: tuple[int, int] = (200, 487)) -> Script:
+    """A phone that rings (180 after ``after`` s) until CANCELled: the CANCEL gets
+    ``cancelled[0]`` and the INVITE then ends with ``cancelled[1]``; a BYE gets 200."""
+
+    def script(req: Request) -> list[tuple[int, float]]:
+        if req.method == "CANCEL":
+            invite = p.downstream(PHONE1, "INVITE")[0]
+            asyncio.get_running_loop().call_later(0.01, p.fake.answer, invite, cancelled[1])
+            return [(cancelled[0], 0.02)]
+        return {"INVITE": [(180, after)], "BYE": [(200, 0.01)]}.get(req.method, [])
+
+    return script
+
+
 async def relayed(*scripts: Script, method: str = "MESSAGE", failure: bool = False) -> Proxy:
     """Relay one request to PHONE1 (and PHONE2), each answering by its script; 5 s later."""
     phones = [PHONE1, PHONE2][: len(scripts)]
@@ -167,18 +181,7 @@ async def test_serial_a_6xx_ends_the_search() -> None:
 @virtual
 async def test_timer_c_cancels_the_ringing_branch_and_answers_408() -> None:
     p = Proxy([to(PHONE1)], timers=TimerConfig(fr_inv_timer=20.0))
-
-    def ringing(req: Request) -> list[tuple[int, float]]:
-        if req.method == "INVITE":
-            return [(180, 0.1)]
-        if req.method == "CANCEL":
-            # 200 for the CANCEL; the phone then ends the INVITE with 487
-            invite = p.downstream(PHONE1, "INVITE")[0]
-            asyncio.get_running_loop().call_later(0.05, p.fake.answer, invite, 487)
-            return [(200, 0.01)]
-        return []
-
-    p.phone(PHONE1, ringing)
+    p.phone(PHONE1, ringing(p))
     p.stack.receive(request("INVITE"), ALICE)
     await settle(19.0)
     assert p.upstream() == [100, 180]
@@ -191,15 +194,7 @@ async def test_timer_c_cancels_the_ringing_branch_and_answers_408() -> None:
 @virtual
 async def test_cancel_waits_for_a_provisional_then_the_caller_gets_487() -> None:
     p = Proxy([to(PHONE1)])
-    slow_ring = {"INVITE": [(180, 2.0)], "CANCEL": [(200, 0.01)]}
-
-    def phone(req: Request) -> list[tuple[int, float]]:
-        if req.method == "CANCEL":
-            invite = p.downstream(PHONE1, "INVITE")[0]
-            asyncio.get_running_loop().call_later(0.05, p.fake.answer, invite, 487)
-        return slow_ring.get(req.method, [])
-
-    p.phone(PHONE1, phone)
+    p.phone(PHONE1, ringing(p, after=2.0))
     p.stack.receive(request("INVITE"), ALICE)
     await settle(0.5)
     assert p.tx is not None
@@ -251,18 +246,8 @@ def test_best_response_prefers_6xx_then_the_lowest_class_then_code() -> None:
 @virtual
 async def test_a_2xx_after_the_callers_408_is_acked_and_hung_up() -> None:
     p = Proxy([to(PHONE1)], timers=TimerConfig(fr_inv_timer=20.0))
-
-    def answers_too_late(req: Request) -> list[tuple[int, float]]:
-        if req.method == "INVITE":
-            return [(180, 0.1)]
-        if req.method == "CANCEL":
-            # the CANCEL crosses the phone's 200 to the INVITE
-            invite = p.downstream(PHONE1, "INVITE")[0]
-            asyncio.get_running_loop().call_later(0.01, p.fake.answer, invite, 200)
-            return [(481, 0.02)]
-        return [(200, 0.01)] if req.method == "BYE" else []
-
-    p.phone(PHONE1, answers_too_late)
+    # the CANCEL crosses the phone's 200 to the INVITE
+    p.phone(PHONE1, ringing(p, cancelled=(481, 200)))
     p.stack.receive(request("INVITE"), ALICE)
     await settle(25.0)
     assert p.upstream() == [100, 180, 408]  # the caller never sees the 200
