@@ -11,16 +11,19 @@ import os
 import signal
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.integration.harness import ServerProcess, free_port
+from tests.integration.secure_clients import SecureClient, make_certs, udp_message
 from tests.integration.silo_helpers import register, send_message, start_ua, stats, wait_for
 
 MakeServer = Callable[..., ServerProcess]
 USERS = ["bob", "carol", "dave", "frank"]
+DOMAIN = "127.0.0.1"
 
 
 def test_users_are_spread_over_both_workers() -> None:
@@ -166,23 +169,6 @@ def test_workers_stop_when_the_supervisor_is_killed(make_server: MakeServer) -> 
     assert "supervisor gone; stopping now" in server.log()
 
 
-@pytest.mark.parametrize("listen", [None, "tcp"])
-def test_workers_with_a_tcp_listener_is_a_config_error(tmp_path: Path, listen: str | None) -> None:
-    import subprocess
-    import sys
-
-    args = [sys.executable, "-m", "sipsilo", "serve", "--data-dir", str(tmp_path),
-            "--set", "server.workers=2"]
-    if listen:
-        args += ["--set", "server.listen=tcp:127.0.0.1:5999"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSILO_")}
-    out = subprocess.run(args, capture_output=True, text=True, timeout=30, env=env)
-    assert out.returncode == 2
-    assert "several worker processes serve UDP only" in out.stderr
-    assert "Traceback" not in out.stderr
-
-
-
 def test_port_in_use_is_one_line_and_leaves_no_worker_behind(tmp_path: Path) -> None:
     import socket
     import subprocess
@@ -208,3 +194,132 @@ def test_port_in_use_is_one_line_and_leaves_no_worker_behind(tmp_path: Path) -> 
     assert "Traceback" not in err
     assert time.monotonic() - started < 10  # not the workers' stop timeout
     assert not any(_alive(p) for p in workers)
+
+
+# ---------------------------------------------------------------- every transport
+
+def _every_transport(make_server: MakeServer, data_dir: Path) -> tuple[ServerProcess,
+                                                                        dict[str, int], Path]:
+    certs = make_certs(data_dir)
+    ports: dict[str, int] = {}
+    for kind in ("udp", "tcp", "tls", "ws"):
+        ports[kind] = free_port(set(ports.values()))
+    server = make_server(data_dir=data_dir, port=ports["udp"], **{
+        "server.workers": 2, "msilo.add_date": 0,
+        "server.listen": [f"{kind}:127.0.0.1:{port}" for kind, port in ports.items()],
+        "tls.certificate": "cert.pem", "tls.private_key": "key.pem",
+    })
+    return server, ports, certs.ca
+
+
+def _taken_over(server: ServerProcess) -> int:
+    return int(stats(server).get("msilo:taken_over", 0))
+
+
+def _bob_at_the_other_worker(server: ServerProcess, ports: dict[str, int]) -> SecureClient:
+    """bob registered over one TCP connection held by the worker that does NOT
+    get his UDP requests (workers.keys: bob's go to worker 0): reconnect until
+    the kernel puts his connection there, which the hand-over counter shows."""
+    for attempt in range(16):
+        bob = SecureClient("tcp", ports["tcp"])
+        assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+        before = _taken_over(server)
+        assert _live_udp(ports["udp"], bob, f"probe {attempt}") == "SIP/2.0 200 OK"
+        if _taken_over(server) > before:
+            return bob
+        bob.register("bob", DOMAIN, expires=0)
+        bob.close()
+    raise AssertionError("16 connections in a row went to one worker")
+
+
+def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
+                                                   tmp_path: Path) -> None:
+    server, ports, ca = _every_transport(make_server, tmp_path / "all")
+    assert "tcp:127.0.0.1" in server.log() and "ws:127.0.0.1" in server.log()
+    # Stored while bob is offline, over every transport (whatever worker took each).
+    senders = [SecureClient("tcp", ports["tcp"]), SecureClient("tls", ports["tls"], ca),
+               SecureClient("ws", ports["ws"])]
+    for n, client in enumerate(senders):
+        assert client.send_message("alice", "bob", DOMAIN, f"stored {n}") == \
+            "SIP/2.0 202 Accepted"
+    assert udp_message(ports["udp"], "bob", "stored 3") == "SIP/2.0 202 Accepted"
+    bob = SecureClient("tcp", ports["tcp"])
+    assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+    assert bob.receive_messages(4) == [f"stored {n}" for n in range(4)]
+    bob.register("bob", DOMAIN, expires=0)
+    bob.close()
+
+    # Live: bob's connection is held by the worker his UDP requests do not go to.
+    bob = _bob_at_the_other_worker(server, ports)
+    before = _taken_over(server)
+    assert _live_udp(ports["udp"], bob, "live udp") == "SIP/2.0 200 OK"
+    assert _taken_over(server) == before + 1
+    # Several sender connections: the kernel spreads them over both workers.
+    for n in range(6):
+        sender = SecureClient("tcp", ports["tcp"])
+        sender.send(sender.message("alice", "bob", DOMAIN, f"live tcp {n}"))
+        assert bob.receive_messages(1) == [f"live tcp {n}"]
+        assert (_final(sender) or "").startswith("SIP/2.0 200")
+        sender.close()
+    assert _taken_over(server) > before + 1
+
+    # bob's connection closes: a MESSAGE handed over to its owner now fails
+    # there (430), and the sending worker stores it (202) for his next REGISTER.
+    bob.close()
+    wait_for(lambda: udp_message(ports["udp"], "bob", "while away") == "SIP/2.0 202 Accepted",
+             10, 0.5)
+    again = SecureClient("tcp", ports["tcp"])
+    assert (again.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+    got = again.receive_messages(1)
+    assert got == ["while away"]
+    wait_for(lambda: server.rows() == [], 5)
+
+
+def _live_udp(port: int, phone: SecureClient, body: str) -> str | None:
+    """A MESSAGE for bob over UDP while his phone answers it; the sender's final."""
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(udp_message, port, "bob", body)
+        assert phone.receive_messages(1) == [body]
+        return sent.result()
+
+
+def _final(client: SecureClient) -> str | None:
+    while True:
+        got = client.recv(5)
+        if got is None:
+            return None
+        first = got.split("\r\n", 1)[0]
+        if first.startswith("SIP/2.0 ") and int(first.split()[1]) >= 200:
+            return first
+
+
+def test_sigkill_of_a_worker_holding_tcp_connections_loses_nothing(
+        make_server: MakeServer, tmp_path: Path) -> None:
+    """The server exits 1 (its process manager restarts it); the users register
+    again and get what was stored meanwhile; what was accepted before is kept."""
+    server, ports, _ = _every_transport(make_server, tmp_path / "kill")
+    phones = {user: SecureClient("tcp", ports["tcp"]) for user in USERS}
+    for user, phone in phones.items():
+        assert (phone.register(user, DOMAIN) or "").startswith("SIP/2.0 200")
+    assert udp_message(ports["udp"], "erin", "accepted before") == "SIP/2.0 202 Accepted"
+    assert server.proc is not None
+    workers = _children(server.proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    assert server.proc.wait(30) == 1
+    assert "exited unexpectedly" in server.log()
+    for phone in phones.values():
+        assert phone.wait_closed(10)
+    server.proc = None
+    server.log_path.unlink()
+    server.start()  # what a process manager does
+    for user in USERS:
+        assert udp_message(ports["udp"], user, f"meanwhile {user}") == "SIP/2.0 202 Accepted"
+    for user in USERS:
+        phone = SecureClient("tcp", ports["tcp"])
+        assert (phone.register(user, DOMAIN) or "").startswith("SIP/2.0 200")
+        assert phone.receive_messages(1) == [f"meanwhile {user}"]
+    erin = SecureClient("tcp", ports["tcp"])
+    assert (erin.register("erin", DOMAIN) or "").startswith("SIP/2.0 200")
+    assert erin.receive_messages(1) == ["accepted before"]
+    wait_for(lambda: server.rows() == [], 5)

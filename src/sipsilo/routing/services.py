@@ -25,6 +25,7 @@ from sipsilo.proxy.route_token import DOWN, RouteKeys, route_targets, target_of
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
+from sipsilo.routing.handover import FlowOwner
 from sipsilo.silo.compose import offline_notice
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
 from sipsilo.silo.limits import Caps, SourceRate, StoreQuota
@@ -59,6 +60,9 @@ class Services:
     # we really record-routed are relayed along their Route set, and only there.
     route_keys: RouteKeys = field(
         default_factory=lambda: RouteKeys(secrets.token_bytes(32), 43200))
+    # Which process holds a binding's connection, and how to reach it there
+    # (routing.handover); with one process nobody else holds one.
+    handover: FlowOwner = field(default_factory=lambda: FlowOwner(secrets.token_bytes(32)))
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     # The storage limits of [msilo] (silo.limits), per process.
     quota: StoreQuota = field(init=False)
@@ -207,6 +211,10 @@ class Services:
                 log.warning("outbound proxy %s unusable: %s", hop, exc)
                 return None
         flow = binding.flow
+        if self.handover.elsewhere(flow):
+            # Another worker holds the connection: relayed through it.
+            self.counters.inc("handed_over")
+            return self.handover.target(flow)
         if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
             return Target(flow.transport, *flow.remote, flow.conn_id)
         if flow.transport in CLIENT_OPENED or (flow.transport != "udp" and binding.reg_id):

@@ -45,6 +45,7 @@ from sipsilo.sip.ids import new_token
 from sipsilo.sip.uri import format_host
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport import worker_link as wl
+from sipsilo.transport.tcp import bind_streams
 from sipsilo.transport.udp import bind_udp
 from sipsilo.workers.auth_link import AuthTable
 from sipsilo.workers.keys import worker_for
@@ -149,12 +150,23 @@ class Supervisor:
         # Bound only now, with every worker ready: whoever waits for the port
         # (a service manager, a benchmark) never sends into a server that is
         # still starting. Each worker gets the sockets over its link.
-        for addr in cfg.server.listen:
+        udp = [a for a in cfg.server.listen if a.proto == "udp"]
+        streams = [a for a in cfg.server.listen if a.proto != "udp"]
+        for addr in udp:
             self._socks.append(bind_udp(addr.host, addr.port))
+        # Stream listeners: one SO_REUSEPORT socket per worker, which accepts
+        # its own connections (transport.tcp.bind_streams); not read here.
+        per_stream = [bind_streams(a.host, a.port, self.n, a.proto) for a in streams]
         fds = [s.fileno() for s in self._socks]
-        for link in self._links:
-            wl.send_sockets(link, fds)
+        for i, link in enumerate(self._links):
+            wl.send_sockets(link, fds + [socks[i].fileno() for socks in per_stream])
         self._handed_over = True
+        ports = [(a, s.getsockname()[1]) for a, s in zip(udp, self._socks, strict=True)]
+        ports += [(a, socks[0].getsockname()[1])
+                  for a, socks in zip(streams, per_stream, strict=True)]
+        for socks in per_stream:
+            for sock in socks:
+                sock.close()
         for i, sock in enumerate(self._socks):
             transport, _ = await loop.create_datagram_endpoint(
                 lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
@@ -167,8 +179,7 @@ class Supervisor:
         except OSError as exc:
             log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
         await self.ops.start()  # HTTP endpoint, SIGHUP
-        listening = ", ".join(f"udp:{format_host(a.host)}:{s.getsockname()[1]}"
-                              for a, s in zip(cfg.server.listen, self._socks, strict=True))
+        listening = ", ".join(f"{a.proto}:{format_host(a.host)}:{port}" for a, port in ports)
         log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
                  __version__, listening, self.n, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
 
