@@ -11,11 +11,9 @@ import os
 import signal
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pytest
 
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.secure_clients import SecureClient, make_certs, udp_message
