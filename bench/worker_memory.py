@@ -1,6 +1,6 @@
 """Resident memory of a server with several workers, idle and after a bounded load.
 
-    python bench/worker_memory.py [--workers 2] [--count 10000] [--rate 1000]
+    python bench/worker_memory.py [--workers 2] [--count 10000] [--rate 1000] [--transport tcp]
 
 Starts ``sipsilo serve`` (UDP and TCP on loopback, SQLite in a temporary data
 dir, no offline notices), sums VmRSS over the supervisor and its workers when
@@ -63,6 +63,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--transport", choices=("udp", "tcp"), default="udp",
+                    help="SIPp's: tcp is one connection (-t t1)")
     ap.add_argument("--settle", type=float, default=35.0, help="seconds after the load")
     args = ap.parse_args()
     port, uac = free_port(), free_port()
@@ -86,7 +88,7 @@ def main() -> int:
                  "-p", str(uac), "-nostdin", "-m", str(args.count), "-r", str(args.rate),
                  "-rp", "1s", "-l", "20000", "-timeout", f"{args.count // args.rate + 30}s",
                  "-key", "user_prefix", "mem", "-key", "from_user", "load",
-                 "-key", "contact_port", "9"],
+                 "-key", "contact_port", "9", "-t", args.transport[0] + "1"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             peak = 0.0
             while sipp.poll() is None:
