@@ -28,19 +28,20 @@ BOB = "bob@127.0.0.1"
 
 
 @pytest.fixture
-def make_secure(make_server: Callable[..., ServerProcess],
-                tmp_path: Path) -> Callable[..., Secure]:
-    def make(**extra: Any) -> Secure:
-        data_dir = tmp_path / f"secure{len(list(tmp_path.glob('secure*')))}"
-        settings, ports, certs = secure_settings(data_dir, **extra)
-        return Secure(make_server(data_dir=data_dir, port=ports["udp"], **settings), ports, certs)
+def start(make_server: Callable[..., ServerProcess], tmp_path: Path) -> Callable[..., Secure]:
+    """Start the server with udp, tls, ws and wss listeners (and extra settings)."""
 
-    return make
+    def go(**extra: Any) -> Secure:
+        settings, ports, certs = secure_settings(tmp_path / "server", **extra)
+        server = make_server(data_dir=tmp_path / "server", port=ports["udp"], **settings)
+        return Secure(server, ports, certs)
+
+    return go
 
 
 @pytest.fixture
-def secure(make_secure: Callable[..., Secure]) -> Secure:
-    return make_secure()
+def secure(start: Callable[..., Secure]) -> Secure:
+    return start()
 
 
 def run(secure: Secure, command: str, transport: str, *args: str,
@@ -175,8 +176,8 @@ def test_nothing_listening_and_bad_options_are_one_line(secure: Secure, tmp_path
               " (see 'python -m sipsilo send --help')", code=2)
 
 
-def test_a_refused_websocket_origin_is_one_line(make_secure: Callable[..., Secure]) -> None:
-    secure = make_secure(**{"websocket.allowed_origins": ["https://app.example.com"]})
+def test_a_refused_websocket_origin_is_one_line(start: Callable[..., Secure]) -> None:
+    secure = start(**{"websocket.allowed_origins": ["https://app.example.com"]})
     port = secure.ports["ws"]
     one_error(run(secure, "send", "ws", "--origin", "https://evil.example", "--from", ALICE,
                   "--to", BOB, "hi"),
