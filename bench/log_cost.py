@@ -3,6 +3,7 @@
 against warning, in one run, at a fixed bounded load.
 
     python bench/log_cost.py [--count 10000] [--rate 1000] [--rounds 2] [--port P]
+                             [--src NAME=DIR ...]
 
 Each round starts a fresh server per level (info first, then warning), sends
 --count MESSAGEs to distinct offline users at --rate with SIPp (every one is
@@ -10,13 +11,16 @@ stored, one 202 each; the offline notice is off) and reads the server's
 user + system CPU seconds from /proc before and after. CPU per message, not
 throughput, is the figure: it holds on a machine shared with other work,
 where wall-clock rates do not. The server under test is whatever ``python -m
-sipsilo`` imports (set PYTHONPATH to compare two checkouts). Prints one line per
-run and a summary: the median per level and info's extra cost in percent.
+sipsilo`` imports; ``--src main=/path/to/main/src --src new=src`` compares
+checkouts, their runs interleaved so that a change in the machine's other load
+falls on both alike. Prints one line per run and a summary per checkout: the
+median per level and info's extra cost in percent.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -59,23 +63,32 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=5060, help="the server's UDP port (5060)")
     ap.add_argument("--uac-port", type=int, default=5081, help="SIPp's UDP port (5081)")
     ap.add_argument("--out", type=Path, default=None, help="logs here (default: a temp dir)")
+    ap.add_argument("--src", action="append", default=[], metavar="NAME=DIR",
+                    help="a checkout's src/ to run the server from (repeatable; default: "
+                         "what PYTHONPATH gives)")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="log_cost."))
-    results: dict[str, list[dict[str, float]]] = {"info": [], "warning": []}
+    sources = [tuple(s.split("=", 1)) for s in args.src] or [("server", None)]
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
     for rnd in range(args.rounds):
-        for level in ("info", "warning"):
-            time.sleep(2.0)  # the previous server's port and CPU settle
-            load = procs.loadavg()
-            res = one_run(level, args, out, f"r{rnd}{level[0]}{int(time.time())}")
-            results[level].append(res)
-            print(f"{level:8} round {rnd}: {res['cpu_us_per_msg']:6.0f} us CPU/msg, "
-                  f"{res['ok']:.0f}/{args.count} 202, retrans {res['retrans']:.0f}, "
-                  f"{res['rate']:.0f} msg/s, log {res['log_bytes_per_msg']:.0f} B/msg "
-                  f"({res['log_lines']:.0f} lines), load {load[0]:.1f}", flush=True)
-    info = statistics.median(r["cpu_us_per_msg"] for r in results["info"])
-    warning = statistics.median(r["cpu_us_per_msg"] for r in results["warning"])
-    print(f"median CPU per stored message: info {info:.0f} us, warning {warning:.0f} us; "
-          f"info costs {100 * (info - warning) / warning:+.1f}% (logs in {out})")
+        for name, src in sources:
+            if src is not None:
+                os.environ["PYTHONPATH"] = str(Path(src).resolve())
+            for level in ("info", "warning"):
+                time.sleep(2.0)  # the previous server's port and CPU settle
+                load = procs.loadavg()
+                res = one_run(level, args, out, f"{name}{rnd}{level[0]}{int(time.time())}")
+                results.setdefault((name, level), []).append(res)
+                print(f"{name} {level:8} round {rnd}: {res['cpu_us_per_msg']:6.0f} us CPU/msg, "
+                      f"{res['ok']:.0f}/{args.count} 202, retrans {res['retrans']:.0f}, "
+                      f"{res['rate']:.0f} msg/s, log {res['log_bytes_per_msg']:.0f} B/msg "
+                      f"({res['log_lines']:.0f} lines), load {load[0]:.1f}", flush=True)
+    for name, _ in sources:
+        info = statistics.median(r["cpu_us_per_msg"] for r in results[(name, "info")])
+        warning = statistics.median(r["cpu_us_per_msg"] for r in results[(name, "warning")])
+        print(f"{name}: median CPU per stored message: info {info:.0f} us, warning "
+              f"{warning:.0f} us; info costs {100 * (info - warning) / warning:+.1f}%")
+    print(f"logs in {out}")
     return 0
 
 

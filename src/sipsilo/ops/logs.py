@@ -12,7 +12,7 @@ replaces the one handler it installed on the root logger.
 Logging is off the request path, because at info every stored and delivered
 message is a line: the code that logs only makes the record and queues it
 (``QueueHandler``); one thread formats the records and writes them, several
-per write when they come in bursts (:class:`_BatchingListener`). What a record
+per write (:class:`_BatchingListener`, every ``WRITE_INTERVAL``). What a record
 carries that the formats never show (the caller's file and line, thread and
 process names) is not collected. :func:`flush_logging` waits until every
 queued line is written: the server calls it when it stops, and at exit it
@@ -30,10 +30,10 @@ import atexit
 import json
 import logging
 import logging.handlers
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any, TextIO
 
 # Attributes of a LogRecord a caller may set through ``extra=``, copied into JSON lines.
@@ -86,25 +86,70 @@ def text_formatter(worker: str = "") -> logging.Formatter:
     return _TextFormatter(f"%(asctime)s %(levelname)s{name} %(name)s: %(message)s")
 
 
+class _Flush:
+    """Queued after the records a caller waits for; set once they are written."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Lines:
+    """The queue between the code that logs and the writer.
+
+    Putting a record wakes nobody (a ``deque`` append): at thousands of lines a
+    second, waking a thread per line costs more than formatting it. The writer
+    collects whatever is there every ``WRITE_INTERVAL``, or at once when asked.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self.wake = threading.Event()
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+
+    def urgent(self, item: Any) -> None:
+        self._items.append(item)
+        self.wake.set()
+
+    def take(self) -> list[Any]:
+        items = self._items
+        batch = []
+        while items:
+            batch.append(items.popleft())
+        return batch
+
+
+#: Seconds an info line may wait to be written (the writer's sleep between batches).
+WRITE_INTERVAL = 0.05
+
+
 class _QueueHandler(logging.handlers.QueueHandler):
-    """Queues the record as it is: formatting is the listener's work.
+    """Queues the record as it is: formatting is the writer's work.
 
     (The standard one formats here, on the request path. The arguments are
     read a moment later; what is logged is values and addresses, not objects
-    that change under it.)
+    that change under it.) A warning or an error is waited for.
     """
+
+    queue: _Lines  # type: ignore[assignment]
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
 
-    def emit(self, record: logging.LogRecord) -> None:
-        super().emit(record)
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock (an append is atomic) and no filters (we set none):
+        # this is the whole cost of a line on the request path.
+        self.queue.put_nowait(record)
         if record.levelno >= logging.WARNING and _listener is not None:
             _listener.join()
+        return True
 
 
 class _BatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
-    """Collects lines and writes them in one go when the listener says so."""
+    """Collects lines and writes them in one go when the writer says so."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
@@ -128,11 +173,11 @@ class _BatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class _BatchingListener(logging.handlers.QueueListener):
-    """Writes what a burst queued with one write; ``queue.join()`` waits for it."""
+    """The writer thread: formats and writes what was queued, a batch per write."""
 
-    def __init__(self, q: queue.Queue[Any], handler: _BatchedStream) -> None:
-        super().__init__(q, handler, respect_handler_level=False)
-        self._q = q
+    def __init__(self, lines: _Lines, handler: _BatchedStream) -> None:
+        super().__init__(lines, handler, respect_handler_level=False)  # type: ignore[arg-type]
+        self._lines = lines
         self._out = handler
 
     def join(self) -> None:
@@ -141,28 +186,30 @@ class _BatchingListener(logging.handlers.QueueListener):
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
-        with self._q.all_tasks_done:
-            while self._q.unfinished_tasks and thread.is_alive():
-                self._q.all_tasks_done.wait(0.5)
+        marker = _Flush()
+        self._lines.urgent(marker)
+        while not marker.done.wait(0.5) and thread.is_alive():
+            pass
+
+    def enqueue_sentinel(self) -> None:
+        self._lines.urgent(None)
 
     def _monitor(self) -> None:
-        q = self._q
-        done = False
+        lines, done = self._lines, False
         while not done:
-            batch = [q.get()]
-            while len(batch) < 1000:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            for record in batch:
+            lines.wake.wait(WRITE_INTERVAL)
+            lines.wake.clear()
+            waiting: list[_Flush] = []
+            for record in lines.take():
                 if record is None:  # stop()'s sentinel
                     done = True
+                elif isinstance(record, _Flush):
+                    waiting.append(record)
                 else:
                     self.handle(record)
             self._out.flush()
-            for _ in batch:
-                q.task_done()
+            for marker in waiting:
+                marker.done.set()
 
 
 _listener: _BatchingListener | None = None
@@ -203,10 +250,10 @@ def setup_logging(level: str, log_format: str, worker: str = "") -> None:
     out = _BatchedStream(sys.stderr)
     out.setFormatter(JsonFormatter(worker) if log_format == "json"
                      else text_formatter(worker))
-    q: queue.Queue[Any] = queue.Queue()
-    handler = _QueueHandler(q)
+    lines = _Lines()
+    handler = _QueueHandler(lines)  # type: ignore[arg-type]
     setattr(handler, _HANDLER_MARK, True)
-    _listener = _BatchingListener(q, out)
+    _listener = _BatchingListener(lines, out)
     _listener.start()
     root = logging.getLogger()
     root.addHandler(handler)
