@@ -28,6 +28,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sipsilo.flow import Target
 from sipsilo.sip.digest import Credentials as DigestCredentials
 from sipsilo.sip.digest import ha1, parse_challenge, request_digest
 from sipsilo.sip.errors import ParseError
@@ -38,7 +39,6 @@ from sipsilo.sip.uri import SipUri, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Target
 from sipsilo.transport.layer import Inbound, Layer, LayerError
 from sipsilo.transport.manager import ListenSpec, Transports
 from sipsilo.transport.tls import TlsLayer
@@ -158,7 +158,6 @@ class UserAgent:
         if not logging.getLogger("sipsilo").hasHandlers():
             logging.getLogger("sipsilo").addHandler(logging.NullHandler())
         self.on_message: Callable[[Incoming], None] | None = None
-        self.stack = SipStack(None, timers, self._on_request)
         # Loopback toward a server on this machine (nothing else can reach the phone),
         # every address toward another one.
         family6 = ":" in server.host
@@ -169,9 +168,11 @@ class UserAgent:
         # Stream transports: the connection we open carries everything both ways; the
         # listener is only our address for Via (a TCP one: we serve no TLS or upgrades).
         listen = "udp" if server.transport == "udp" else "tcp"
-        self.transports = Transports([ListenSpec(listen, local, 0)],
-                                     self.stack.receive, self.stack.on_framing_error, 262144)
-        self.stack.transports = self.transports
+        self.stack = SipStack(
+            lambda stack: Transports([ListenSpec(listen, local, 0)],
+                                     stack.receive, stack.on_framing_error, 262144),
+            timers, self._on_request)
+        self.transports = self.stack.transports
         self._conn_id: int | None = None
         self._cseq = 0
 
