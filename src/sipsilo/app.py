@@ -53,6 +53,8 @@ from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
 
 if TYPE_CHECKING:
+    from sipsilo.push.service import PushService
+    from sipsilo.silo.store import SiloStore
     from sipsilo.workers.worker import WorkerContext
 
 log = logging.getLogger("sipsilo")
@@ -176,6 +178,7 @@ class Server:
             route_keys=RouteKeys(load_secret(cfg.data_dir), cfg.proxy.route_token_lifetime),
         )
         self.relay.stamp = self.services.stamp_response
+        self.services.push = await _start_push(cfg, self.store, self.counters)
         # Before the transports start: no request is routed while auth is undecided.
         # Workers without Redis share the supervisor's replay and failure tables.
         shared = LinkState(link) if link is not None and cfg.cluster.redis_url is None else None
@@ -274,6 +277,9 @@ class Server:
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
+        push = getattr(getattr(self, "services", None), "push", None)
+        if push is not None:
+            await push.aclose()
         for name in ("delivery", "services", "stack", "control"):
             component = getattr(self, name, None)
             if component is not None:
@@ -405,3 +411,26 @@ async def serve(config: Config, worker: WorkerContext | None = None) -> None:
         await server.stopping.wait()
     finally:
         await server.stop()
+
+
+async def _start_push(cfg: Config, store: SiloStore, counters: Counters) -> PushService | None:
+    """The push service when a pusher is configured ([push]), its targets in the
+    message store's database."""
+    from sipsilo.push.service import PushService
+    from sipsilo.push.targets import PushTargetStore
+
+    pc = cfg.push
+    if not (pc.webhook_url or pc.vapid_private_key or pc.fcm_credentials or pc.apns_key_file):
+        return None
+
+    async def waiting(user: str, domain: str) -> int:
+        return await store.count_for(user, domain, int(time.time()))
+
+    targets = PushTargetStore(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
+                              pc.keep_days)
+    service = PushService(pc, targets, waiting, counters, cfg.data_dir)
+    try:
+        await service.open()
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(f"msilo.db_url (push targets): {exc}") from None
+    return service

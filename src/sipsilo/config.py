@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from sipsilo import __version__
+from sipsilo.config_push import PushConfig
 from sipsilo.config_toml import dump_sections
 from sipsilo.config_values import (
     ListenAddress,
@@ -468,6 +469,7 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
     # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     # What load_config read this from, for reload() on SIGHUP.
@@ -495,6 +497,10 @@ class Config(_Section):
                 client_context(settings)
         except TlsSetupError as exc:
             raise KeyedValueError(exc.key, str(exc)) from None
+        try:
+            self.push.resolve(self.data_dir)
+        except KeyedValueError as exc:
+            raise KeyedValueError(f"push.{exc.key}", str(exc)) from None
         return self
 
     def uses_tls(self) -> bool:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from sipsilo.auth.policy import consume_credentials
 from sipsilo.proxy.relay import Branch
+from sipsilo.push.targets import target_of_contact
 from sipsilo.registrar.binding import Binding, FlowRef
 from sipsilo.silo.compose import (
     NOT_STORED_TYPES,
@@ -214,10 +215,27 @@ class RouteContext:
                      b.remaining(now), b.flow.transport, b.flow.remote_host, b.flow.remote_port)
         for b in result.removed:
             log.info("unregistered %s at %s", b.aor, b.contact)
+        if svc.push is not None and result.ok and (result.added or result.removed):
+            await self._push_registered(result.added or result.removed)
         if not result.ok:
             log.info("REGISTER for %s refused: %s %s", self.request.to.uri,
                      response.status, response.reason)
         return result.ok
+
+    async def _push_registered(self, bindings: list[Binding]) -> None:
+        """Tell the push service: a new interval, and the RFC 8599 target if any."""
+        assert self.services.push is not None
+        target = None
+        for b in bindings:
+            try:
+                uri_params = SipUri.parse(b.contact).params
+            except ParseError:
+                uri_params = ()
+            target = target_of_contact(b.aor, uri_params, b.params) or target
+        try:
+            await self.services.push.registered(bindings[0].aor, target)
+        except StoreError as exc:
+            log.warning("push target of %s not saved: %s", bindings[0].aor, exc)
 
     async def lookup(self, table: str = "location") -> bool:
         """Find the R-URI user's contacts; True (and branches set) if online."""
@@ -308,6 +326,8 @@ class RouteContext:
                         "message_id": row_id})
         svc.after_store(req, next_hop, self.auth_identity, self.flow)
         binding = self._kick_after_store
+        if svc.push is not None and binding is None:
+            svc.push.stored(owner.aor(), row.username, row.domain, row.src_addr)
         if binding is not None:
             # Queued behind stored messages: the dump delivers it in its turn.
             self._kick_after_store = None

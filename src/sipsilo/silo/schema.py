@@ -200,12 +200,15 @@ def v2_index_sql(table: str, dialect: Dialect) -> list[tuple[str, str]]:
 
 def full_ddl(table: str = "silo", dialect: Dialect = "sqlite") -> list[str]:
     """Every statement that creates a fresh database (for docs and `db init --print`)."""
+    from sipsilo.push.targets import create_sql as push_ddl
+
     return [
         kamailio_version_table_sql(dialect),
         create_table_sql(table, dialect),
         *create_index_sql(table, dialect),
         sipsilo_version_table_sql(dialect),
         *(sql for _, sql in v2_index_sql(table, dialect)),
+        *push_ddl(table, dialect),
     ]
 
 
@@ -360,6 +363,13 @@ def _v3_sqlite_ids_never_reused(ctx: MigrationContext) -> None:
         ctx.execute(sql)
 
 
+def _v4_push_targets(ctx: MigrationContext) -> None:
+    """The push-target table of push notifications (its SQL lives with them)."""
+    from sipsilo.push.targets import migrate_v4
+
+    migrate_v4(ctx.execute, ctx.dialect, ctx.table)
+
+
 #: Ordered; append new steps here.  A step runs once, in the runner's transaction, and the
 #: runner records its version in the same transaction.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -367,6 +377,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "unique message key (idempotent store) and sender index", _v2_message_key),
     Migration(3, "SQLite: message ids are never reused (AUTOINCREMENT)",
               _v3_sqlite_ids_never_reused),
+    Migration(4, "push targets: the last RFC 8599 push target of each AoR", _v4_push_targets),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

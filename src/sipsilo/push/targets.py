@@ -1,0 +1,148 @@
+"""Push targets: where an AoR's sleeping phone can be woken (RFC 8599).
+
+A phone that supports RFC 8599 registers a Contact whose URI carries ``pn-provider``,
+``pn-prid`` (its token at the push service), ``pn-param`` (what the provider needs
+besides: an APNs topic, a Web Push key pair...) and maybe ``pn-purr``. The binding keeps
+them (they are part of the Contact). Each such REGISTER also saves them here as the
+AoR's *last push target*, which outlives the binding: a phone whose registration ran
+out while it slept is exactly the one that needs waking. A target not refreshed for
+``[push] keep_days`` is forgotten, and one the provider calls dead (410, 404,
+``UNREGISTERED``) is removed at once.
+
+This module holds all the SQL of push notifications. The table, ``<silo table>_push``,
+is created by the message store's migration 4 (``silo.schema``), and again (idempotent)
+when the push service opens, so a store that migrates lazily still finds it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from sipsilo.silo import sqlbase
+
+PN_PARAMS = ("pn-provider", "pn-prid", "pn-param", "pn-purr")
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    aor: str
+    provider: str
+    prid: str
+    param: str = ""
+    purr: str = ""
+    updated_at: int = 0
+
+
+def target_of_contact(
+    aor: str, uri_params: Sequence[tuple[str, str | None]],
+    header_params: Sequence[tuple[str, str | None]] = (), now: float | None = None,
+) -> PushTarget | None:
+    """The push target a Contact names: RFC 8599 puts ``pn-*`` in the Contact URI;
+    some phones put them on the Contact header instead, which is read second.
+    Values are %-unescaped (a Web Push endpoint URL cannot appear raw in a URI
+    parameter). None without both ``pn-provider`` and ``pn-prid``."""
+    found: dict[str, str] = {}
+    for params in (header_params, uri_params):  # the URI wins
+        for name, value in params:
+            key = name.lower()
+            if key in PN_PARAMS and value:
+                found[key] = unquote(value.strip('"'))
+    provider, prid = found.get("pn-provider", ""), found.get("pn-prid", "")
+    if not provider or not prid:
+        return None
+    return PushTarget(aor, provider.lower(), prid, found.get("pn-param", ""),
+                      found.get("pn-purr", ""), int(time.time() if now is None else now))
+
+
+def table_name(silo_table: str) -> str:
+    return f"{silo_table}_push"
+
+
+def create_sql(silo_table: str, dialect: str) -> list[str]:
+    """DDL of the push-target table (idempotent; only a primary key, so no dialect
+    lacks the IF NOT EXISTS it needs)."""
+    t = table_name(silo_table)
+    charset = " DEFAULT CHARSET=utf8mb4" if dialect == "mysql" else ""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} (\n"
+        "    aor VARCHAR(255) PRIMARY KEY NOT NULL,\n"
+        "    provider VARCHAR(32) NOT NULL,\n"
+        "    prid TEXT NOT NULL,\n"
+        "    param TEXT NOT NULL,\n"
+        "    purr TEXT NOT NULL,\n"
+        "    updated_at BIGINT NOT NULL\n"
+        f"){charset}"
+    ]
+
+
+def migrate_v4(execute: Any, dialect: str, silo_table: str) -> None:
+    """Migration step 4 of the message store (``silo.schema``): the push-target table."""
+    for sql in create_sql(silo_table, dialect):
+        execute(sql)
+
+
+class PushTargetStore:
+    """Last push target per AoR, in the message store's database."""
+
+    def __init__(self, db_url: str, silo_table: str, data_dir: str | Path | None,
+                 keep_days: int) -> None:
+        self.table = table_name(silo_table)
+        self._silo_table = silo_table
+        self._pool = sqlbase.open_pool(sqlbase.parse_sql_url(db_url, data_dir), 0, 2)
+        self.keep = keep_days * 86400
+
+    async def open(self) -> None:
+        await self._pool.open()
+        async def create(conn: sqlbase.Conn) -> None:
+            for sql in create_sql(self._silo_table, conn.dialect):
+                await conn.execute(sql)
+
+        await sqlbase.run_txn(self._pool, create, txn=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def save(self, target: PushTarget) -> None:
+        async def txn(conn: sqlbase.Conn) -> None:
+            await conn.execute(f"DELETE FROM {self.table} WHERE aor = %s", (target.aor,))
+            await conn.execute(
+                f"INSERT INTO {self.table} (aor, provider, prid, param, purr, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (target.aor, target.provider, target.prid, target.param, target.purr,
+                 target.updated_at))
+
+        await sqlbase.run_txn(self._pool, txn)
+
+    async def get(self, aor: str, now: float) -> PushTarget | None:
+        """The AoR's target unless it is older than ``keep_days``."""
+        async def q(conn: sqlbase.Conn) -> list[Any]:
+            return await conn.fetch(
+                f"SELECT aor, provider, prid, param, purr, updated_at FROM {self.table}"
+                " WHERE aor = %s AND updated_at > %s", (aor, int(now) - self.keep))
+
+        rows = await sqlbase.run_txn(self._pool, q, txn=False)
+        if not rows:
+            return None
+        r = rows[0]
+        return PushTarget(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5]))
+
+    async def remove(self, aor: str, prid: str) -> bool:
+        """Forget a dead token; a newer token saved meanwhile stays."""
+        async def q(conn: sqlbase.Conn) -> int:
+            return await conn.execute(
+                f"DELETE FROM {self.table} WHERE aor = %s AND prid = %s", (aor, prid))
+
+        return bool(await sqlbase.run_txn(self._pool, q, txn=False))
+
+    async def purge(self, now: float) -> int:
+        """Forget targets not refreshed for ``keep_days``."""
+        async def q(conn: sqlbase.Conn) -> int:
+            return await conn.execute(
+                f"DELETE FROM {self.table} WHERE updated_at <= %s", (int(now) - self.keep,))
+
+        return int(await sqlbase.run_txn(self._pool, q, txn=False))
