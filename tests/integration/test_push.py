@@ -102,7 +102,8 @@ def test_webhook_push_after_failed_relay_then_to_last_target_coalesced(
 def test_dead_token_removes_the_target_and_privacy_hides_the_sender(
         make_server: MakeServer, http: HttpRecorder) -> None:
     http.status = 410
-    server = make_server(**{"push.webhook_url": f"{http.url}/hook", "push.min_interval": 0.0,
+    server = make_server(**{"tm.fr_timer": 1.0, "push.webhook_url": f"{http.url}/hook",
+                            "push.min_interval": 0.0,
                             "push.privacy": True})
     with RawUA(server.port) as bob, RawUA(server.port) as alice:
         register(bob, server.port, "bob", PN)
@@ -132,7 +133,7 @@ def test_webpush_payload_decrypts_with_the_ua_keys_and_vapid_verifies(
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     http.status = 201
     endpoint = f"{http.url}/push/sub-1"
-    server = make_server(**{"push.vapid_private_key": str(tmp_path / "vapid.pem"),
+    server = make_server(**{"tm.fr_timer": 1.0, "push.vapid_private_key": str(tmp_path / "vapid.pem"),
                             "push.vapid_subject": "mailto:ops@example.com"})
     params = (f";pn-provider=webpush;pn-prid={quote(endpoint, safe='')}"
               f";pn-param={b64(ua_public)}.{b64(auth)}")
@@ -167,7 +168,7 @@ def test_fcm_oauth2_grant_and_http_v1_message(
         "type": "service_account", "project_id": "proj-1",
         "client_email": "push@proj-1.iam.example", "private_key": _pem(key).decode()}))
     http.replies["/token"] = (200, b'{"access_token": "tok-1", "expires_in": 3600}')
-    server = make_server(**{"push.fcm_credentials": str(tmp_path / "sa.json"),
+    server = make_server(**{"tm.fr_timer": 1.0, "push.fcm_credentials": str(tmp_path / "sa.json"),
                             "push.fcm_base_url": http.url,
                             "push.fcm_token_url": f"{http.url}/token"})
     with RawUA(server.port) as bob, RawUA(server.port) as alice:
@@ -193,7 +194,7 @@ def test_apns_es256_token_over_http2(make_server: MakeServer, tmp_path: Path) ->
     (tmp_path / "apns.p8").write_bytes(_pem(key))
     apns = H2Recorder()
     try:
-        server = make_server(**{"push.apns_key_file": str(tmp_path / "apns.p8"),
+        server = make_server(**{"tm.fr_timer": 1.0, "push.apns_key_file": str(tmp_path / "apns.p8"),
                                 "push.apns_key_id": "KEY123", "push.apns_team_id": "TEAM1",
                                 "push.apns_base_url": apns.url})
         with RawUA(server.port) as bob, RawUA(server.port) as alice:

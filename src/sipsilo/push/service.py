@@ -26,6 +26,10 @@ from sipsilo.push.pushers import Notice, Pushers
 from sipsilo.push.targets import PushTarget, PushTargetStore
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO and httpcore every step at DEBUG; our own line per
+# push says what matters (and never carries a token).
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.INFO)
 
 #: user, domain -> messages waiting (the store's count_for)
 CountWaiting = Callable[[str, str], Awaitable[int]]
