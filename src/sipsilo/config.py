@@ -259,6 +259,8 @@ class MsiloConfig(_Section):
     foreign_store_burst: Annotated[int, Field(ge=1)] = 100
     max_body: Annotated[int, Field(ge=1)] = 65536
     outbound_proxy: SipUriStr = None
+    # From of reminders (m_store(..., send_at=...)); unset: no reminders (Kamailio's).
+    reminder: SipUriStr = None
     notify_offline: bool = True
     claim_ttl: Seconds = 60
     # Connections per pool for MySQL/PostgreSQL (the message store's, and the

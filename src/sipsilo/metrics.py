@@ -25,7 +25,9 @@ MSILO_COUNTERS = ("stored_messages", "dumped_messages", "failed_messages", "expi
 NOTICE_COUNTERS = ("notices_sent", "notices_failed")
 # Push notifications (sipsilo.push): sent, failed (removed included), targets removed
 # because the provider called the token dead.
-PUSH_COUNTERS = ("push_sent", "push_failed", "push_removed")
+PUSH_COUNTERS = ("push_sent", "push_failed", "push_removed",
+                 # reminders (Kamailio's names): sent at their time, or kept for REGISTER
+                 "dumped_reminders", "failed_reminders")
 
 # Seconds from the route's store() call to the committed row (group commit included).
 STORE_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

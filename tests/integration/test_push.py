@@ -133,7 +133,8 @@ def test_webpush_payload_decrypts_with_the_ua_keys_and_vapid_verifies(
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     http.status = 201
     endpoint = f"{http.url}/push/sub-1"
-    server = make_server(**{"tm.fr_timer": 1.0, "push.vapid_private_key": str(tmp_path / "vapid.pem"),
+    server = make_server(**{"tm.fr_timer": 1.0,
+                            "push.vapid_private_key": str(tmp_path / "vapid.pem"),
                             "push.vapid_subject": "mailto:ops@example.com"})
     params = (f";pn-provider=webpush;pn-prid={quote(endpoint, safe='')}"
               f";pn-param={b64(ua_public)}.{b64(auth)}")

@@ -34,6 +34,8 @@ _MSILO = {
     "push_sent": "push notifications the provider accepted",
     "push_failed": "push notifications that failed (timeouts and dead tokens included)",
     "push_removed": "push targets removed because the provider called the token dead",
+    "dumped_reminders": "reminders delivered at their send time",
+    "failed_reminders": "reminders not delivered at their time (kept for the next REGISTER)",
 }
 _HISTOGRAMS = {
     "store_commit_seconds": "time from storing a MESSAGE to its committed row",

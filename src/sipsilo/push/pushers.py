@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from sipsilo.config_push import PushConfig, load_service_account
-from sipsilo.push.targets import PushTarget
+from sipsilo.push.store import PushTarget
 
 Outcome = Literal["sent", "failed", "dead"]
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

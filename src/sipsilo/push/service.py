@@ -23,7 +23,7 @@ from typing import Any
 
 from sipsilo.config_push import PushConfig
 from sipsilo.push.pushers import Notice, Pushers
-from sipsilo.push.targets import PushTarget, PushTargetStore
+from sipsilo.push.store import PushStore, PushTarget
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO and httpcore every step at DEBUG; our own line per
@@ -36,7 +36,7 @@ CountWaiting = Callable[[str, str], Awaitable[int]]
 
 
 class PushService:
-    def __init__(self, cfg: PushConfig, targets: PushTargetStore, count_waiting: CountWaiting,
+    def __init__(self, cfg: PushConfig, targets: PushStore, count_waiting: CountWaiting,
                  counters: Any, data_dir: Path) -> None:
         self.cfg = cfg
         self.targets = targets
@@ -50,7 +50,7 @@ class PushService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
-        await self.targets.open()
+        """Start the purge of old targets (the store is opened and closed by its owner)."""
         self._spawn(self._purge_loop())
 
     async def _purge_loop(self) -> None:
@@ -70,7 +70,6 @@ class PushService:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._scheduled.values(), return_exceptions=True)
         await self.pushers.aclose()
-        await self.targets.close()
 
     # ------------------------------------------------------------ events
     async def registered(self, aor: str, target: PushTarget | None) -> None:

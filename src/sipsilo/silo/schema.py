@@ -200,7 +200,7 @@ def v2_index_sql(table: str, dialect: Dialect) -> list[tuple[str, str]]:
 
 def full_ddl(table: str = "silo", dialect: Dialect = "sqlite") -> list[str]:
     """Every statement that creates a fresh database (for docs and `db init --print`)."""
-    from sipsilo.push.targets import create_sql as push_ddl
+    from sipsilo.push.store import create_sql as push_ddl
 
     return [
         kamailio_version_table_sql(dialect),
@@ -365,7 +365,7 @@ def _v3_sqlite_ids_never_reused(ctx: MigrationContext) -> None:
 
 def _v4_push_targets(ctx: MigrationContext) -> None:
     """The push-target table of push notifications (its SQL lives with them)."""
-    from sipsilo.push.targets import migrate_v4
+    from sipsilo.push.store import migrate_v4
 
     migrate_v4(ctx.execute, ctx.dialect, ctx.table)
 

@@ -1,4 +1,6 @@
-"""Push targets: where an AoR's sleeping phone can be woken (RFC 8599).
+"""All SQL of push notifications and reminders: push targets, and due reminders.
+
+Push targets: where an AoR's sleeping phone can be woken (RFC 8599).
 
 A phone that supports RFC 8599 registers a Contact whose URI carries ``pn-provider``,
 ``pn-prid`` (its token at the push service), ``pn-param`` (what the provider needs
@@ -9,9 +11,14 @@ out while it slept is exactly the one that needs waking. A target not refreshed 
 ``[push] keep_days`` is forgotten, and one the provider calls dead (410, 404,
 ``UNREGISTERED``) is removed at once.
 
-This module holds all the SQL of push notifications. The table, ``<silo table>_push``,
-is created by the message store's migration 4 (``silo.schema``), and again (idempotent)
-when the push service opens, so a store that migrates lazily still finds it.
+The table, ``<silo table>_push``, is created by the message store's migration 4
+(``silo.schema``), and again (idempotent) when this store opens.
+
+Reminders (Kamailio msilo's ``snd_time``): a row of the silo table whose ``snd_time``
+is set is not dumped on REGISTER (the store's delivery queries skip ``snd_time > 0``);
+at its time it is claimed here, sent to the user's current contact, and deleted, or,
+when that fails, turned into an ordinary stored message (``snd_time = 0``) for the
+next REGISTER, as Kamailio does.
 """
 
 from __future__ import annotations
@@ -86,12 +93,30 @@ def migrate_v4(execute: Any, dialect: str, silo_table: str) -> None:
         execute(sql)
 
 
-class PushTargetStore:
-    """Last push target per AoR, in the message store's database."""
+@dataclass(frozen=True, slots=True)
+class DueReminder:
+    """A reminder row claimed for sending."""
+
+    id: int
+    src_addr: str
+    dst_addr: str
+    username: str
+    domain: str
+    inc_time: int
+    exp_time: int
+    ctype: str
+    body: bytes
+    extra_hdrs: str
+    callid: str
+
+
+class PushStore:
+    """Last push target per AoR, and reminders, in the message store's database."""
 
     def __init__(self, db_url: str, silo_table: str, data_dir: str | Path | None,
                  keep_days: int) -> None:
         self.table = table_name(silo_table)
+        self.silo = silo_table
         self._silo_table = silo_table
         self._pool = sqlbase.open_pool(sqlbase.parse_sql_url(db_url, data_dir), 0, 2)
         self.keep = keep_days * 86400
@@ -146,3 +171,53 @@ class PushTargetStore:
                 f"DELETE FROM {self.table} WHERE updated_at <= %s", (int(now) - self.keep,))
 
         return int(await sqlbase.run_txn(self._pool, q, txn=False))
+
+    # ------------------------------------------------------------ reminders
+    async def set_send_time(self, row_id: int, snd_time: int) -> None:
+        """Make a stored row a reminder due at *snd_time*."""
+        async def q(conn: sqlbase.Conn) -> int:
+            return await conn.execute(
+                f"UPDATE {self.silo} SET snd_time = %s WHERE id = %s", (snd_time, row_id))
+
+        await sqlbase.run_txn(self._pool, q, txn=False)
+
+    async def claim_due(self, now: int, owner: str, until: int, limit: int = 32
+                        ) -> list[DueReminder]:
+        """Claim the reminders due by *now* (unexpired, not held by a live claim)."""
+        async def txn(conn: sqlbase.Conn) -> list[DueReminder]:
+            rows = await conn.fetch(
+                "SELECT id, src_addr, dst_addr, username, domain, inc_time, exp_time,"
+                " COALESCE(ctype_full, ctype), body, extra_hdrs, callid"
+                f" FROM {self.silo} WHERE snd_time > 0 AND snd_time <= %s AND exp_time > %s"
+                " AND (claim_owner IS NULL OR claim_until < %s) ORDER BY snd_time, id"
+                f" LIMIT {int(limit)}", (now, now, now))
+            out = []
+            for r in rows:
+                taken = await conn.execute(
+                    f"UPDATE {self.silo} SET claim_owner = %s, claim_until = %s"
+                    " WHERE id = %s AND snd_time > 0 AND (claim_owner IS NULL"
+                    " OR claim_until < %s)", (owner, until, r[0], now))
+                if taken:
+                    out.append(DueReminder(int(r[0]), str(r[1]), str(r[2]), str(r[3]),
+                                           str(r[4]), int(r[5]), int(r[6]), str(r[7]),
+                                           bytes(r[8] or b""), str(r[9] or ""),
+                                           str(r[10] or "")))
+            return out
+
+        return await sqlbase.run_txn(self._pool, txn)
+
+    async def reminder_sent(self, row_id: int, owner: str) -> None:
+        async def q(conn: sqlbase.Conn) -> int:
+            return await conn.execute(
+                f"DELETE FROM {self.silo} WHERE id = %s AND claim_owner = %s", (row_id, owner))
+
+        await sqlbase.run_txn(self._pool, q, txn=False)
+
+    async def reminder_failed(self, row_id: int, owner: str) -> None:
+        """Kept for the next REGISTER: an ordinary stored message from now on."""
+        async def q(conn: sqlbase.Conn) -> int:
+            return await conn.execute(
+                f"UPDATE {self.silo} SET snd_time = 0, claim_owner = NULL, claim_until = 0"
+                " WHERE id = %s AND claim_owner = %s", (row_id, owner))
+
+        await sqlbase.run_txn(self._pool, q, txn=False)
