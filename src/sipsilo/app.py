@@ -130,31 +130,39 @@ class Server:
             fr_timer=cfg.tm.fr_timer, fr_inv_timer=cfg.tm.fr_inv_timer, wt_timer=cfg.tm.wt_timer
         )
         server_header = cfg.server.user_agent or None
-        self.stack = SipStack(None, timers, self._on_request, server_header=server_header)
-        if worker is not None:
-            # One token for all workers (a request looping through two of them
-            # is still a loop); the tag brings responses back to this one.
-            self.stack.branch_token = worker.token
-            self.stack.branch_tag = tag_for(worker.index)
-        self.transports = Transports(
-            [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
-            self.stack.receive,
-            self.stack.on_framing_error,
-            cfg.server.max_message_size,
-            advertise=cfg.server.advertise_address(),
-            limits=StreamLimits(
-                max_connections=cfg.server.tcp_max_connections,
-                max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
-                idle_timeout=cfg.server.tcp_idle_timeout,
-                message_timeout=cfg.server.tcp_message_timeout,
-                max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
-            ),
-            shared_udp=None if worker is None else [],
-            tls=_tls_contexts(cfg),
-            ws_origins=cfg.websocket.allowed_origins,
+        tls = _tls_contexts(cfg)
+
+        def transports(stack: SipStack) -> Transports:
+            made = Transports(
+                [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
+                stack.receive,
+                stack.on_framing_error,
+                cfg.server.max_message_size,
+                advertise=cfg.server.advertise_address(),
+                limits=StreamLimits(
+                    max_connections=cfg.server.tcp_max_connections,
+                    max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
+                    idle_timeout=cfg.server.tcp_idle_timeout,
+                    message_timeout=cfg.server.tcp_message_timeout,
+                    max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
+                ),
+                shared_udp=None if worker is None else [],
+                tls=tls,
+                ws_origins=cfg.websocket.allowed_origins,
+            )
+            made.tcp.on_closed = stack.connection_closed
+            return made
+
+        # With workers: one branch token for all (a request looping through two
+        # of them is still a loop); the tag brings responses back to this one.
+        self.stack = SipStack(
+            transports, timers, self._on_request,
+            on_stray_ack=self._on_stray_ack, on_stray_response=self._on_stray_response,
+            server_header=server_header,
+            branch_token=None if worker is None else worker.token,
+            branch_tag="" if worker is None else tag_for(worker.index),
         )
-        self.stack.transports = self.transports
-        self.transports.tcp.on_closed = self.stack.connection_closed
+        self.transports = self.stack.transports
         # The claim owner is stable across restarts of this instance (host, data
         # dir, SIP port): after a crash it takes back what it held at once
         # instead of leaving the users' messages blocked until the leases lapse.
@@ -190,8 +198,6 @@ class Server:
         self.subscribers = setup.subscribers
         self.auth_state = setup.state
         self.dispatcher = Dispatcher(self.services, route)
-        self.stack._on_stray_ack = self.dispatcher.on_stray_ack
-        self.stack._on_stray_response = self.dispatcher.on_stray_response
         if link is not None:
             # Ready but for the sockets: the supervisor binds them once every
             # worker got here, and hands them over.
@@ -251,8 +257,17 @@ class Server:
         self.orphaned = True
         self.stopping.set()
 
+    # The stack is built before the dispatcher (which needs the stack's
+    # services): these hand its input on. No input arrives before the
+    # transports start, by which time the dispatcher exists.
     def _on_request(self, tx: Any) -> Any:
         return self.dispatcher.on_request(tx)
+
+    def _on_stray_ack(self, ack: Any, flow: Any) -> Any:
+        return self.dispatcher.on_stray_ack(ack, flow)
+
+    def _on_stray_response(self, response: Any, flow: Any) -> Any:
+        return self.dispatcher.on_stray_response(response, flow)
 
     async def stop(self) -> None:
         """Stop in reverse order; tolerates a start() that failed part-way."""
@@ -390,7 +405,7 @@ class Server:
         for b in await self.location.list(message.get("aor"), now):
             out.append({
                 "aor": b.aor, "contact": b.contact, "expires": b.remaining(now), "q": b.q,
-                "received": f"{b.flow.transport}:{b.flow.remote_host}:{b.flow.remote_port}",
+                "received": f"{b.flow.transport}:{b.flow.remote[0]}:{b.flow.remote[1]}",
                 "user_agent": b.user_agent,
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })

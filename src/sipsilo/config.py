@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from sipsilo import __version__
-from sipsilo.config_push import PushConfig
+from sipsilo.config_push import PushConfig, PushKeyError
 from sipsilo.config_toml import dump_sections
 from sipsilo.config_values import (
     ListenAddress,
@@ -501,7 +501,7 @@ class Config(_Section):
             raise KeyedValueError(exc.key, str(exc)) from None
         try:
             self.push.resolve(self.data_dir)
-        except KeyedValueError as exc:
+        except PushKeyError as exc:
             raise KeyedValueError(f"push.{exc.key}", str(exc)) from None
         return self
 

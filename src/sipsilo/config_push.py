@@ -66,8 +66,6 @@ class PushConfig(BaseModel):
 
     def resolve(self, data_dir: Path) -> PushConfig:
         """Check the files named here load; say which key is wrong."""
-        from sipsilo.config import KeyedValueError
-
         def path(value: str) -> Path:
             p = Path(value)
             return p if p.is_absolute() else data_dir / p
@@ -80,24 +78,30 @@ class PushConfig(BaseModel):
             _load_ec_key("apns_key_file", path(self.apns_key_file))
             for key in ("apns_key_id", "apns_team_id"):
                 if not getattr(self, key):
-                    raise KeyedValueError(key, "required with push.apns_key_file")
+                    raise PushKeyError(key, "required with push.apns_key_file")
         return self
+
+
+class PushKeyError(ValueError):
+    """A problem with one key of [push]; ``config`` reports it as ``push.<key>``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
 
 
 def _load_ec_key(key: str, path: Path) -> Any:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from sipsilo.config import KeyedValueError
-
     try:
         pk = load_pem_private_key(path.read_bytes(), None)
     except OSError as exc:
-        raise KeyedValueError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise PushKeyError(key, f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise KeyedValueError(key, f"{path}: not a PEM private key ({exc})") from None
+        raise PushKeyError(key, f"{path}: not a PEM private key ({exc})") from None
     if not isinstance(pk, ec.EllipticCurvePrivateKey) or pk.curve.name != "secp256r1":
-        raise KeyedValueError(key, f"{path}: expected an EC P-256 private key")
+        raise PushKeyError(key, f"{path}: expected an EC P-256 private key")
     return pk
 
 
@@ -106,25 +110,23 @@ def load_service_account(path: Path) -> dict[str, str]:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from sipsilo.config import KeyedValueError
-
     key = "fcm_credentials"
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
-        raise KeyedValueError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise PushKeyError(key, f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise KeyedValueError(key, f"{path}: not JSON ({exc})") from None
+        raise PushKeyError(key, f"{path}: not JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise KeyedValueError(key, f"{path}: expected a JSON object")
+        raise PushKeyError(key, f"{path}: expected a JSON object")
     missing = [k for k in ("project_id", "client_email", "private_key")
                if not isinstance(data.get(k), str) or not data.get(k)]
     if missing:
-        raise KeyedValueError(key, f"{path}: missing {', '.join(missing)}")
+        raise PushKeyError(key, f"{path}: missing {', '.join(missing)}")
     try:
         pk = load_pem_private_key(data["private_key"].encode(), None)
     except ValueError as exc:
-        raise KeyedValueError(key, f"{path}: private_key does not load ({exc})") from None
+        raise PushKeyError(key, f"{path}: private_key does not load ({exc})") from None
     if not isinstance(pk, rsa.RSAPrivateKey):
-        raise KeyedValueError(key, f"{path}: private_key must be an RSA key")
+        raise PushKeyError(key, f"{path}: private_key must be an RSA key")
     return {k: str(v) for k, v in data.items() if isinstance(v, str)}

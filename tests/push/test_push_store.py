@@ -12,8 +12,9 @@ import pytest
 from tests.silo.helpers import msg, run
 from tests.silo.sqlservers import drop_table, server_url, sql, unique_table
 
-from sipsilo.push.store import PushStore, PushTarget, table_name
+from sipsilo.push.store import PushStore, PushTarget
 from sipsilo.silo.admin import open_store
+from sipsilo.silo.schema import push_table_name as table_name
 from sipsilo.silo.sqlbase import open_pool, parse_sql_url
 from sipsilo.silo.sqlstore import migrate_pool
 

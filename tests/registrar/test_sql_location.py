@@ -12,7 +12,8 @@ import pytest
 from tests.silo.helpers import run
 from tests.silo.sqlservers import server_url, sql, unique_table
 
-from sipsilo.registrar.binding import Binding, FlowRef
+from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import MemoryLocationService
 from sipsilo.registrar.sql_location import SqlLocationService, open_location
 from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
@@ -40,7 +41,7 @@ def binding(contact: str, *, exp: float = 2000.0, q: float = 1.0, reg_id: int | 
         aor="sip:bob@example.com", contact=contact,
         params=(("expires", "3600"), ("+sip.instance", '"<urn:uuid:1>"'), ("ob", None)),
         expires_at=exp, call_id="c1@h", cseq=7,
-        flow=FlowRef(transport, "127.0.0.1", 5060, "192.0.2.9", 40000, conn_id),
+        flow=Flow(transport, ("127.0.0.1", 5060), ("192.0.2.9", 40000), conn_id),
         q=q, user_agent="UA/1", methods=frozenset({"MESSAGE", "INVITE"}),
         instance_id="<urn:uuid:1>", reg_id=reg_id, registered_at=1000.5,
     )
@@ -84,7 +85,7 @@ def test_two_instances_share_bindings_but_not_flows(where: tuple[str, str]) -> N
             seen = {x.contact: x for x in await a.lookup("sip:bob@example.com", 1000)}
             udp = seen["sip:bob@192.0.2.7:5099"].flow
             # A cannot use B's socket: straight to the Contact, no connection id.
-            assert (udp.remote_host, udp.remote_port, udp.conn_id) == ("192.0.2.7", 5099, None)
+            assert (*udp.remote, udp.conn_id) == ("192.0.2.7", 5099, None)
             assert seen["sip:bob@192.0.2.8;transport=tcp"].flow.conn_id is None
             # Both sweep at once: each expired binding is reported by one of them.
             swept = await asyncio.gather(a.expire(5000), b.expire(5000))

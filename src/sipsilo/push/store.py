@@ -12,7 +12,7 @@ out while it slept is exactly the one that needs waking. A target not refreshed 
 ``UNREGISTERED``) is removed at once.
 
 The table, ``<silo table>_push``, is created by the message store's migration 4
-(``silo.schema``), and again (idempotent) when this store opens.
+(its DDL is in ``silo.schema``), and again (idempotent) when this store opens.
 
 Reminders (Kamailio msilo's ``snd_time``): a row of the silo table whose ``snd_time``
 is set is not dumped on REGISTER (the store's delivery queries skip ``snd_time > 0``);
@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from sipsilo.silo import sqlbase
+from sipsilo.silo.schema import push_table_name, push_table_sql
 
 PN_PARAMS = ("pn-provider", "pn-prid", "pn-param", "pn-purr")
 
@@ -66,33 +67,6 @@ def target_of_contact(
                       found.get("pn-purr", ""), int(time.time() if now is None else now))
 
 
-def table_name(silo_table: str) -> str:
-    return f"{silo_table}_push"
-
-
-def create_sql(silo_table: str, dialect: str) -> list[str]:
-    """DDL of the push-target table (idempotent; only a primary key, so no dialect
-    lacks the IF NOT EXISTS it needs)."""
-    t = table_name(silo_table)
-    charset = " DEFAULT CHARSET=utf8mb4" if dialect == "mysql" else ""
-    return [
-        f"CREATE TABLE IF NOT EXISTS {t} (\n"
-        "    aor VARCHAR(255) PRIMARY KEY NOT NULL,\n"
-        "    provider VARCHAR(32) NOT NULL,\n"
-        "    prid TEXT NOT NULL,\n"
-        "    param TEXT NOT NULL,\n"
-        "    purr TEXT NOT NULL,\n"
-        "    updated_at BIGINT NOT NULL\n"
-        f"){charset}"
-    ]
-
-
-def migrate_v4(execute: Any, dialect: str, silo_table: str) -> None:
-    """Migration step 4 of the message store (``silo.schema``): the push-target table."""
-    for sql in create_sql(silo_table, dialect):
-        execute(sql)
-
-
 @dataclass(frozen=True, slots=True)
 class DueReminder:
     """A reminder row claimed for sending."""
@@ -115,7 +89,7 @@ class PushStore:
 
     def __init__(self, db_url: str, silo_table: str, data_dir: str | Path | None,
                  keep_days: int) -> None:
-        self.table = table_name(silo_table)
+        self.table = push_table_name(silo_table)
         self.silo = silo_table
         self._silo_table = silo_table
         self._pool = sqlbase.open_pool(sqlbase.parse_sql_url(db_url, data_dir), 0, 2)
@@ -124,7 +98,7 @@ class PushStore:
     async def open(self) -> None:
         await self._pool.open()
         async def create(conn: sqlbase.Conn) -> None:
-            for sql in create_sql(self._silo_table, conn.dialect):
+            for sql in push_table_sql(self._silo_table, conn.dialect):
                 await conn.execute(sql)
 
         await sqlbase.run_txn(self._pool, create, txn=False)

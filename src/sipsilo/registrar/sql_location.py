@@ -30,7 +30,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from sipsilo.registrar.binding import Binding, FlowRef, normalise_aor
+from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding, normalise_aor
 from sipsilo.registrar.location import LocationService, MemoryLocationService, lookup_order
 from sipsilo.silo.schema import check_identifier
 from sipsilo.silo.sqlbase import (
@@ -103,9 +104,9 @@ def _key(aor: str, contact: str) -> str:
     return hashlib.sha256(f"{aor}\0{contact}".encode()).hexdigest()
 
 
-def _foreign_flow(flow: FlowRef, contact: str) -> FlowRef:
+def _foreign_flow(flow: Flow, contact: str) -> Flow:
     """The flow as another instance may use it: no connection, UDP straight to the Contact."""
-    remote_host, remote_port = flow.remote_host, flow.remote_port
+    remote_host, remote_port = flow.remote
     if flow.transport == "udp":
         try:
             uri = SipUri.parse(contact)
@@ -113,7 +114,7 @@ def _foreign_flow(flow: FlowRef, contact: str) -> FlowRef:
             uri = None
         if uri is not None and is_ip_address(uri.host):
             remote_host, remote_port = uri.host, uri.port or 5060
-    return dataclasses.replace(flow, remote_host=remote_host, remote_port=remote_port, conn_id=None)
+    return dataclasses.replace(flow, remote=(remote_host, remote_port), conn_id=None)
 
 
 class SqlLocationService(LocationService):
@@ -162,8 +163,8 @@ class SqlLocationService(LocationService):
         f = b.flow
         return (
             _key(b.aor, b.contact), b.aor, b.contact, json.dumps([list(p) for p in b.params]),
-            float(b.expires_at), b.call_id, int(b.cseq), f.transport, f.local_host,
-            int(f.local_port), f.remote_host, int(f.remote_port), f.conn_id, float(b.q),
+            float(b.expires_at), b.call_id, int(b.cseq), f.transport, f.local[0],
+            int(f.local[1]), f.remote[0], int(f.remote[1]), f.conn_id, float(b.q),
             b.user_agent, None if b.methods is None else json.dumps(sorted(b.methods)),
             b.instance_id, b.reg_id, float(b.registered_at), self.instance,
         )
@@ -172,13 +173,11 @@ class SqlLocationService(LocationService):
         (aor, contact, params, expires_at, call_id, cseq, transport, local_host, local_port,
          remote_host, remote_port, conn_id, q, user_agent, methods, instance_id, reg_id,
          registered_at, instance) = r
-        flow = FlowRef(
-            transport=transport,
-            local_host=local_host,
-            local_port=int(local_port),
-            remote_host=remote_host,
-            remote_port=int(remote_port),
-            conn_id=None if conn_id is None else int(conn_id),
+        flow = Flow(
+            transport,
+            (local_host, int(local_port)),
+            (remote_host, int(remote_port)),
+            None if conn_id is None else int(conn_id),
         )
         if instance != self.instance:
             flow = _foreign_flow(flow, contact)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sipsilo.auth.policy import consume_credentials
 from sipsilo.proxy.relay import Branch
 from sipsilo.push.store import target_of_contact
-from sipsilo.registrar.binding import Binding, FlowRef
+from sipsilo.registrar.binding import Binding
 from sipsilo.silo.compose import (
     NOT_STORED_TYPES,
     Refusal,
@@ -203,7 +203,7 @@ class RouteContext:
                     # MESSAGEs for such a binding would come straight back here.
                     self.t_reply(403, "Contact points to this server")
                     return False
-        result = await svc.registrar.handle(self.request, FlowRef.of(self.flow), time.time())
+        result = await svc.registrar.handle(self.request, self.flow, time.time())
         response = result.response
         if svc.server_header:
             response.headers.add("Server", svc.server_header)
@@ -212,7 +212,7 @@ class RouteContext:
         now = time.time()
         for b in result.added:
             log.info("registered %s at %s for %d s (from %s:%s:%s)", b.aor, b.contact,
-                     b.remaining(now), b.flow.transport, b.flow.remote_host, b.flow.remote_port)
+                     b.remaining(now), b.flow.transport, *b.flow.remote)
         for b in result.removed:
             log.info("unregistered %s at %s", b.aor, b.contact)
         if svc.push is not None and result.ok and (result.added or result.removed):

@@ -200,15 +200,34 @@ def v2_index_sql(table: str, dialect: Dialect) -> list[tuple[str, str]]:
 
 def full_ddl(table: str = "silo", dialect: Dialect = "sqlite") -> list[str]:
     """Every statement that creates a fresh database (for docs and `db init --print`)."""
-    from sipsilo.push.store import create_sql as push_ddl
-
     return [
         kamailio_version_table_sql(dialect),
         create_table_sql(table, dialect),
         *create_index_sql(table, dialect),
         sipsilo_version_table_sql(dialect),
         *(sql for _, sql in v2_index_sql(table, dialect)),
-        *push_ddl(table, dialect),
+        *push_table_sql(table, dialect),
+    ]
+
+
+def push_table_name(table: str) -> str:
+    """The push-target table of silo table *table* (its SQL: ``sipsilo.push.store``)."""
+    return f"{table}_push"
+
+
+def push_table_sql(table: str, dialect: str) -> list[str]:
+    """DDL of the push-target table: the last RFC 8599 push target of each AoR.
+    Idempotent, and only a primary key, so no dialect lacks the IF NOT EXISTS it needs."""
+    t = push_table_name(check_identifier(table))
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} (\n"
+        "    aor VARCHAR(255) PRIMARY KEY NOT NULL,\n"
+        "    provider VARCHAR(32) NOT NULL,\n"
+        "    prid TEXT NOT NULL,\n"
+        "    param TEXT NOT NULL,\n"
+        "    purr TEXT NOT NULL,\n"
+        "    updated_at BIGINT NOT NULL\n"
+        + (")" + _table_options("mysql") if dialect == "mysql" else ")")
     ]
 
 
@@ -364,10 +383,9 @@ def _v3_sqlite_ids_never_reused(ctx: MigrationContext) -> None:
 
 
 def _v4_push_targets(ctx: MigrationContext) -> None:
-    """The push-target table of push notifications (its SQL lives with them)."""
-    from sipsilo.push.store import migrate_v4
-
-    migrate_v4(ctx.execute, ctx.dialect, ctx.table)
+    """The push-target table of push notifications (``sipsilo.push``)."""
+    for sql in push_table_sql(ctx.table, ctx.dialect):
+        ctx.execute(sql)
 
 
 #: Ordered; append new steps here.  A step runs once, in the runner's transaction, and the
