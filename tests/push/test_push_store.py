@@ -17,6 +17,7 @@ from sipsilo.silo.admin import open_store
 from sipsilo.silo.schema import push_table_name as table_name
 from sipsilo.silo.sqlbase import open_pool, parse_sql_url
 from sipsilo.silo.sqlstore import migrate_pool
+from sipsilo.silo.store import SiloStore
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])
@@ -41,18 +42,24 @@ async def _migrated(url: str, table: str) -> None:
         await pool.close()
 
 
+async def _open(url: str, table: str) -> tuple[SiloStore, PushStore]:
+    """The migrated message store and a PushStore beside it."""
+    await _migrated(url, table)
+    silo = open_store(url, table)
+    await silo.open()
+    # Migration 4 made the table, before any PushStore opened.
+    count = await sql(url, f"SELECT COUNT(*) FROM {table_name(table)}")
+    assert [tuple(r) for r in count] == [(0,)]
+    store = PushStore(url, table, None, keep_days=30)
+    await store.open()
+    return silo, store
+
+
 def test_targets(where: tuple[str, str]) -> None:
     url, table = where
 
     async def body() -> None:
-        await _migrated(url, table)
-        silo = open_store(url, table)
-        await silo.open()
-        # Migration 4 made the table, before any PushStore opened.
-        count = await sql(url, f"SELECT COUNT(*) FROM {table_name(table)}")
-        assert [tuple(r) for r in count] == [(0,)]
-        store = PushStore(url, table, None, keep_days=30)
-        await store.open()
+        silo, store = await _open(url, table)
         try:
             aor = "sip:bob@example.com"
             assert await store.get(aor, 1000) is None
@@ -78,11 +85,7 @@ def test_reminders(where: tuple[str, str]) -> None:
     url, table = where
 
     async def body() -> None:
-        await _migrated(url, table)
-        silo = open_store(url, table)
-        await silo.open()
-        store = PushStore(url, table, None, keep_days=30)
-        await store.open()
+        silo, store = await _open(url, table)
         try:
             first = await silo.store(msg(1))
             second = await silo.store(msg(2))

@@ -32,6 +32,7 @@ from urllib.parse import unquote
 
 from sipsilo.silo import sqlbase
 from sipsilo.silo.schema import push_table_name, push_table_sql
+from sipsilo.silo.store import StoredMessage
 
 PN_PARAMS = ("pn-provider", "pn-prid", "pn-param", "pn-purr")
 
@@ -65,23 +66,6 @@ def target_of_contact(
         return None
     return PushTarget(aor, provider.lower(), prid, found.get("pn-param", ""),
                       found.get("pn-purr", ""), int(time.time() if now is None else now))
-
-
-@dataclass(frozen=True, slots=True)
-class DueReminder:
-    """A reminder row claimed for sending."""
-
-    id: int
-    src_addr: str
-    dst_addr: str
-    username: str
-    domain: str
-    inc_time: int
-    exp_time: int
-    ctype: str
-    body: bytes
-    extra_hdrs: str
-    callid: str
 
 
 class PushStore:
@@ -156,9 +140,9 @@ class PushStore:
         await sqlbase.run_txn(self._pool, q, txn=False)
 
     async def claim_due(self, now: int, owner: str, until: int, limit: int = 32
-                        ) -> list[DueReminder]:
+                        ) -> list[StoredMessage]:
         """Claim the reminders due by *now* (unexpired, not held by a live claim)."""
-        async def txn(conn: sqlbase.Conn) -> list[DueReminder]:
+        async def txn(conn: sqlbase.Conn) -> list[StoredMessage]:
             rows = await conn.fetch(
                 "SELECT id, src_addr, dst_addr, username, domain, inc_time, exp_time,"
                 " COALESCE(ctype_full, ctype), body, extra_hdrs, callid"
@@ -172,10 +156,11 @@ class PushStore:
                     " WHERE id = %s AND snd_time > 0 AND (claim_owner IS NULL"
                     " OR claim_until < %s)", (owner, until, r[0], now))
                 if taken:
-                    out.append(DueReminder(int(r[0]), str(r[1]), str(r[2]), str(r[3]),
-                                           str(r[4]), int(r[5]), int(r[6]), str(r[7]),
-                                           bytes(r[8] or b""), str(r[9] or ""),
-                                           str(r[10] or "")))
+                    out.append(StoredMessage(
+                        src_addr=str(r[1]), dst_addr=str(r[2]), username=str(r[3]),
+                        domain=str(r[4]), inc_time=int(r[5]), exp_time=int(r[6]),
+                        ctype=str(r[7]), body=bytes(r[8] or b""), extra_hdrs=str(r[9] or ""),
+                        callid=str(r[10] or ""), id=int(r[0])))
             return out
 
         return await sqlbase.run_txn(self._pool, txn)

@@ -10,11 +10,12 @@ message that the next REGISTER delivers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from sipsilo.push.store import DueReminder, PushStore
+from sipsilo.push.store import PushStore
 from sipsilo.silo.compose import delivery_request
 from sipsilo.silo.store import StoredMessage
 from sipsilo.sip.uri import SipUri
@@ -44,7 +45,7 @@ async def send_due(services: Services, store: PushStore, owner: str) -> int:
     return delivered
 
 
-async def _send_one(services: Services, due: DueReminder, reminder: str) -> bool:
+async def _send_one(services: Services, due: StoredMessage, reminder: str) -> bool:
     aor = f"sip:{due.username}@{due.domain}"
     bindings = await services.location.lookup(aor, time.time())
     binding = next((b for b in bindings if b.methods is None or "MESSAGE" in b.methods), None)
@@ -53,10 +54,7 @@ async def _send_one(services: Services, due: DueReminder, reminder: str) -> bool
         log.info("reminder %s for %s not sent: not registered; kept for the next REGISTER",
                  due.id, aor)
         return False
-    msg = StoredMessage(
-        src_addr=reminder, dst_addr=due.dst_addr, username=due.username, domain=due.domain,
-        inc_time=due.inc_time, exp_time=due.exp_time, ctype=due.ctype, body=due.body,
-        extra_hdrs=due.extra_hdrs, callid=due.callid, id=due.id)
+    msg = dataclasses.replace(due, src_addr=reminder)  # From: the reminder address
     request = delivery_request(msg, SipUri.parse(binding.contact), add_date=False,
                                user_agent=services.server_header)
     response = await services.stack.send_request(request, target)
