@@ -21,12 +21,14 @@ AOR = "sip:bob@example.com"
 class FakeTargets:
     def __init__(self) -> None:
         self.targets = {AOR: PushTarget(AOR, "fcm", "T", "P", "", 1)}
+        self.saves = 0
 
     async def get(self, aor: str, now: float) -> PushTarget | None:
         return self.targets.get(aor)
 
     async def save(self, target: PushTarget) -> None:
         self.targets[target.aor] = target
+        self.saves += 1
 
     async def remove(self, aor: str, prid: str) -> bool:
         return self.targets.pop(aor, None) is not None
@@ -133,3 +135,15 @@ def test_target_of_contact() -> None:
     assert target_of_contact(AOR, (), (("pn-provider", "FCM"), ("pn-prid", '"T"')),
                              now=1) == PushTarget(AOR, "fcm", "T", "", "", 1)
     assert target_of_contact(AOR, (("pn-provider", "fcm"),), ()) is None
+
+
+def test_a_repeated_target_is_written_once_an_hour() -> None:
+    async def body() -> None:
+        svc, targets, _ = _service([1], FakePusher())
+        for at in (100, 200, 3000, 3701):
+            await svc.registered(AOR, PushTarget(AOR, "fcm", "T", "P", "", at))
+        await svc.registered(AOR, PushTarget(AOR, "fcm", "T2", "P", "", 3702))
+        assert targets.saves == 3  # 100, 3701 (an hour on), 3702 (a new token)
+        await svc.aclose()
+
+    run(body)

@@ -48,6 +48,8 @@ class PushService:
         self._newest: dict[str, str] = {}           # aor -> newest sender since then
         self._scheduled: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # aor -> (target, when) this process last saved, to skip rewriting it
+        self._saved: dict[str, tuple[tuple[str, str, str, str], int]] = {}
 
     async def open(self) -> None:
         """Start the purge of old targets (the store is opened and closed by its owner)."""
@@ -76,8 +78,18 @@ class PushService:
         """A REGISTER (or unREGISTER) for *aor*: the interval starts afresh; a
         REGISTER carrying ``pn-*`` refreshes the AoR's push target."""
         self.reset(aor)
-        if target is not None:
-            await self.targets.save(target)
+        if target is None:
+            return
+        # A phone re-registers every few minutes with the same token: write only a
+        # new target, or refresh an old one's age once an hour (keep_days is in days).
+        key = (target.provider, target.prid, target.param, target.purr)
+        saved = self._saved.get(aor)
+        if saved is not None and saved[0] == key and target.updated_at - saved[1] < 3600:
+            return
+        await self.targets.save(target)
+        if len(self._saved) > 100000:
+            self._saved.clear()
+        self._saved[aor] = (key, target.updated_at)
 
     def reset(self, aor: str) -> None:
         self._last.pop(aor, None)
@@ -150,6 +162,7 @@ class PushService:
             log.info("push to %s via %s sent (%d waiting)", aor, target.provider, waiting)
         elif outcome == "dead":
             await self.targets.remove(aor, target.prid)
+            self._saved.pop(aor, None)
             self.counters.inc("push_failed")
             self.counters.inc("push_removed")
             log.info("push target of %s removed: %s says the token is dead (%s)",
