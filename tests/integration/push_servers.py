@@ -5,6 +5,8 @@ plus the RFC 8599 REGISTER and MESSAGE a test sends over a raw UDP socket."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import socket
 import threading
@@ -13,9 +15,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tests.integration.sipwire import RawUA
 
@@ -163,6 +166,34 @@ def verify_jwt(token: str, public_key: Any) -> tuple[dict[str, Any], dict[str, A
                                    int.from_bytes(raw[32:], "big"))
         public_key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
     return header, json.loads(b64d(body))
+
+
+# ------------------------------------------------------------------ Web Push
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def webpush_decrypt(body: bytes, ua_key: ec.EllipticCurvePrivateKey, auth: bytes) -> bytes:
+    """RFC 8291 decryption written out from the RFC (single record, aes128gcm of
+    RFC 8188), independent of the library the server encrypts with."""
+    salt, rs, idlen = body[:16], int.from_bytes(body[16:20], "big"), body[20]
+    as_public = body[21:21 + idlen]
+    ciphertext = body[21 + idlen:]
+    assert idlen == 65 and rs >= 18 and len(ciphertext) <= rs
+    ua_public = ua_key.public_key().public_bytes(serialization.Encoding.X962,
+                                                 serialization.PublicFormat.UncompressedPoint)
+    ecdh = ua_key.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(), as_public))
+    ikm = _hmac(_hmac(auth, ecdh), b"WebPush: info\x00" + ua_public + as_public + b"\x01")
+    prk = _hmac(salt, ikm)
+    cek = _hmac(prk, b"Content-Encoding: aes128gcm\x00\x01")[:16]
+    nonce = _hmac(prk, b"Content-Encoding: nonce\x00\x01")[:12]
+    padded = AESGCM(cek).decrypt(nonce, ciphertext, None)
+    plain = padded.rstrip(b"\x00")
+    assert plain.endswith(b"\x02"), "the last record ends with the 0x02 delimiter"
+    return plain[:-1]
 
 
 # ------------------------------------------------------------------ SIP

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-import http_ece
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -29,6 +28,7 @@ from tests.integration.push_servers import (
     register,
     send_message,
     verify_jwt,
+    webpush_decrypt,
 )
 from tests.integration.silo_helpers import stats, wait_for
 from tests.integration.sipwire import RawUA
@@ -146,8 +146,7 @@ def test_webpush_payload_decrypts_with_the_ua_keys_and_vapid_verifies(
     got = http.posts()[0]
     assert got.path == "/push/sub-1"
     assert got.headers["content-encoding"] == "aes128gcm" and got.headers["ttl"] == "86400"
-    payload = json.loads(http_ece.decrypt(got.body, private_key=ua_key, auth_secret=auth,
-                                          version="aes128gcm"))
+    payload = json.loads(webpush_decrypt(got.body, ua_key, auth))
     assert payload == {"aor": "sip:bob@127.0.0.1", "waiting": 1,
                        "newest_from": "sip:alice@127.0.0.1"}
     scheme, _, rest = got.headers["authorization"].partition(" ")
