@@ -176,6 +176,14 @@ def test_fcm_oauth2_grant_and_http_v1_message(
         register(bob, server.port, "bob", PN, expires=0, cseq=2)
         assert send_message(alice, server.port, "bob", "hi").startswith("SIP/2.0 202")
         wait_for(lambda: len(http.posts("/v1/projects/proj-1/messages:send")) == 1, 5)
+        # Woken, the phone registers (from wherever it now is, with its token): the
+        # dump delivers at once.
+        with RawUA(server.port) as woken:
+            assert register(woken, server.port, "bob", PN, cseq=1).startswith("SIP/2.0 200")
+            got = woken.recv(5)
+            assert got is not None and got[0].startswith("MESSAGE ") and got[0].endswith("hi")
+            woken.reply(got[0], got[1], "200 OK")
+            wait_for(lambda: server.rows() == [], 5)
     grant = parse_qs(http.posts("/token")[0].body.decode())
     assert grant["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
     _, claims = verify_jwt(grant["assertion"][0], key.public_key())
