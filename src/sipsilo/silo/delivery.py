@@ -178,7 +178,14 @@ class DeliveryEngine:
                         worker.again = False
                         continue
                     return
+                target = worker.target
                 if not await self._deliver(batch, worker):
+                    if worker.again and worker.target is not target and not self._stopping:
+                        # The phone registered again (a new contact) while this
+                        # run failed on the old one: the woken phone must not
+                        # wait for yet another REGISTER.
+                        worker.again = False
+                        continue
                     return
         finally:
             await self._confirmed(worker)
