@@ -224,19 +224,21 @@ def _taken_over(server: ServerProcess) -> int:
     return int(stats(server).get("msilo:taken_over", 0))
 
 
-def _bob_at_the_other_worker(server: ServerProcess, ports: dict[str, int]) -> SecureClient:
-    """bob registered over one TCP connection held by the worker that does NOT
-    get his UDP requests (workers.keys: bob's go to worker 0): reconnect until
-    the kernel puts his connection there, which the hand-over counter shows."""
+def _at_the_other_worker(server: ServerProcess, ports: dict[str, int], user: str = "bob",
+                         kind: str = "tcp") -> SecureClient:
+    """*user* registered over one connection held by the worker that does NOT
+    get his UDP requests (workers.keys: bob's go to worker 0, carol's to 1):
+    reconnect until the kernel puts his connection there, which the hand-over
+    counter shows."""
     for attempt in range(16):
-        bob = SecureClient("tcp", ports["tcp"])
-        assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+        phone = SecureClient(kind, ports[kind])
+        assert (phone.register(user, DOMAIN) or "").startswith("SIP/2.0 200")
         before = _taken_over(server)
-        assert _live_udp(ports["udp"], bob, f"probe {attempt}") == "SIP/2.0 200 OK"
+        assert _live_udp(ports["udp"], phone, f"probe {attempt}", user) == "SIP/2.0 200 OK"
         if _taken_over(server) > before:
-            return bob
-        bob.register("bob", DOMAIN, expires=0)
-        bob.close()
+            return phone
+        phone.register(user, DOMAIN, expires=0)
+        phone.close()
     raise AssertionError("16 connections in a row went to one worker")
 
 
@@ -258,7 +260,7 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
     bob.close()
 
     # Live: bob's connection is held by the worker his UDP requests do not go to.
-    bob = _bob_at_the_other_worker(server, ports)
+    bob = _at_the_other_worker(server, ports)
     before = _taken_over(server)
     assert _live_udp(ports["udp"], bob, "live udp") == "SIP/2.0 200 OK"
     assert _taken_over(server) == before + 1
@@ -270,6 +272,10 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
         assert (_final(sender) or "").startswith("SIP/2.0 200")
         sender.close()
     assert _taken_over(server) > before + 1
+    # A web client (WebSocket, outbound-style): reached only over its connection.
+    carol = _at_the_other_worker(server, ports, "carol", "ws")
+    assert _live_udp(ports["udp"], carol, "live for the web", "carol") == "SIP/2.0 200 OK"
+    carol.close()
 
     # bob's connection closes: a MESSAGE handed over to its owner now fails
     # there (430), and the sending worker stores it (202) for his next REGISTER.
@@ -283,10 +289,10 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
     wait_for(lambda: server.rows() == [], 5)
 
 
-def _live_udp(port: int, phone: SecureClient, body: str) -> str | None:
-    """A MESSAGE for bob over UDP while his phone answers it; the sender's final."""
+def _live_udp(port: int, phone: SecureClient, body: str, user: str = "bob") -> str | None:
+    """A MESSAGE for *user* over UDP while his phone answers it; the sender's final."""
     with ThreadPoolExecutor(1) as pool:
-        sent = pool.submit(udp_message, port, "bob", body)
+        sent = pool.submit(udp_message, port, user, body)
         assert phone.receive_messages(1) == [body]
         return sent.result()
 
