@@ -206,8 +206,8 @@ def test_port_in_use_is_one_line_and_leaves_no_worker_behind(tmp_path: Path) -> 
 
 # ---------------------------------------------------------------- every transport
 
-def _every_transport(make_server: MakeServer, data_dir: Path) -> tuple[ServerProcess,
-                                                                        dict[str, int], Path]:
+def _every_transport(make_server: MakeServer, data_dir: Path, **settings: object
+                     ) -> tuple[ServerProcess, dict[str, int], Path]:
     certs = make_certs(data_dir)
     ports: dict[str, int] = {}
     for kind in ("udp", "tcp", "tls", "ws"):
@@ -215,7 +215,7 @@ def _every_transport(make_server: MakeServer, data_dir: Path) -> tuple[ServerPro
     server = make_server(data_dir=data_dir, port=ports["udp"], **{
         "server.workers": 2, "msilo.add_date": 0,
         "server.listen": [f"{kind}:127.0.0.1:{port}" for kind, port in ports.items()],
-        "tls.certificate": "cert.pem", "tls.private_key": "key.pem",
+        "tls.certificate": "cert.pem", "tls.private_key": "key.pem", **settings,
     })
     return server, ports, certs.ca
 
@@ -297,6 +297,29 @@ def _live_udp(port: int, phone: SecureClient, body: str, user: str = "bob") -> s
         return sent.result()
 
 
+def test_the_hand_over_is_not_held_to_the_per_source_cap(make_server: MakeServer,
+                                                          tmp_path: Path) -> None:
+    """The workers connect to each other from 127.0.0.1, as local clients do: a
+    full per-address cap for 127.0.0.1 must not stop the hand-over."""
+    server, ports, _ = _every_transport(make_server, tmp_path / "cap", **{
+        "server.tcp_max_connections_per_ip": 1, "server.tcp_message_timeout": 120})
+    for _ in range(16):  # bob's connection at worker 1 (his UDP requests go to 0)
+        bob = SecureClient("tcp", ports["tcp"])
+        assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+        if _per_worker(server, "tcp:open_connections") == [0, 1]:
+            break
+        bob.register("bob", DOMAIN, expires=0)
+        bob.close()
+        wait_for(lambda: stats(server)["tcp:open_connections"] == 0, 5)
+    assert _per_worker(server, "tcp:open_connections") == [0, 1]
+    idle = [socket.create_connection(("127.0.0.1", ports["tcp"])) for _ in range(8)]
+    wait_for(lambda: _per_worker(server, "tcp:open_connections") == [1, 2], 5)  # caps full
+    assert _live_udp(ports["udp"], bob, "through a full cap") == "SIP/2.0 200 OK"
+    assert _per_worker(server, "msilo:taken_over") == [0, 1]
+    for conn in idle:
+        conn.close()
+
+
 def _final(client: SecureClient) -> str | None:
     while True:
         got = client.recv(5)
@@ -317,7 +340,7 @@ def _per_worker(server: ServerProcess, key: str) -> list[int]:
             data = b""
             while not data.endswith(b"\n"):
                 data += sock.recv(65536)
-        out.append(int(json.loads(data)["result"][key]))
+        out.append(int(json.loads(data)["result"].get(key, 0)))
     return out
 
 

@@ -137,7 +137,9 @@ class Transports:
             else:
                 raise ValueError(f"unsupported transport {spec.proto!r}")
         if private:
-            self.private = TcpListener("127.0.0.1", 0, self.tcp, "tcp")
+            # The other workers' connections come from 127.0.0.1 like any local
+            # client's: the per-source cap must not cut them off.
+            self.private = TcpListener("127.0.0.1", 0, self.tcp, "tcp", per_source=False)
             await self.private.start()
             self.tcp_listeners.append(self.private)
 
