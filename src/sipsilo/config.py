@@ -43,15 +43,15 @@ from sipsilo.config_values import (
     ListenAddress,
     _parse_port,
     _split_hostport,
-    check_db_url,
     check_sip_uri,
-    mask_url,
     normalise_host,
     parse_cli_value,
     parse_listen,
     quote,
-    sqlite_path,
 )
+from sipsilo.db.errors import StoreConfigError
+from sipsilo.db.url import DbUrl as ParsedDbUrl
+from sipsilo.db.url import mask_url, parse_db_url, sqlite_path
 from sipsilo.transport.tls import TlsSettings, TlsSetupError, client_context, server_context
 
 __all__ = [
@@ -152,9 +152,18 @@ Host = Annotated[str, AfterValidator(normalise_host)]
 Flag01 = Annotated[int, BeforeValidator(_bool_to_int), Field(ge=0, le=1)]
 SipUriStr = Annotated[str | None, BeforeValidator(_empty_to_none),
                       AfterValidator(lambda v: None if v is None else check_sip_uri(v))]
-DbUrl = Annotated[str, AfterValidator(check_db_url)]
+def _check_db_url(value: str) -> str:
+    """Refuse a ``db_url`` the store could not use, now rather than at its first use."""
+    try:
+        parse_db_url(value)
+    except StoreConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+DbUrl = Annotated[str, AfterValidator(_check_db_url)]
 OptDbUrl = Annotated[str | None, BeforeValidator(_empty_to_none),
-                     AfterValidator(lambda v: None if v is None else check_db_url(v))]
+                     AfterValidator(lambda v: None if v is None else _check_db_url(v))]
 Seconds = Annotated[int, Field(ge=1)]
 TimerSeconds = Annotated[float, Field(gt=0, le=3600)]
 
@@ -271,10 +280,6 @@ class MsiloConfig(_Section):
             raise KeyedValueError("db_pool_min", f"must not exceed msilo.db_pool_max "
                                   f"({self.db_pool_min} > {self.db_pool_max})")
         return self
-
-    def sqlite_path(self, data_dir: str | Path | None = None) -> str | None:
-        """The SQLite file of ``db_url`` (":memory:" for memory), None if not SQLite."""
-        return sqlite_path(self.db_url, data_dir)
 
 
 class RegistrarConfig(_Section):
@@ -472,6 +477,8 @@ class Config(_Section):
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     # What load_config read this from, for reload() on SIGHUP.
     _source: tuple[Any, ...] | None = PrivateAttr(default=None)
+    # The db_urls, parsed once (see the msilo_db and registrar_db properties).
+    _databases: tuple[ParsedDbUrl, ParsedDbUrl | None] | None = PrivateAttr(default=None)
 
     def reload(self) -> Config:
         """Read the same file, environment and --set again (SIGHUP); ConfigError on a problem.
@@ -501,15 +508,40 @@ class Config(_Section):
         """Listeners that need the server certificate."""
         return any(a.proto in ("tls", "wss") for a in self.server.listen)
 
+    @model_validator(mode="after")
+    def _parse_databases(self) -> Config:
+        # Each section checked its URL already; this keeps the parsed form, with the
+        # key for error lines and a SQLite path resolved against the data dir.
+        registrar = self.registrar.db_url
+        self._databases = (
+            parse_db_url(self.msilo.db_url, "msilo.db_url", self.data_dir),
+            None if registrar is None
+            else parse_db_url(registrar, "registrar.db_url", self.data_dir),
+        )
+        return self
+
+    @property
+    def msilo_db(self) -> ParsedDbUrl:
+        """``[msilo] db_url``: the message store's database, and the subscriber table's."""
+        assert self._databases is not None
+        return self._databases[0]
+
+    @property
+    def registrar_db(self) -> ParsedDbUrl | None:
+        """``[registrar] db_url``, None when bindings are kept in memory."""
+        assert self._databases is not None
+        return self._databases[1]
+
     def silo_db_path(self) -> str | None:
         """The msilo SQLite file resolved against the data dir; None if not SQLite."""
-        return self.msilo.sqlite_path(self.data_dir)
+        return None if self.msilo_db.is_server else self.msilo_db.path
 
     def registrar_db_path(self) -> str | None:
         """The registrar SQLite file, ":memory:" when no db_url is set, None if not SQLite."""
-        if self.registrar.db_url is None:
+        db = self.registrar_db
+        if db is None:
             return ":memory:"
-        return sqlite_path(self.registrar.db_url, self.data_dir)
+        return None if db.is_server else db.path
 
     def auth_realm(self) -> str:
         """The digest realm: ``[auth] realm``, else the first served domain."""

@@ -26,19 +26,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from sipsilo.db.errors import StoreConfigError, StoreError
+
 #: Kamailio's ``ctype`` column is VARCHAR(32).
 CTYPE_MAX = 32
 
 #: Rows deleted per statement by purge_expired.
 PURGE_CHUNK = 5000
-
-
-class StoreError(Exception):
-    """A storage operation failed (I/O error, database locked for too long, closed store)."""
-
-
-class StoreConfigError(StoreError):
-    """The store cannot be set up as configured (bad db_url, unsupported backend)."""
 
 
 def media_type(content_type: str) -> str:
@@ -258,7 +252,7 @@ class SiloStore(ABC):
         """
 
     @abstractmethod
-    async def list(
+    async def list_messages(
         self,
         username: str | None = None,
         domain: str | None = None,
@@ -294,22 +288,6 @@ __all__ = [
     "StoredMessage",
     "media_type",
 ]
-
-
-def list_filter(
-    username: str | None, domain: str | None, after_id: int, mark: str
-) -> tuple[str, list[Any]]:
-    """The WHERE condition and arguments of ``SiloStore.list`` (placeholder *mark*:
-    ``?`` for sqlite3, ``%s`` for the server backends)."""
-    where = [f"id > {mark}"]
-    args: list[Any] = [after_id]
-    if username is not None:
-        where.append(f"username = {mark}")
-        args.append(username)
-    if domain is not None:
-        where.append(f"domain = {mark}")
-        args.append(domain)
-    return " AND ".join(where), args
 
 
 async def purge_in_chunks(chunk: Callable[[], Awaitable[int]]) -> int:

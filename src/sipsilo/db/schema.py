@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .errors import MigrationError
+
 Dialect = Literal["sqlite", "mysql", "postgresql"]
 DIALECTS: tuple[Dialect, ...] = ("sqlite", "mysql", "postgresql")
 
@@ -139,10 +141,10 @@ def create_table_sql(table: str, dialect: Dialect, *, if_not_exists: bool = True
     check_identifier(table)
     cols = ",\n    ".join(column_ddl(c, dialect) for c in COLUMNS)
     ine = "IF NOT EXISTS " if if_not_exists else ""
-    return f"CREATE TABLE {ine}{table} (\n    {cols}\n){_table_options(dialect)}"
+    return f"CREATE TABLE {ine}{table} (\n    {cols}\n){table_options(dialect)}"
 
 
-def _table_options(dialect: Dialect) -> str:
+def table_options(dialect: Dialect) -> str:
     # Kamailio's kamdbctl creates its MySQL database with a UTF-8 charset; say so per
     # table so a server whose default is latin1 still stores UTF-8 URIs and headers.
     # utf8mb4 rather than the 3-byte "utf8": a 4-byte character in extra_hdrs must not
@@ -168,7 +170,7 @@ def kamailio_version_table_sql(dialect: Dialect) -> str:
         "    table_name VARCHAR(32) NOT NULL,\n"
         f"    table_version {itype}{unsigned} DEFAULT 0 NOT NULL,\n"
         "    CONSTRAINT version_table_name_idx UNIQUE (table_name)\n"
-        f"){_table_options(dialect)}"
+        f"){table_options(dialect)}"
     )
 
 
@@ -178,7 +180,7 @@ def sipsilo_version_table_sql(dialect: Dialect) -> str:
         f"CREATE TABLE IF NOT EXISTS {SIPSILO_VERSION_TABLE} (\n"
         "    component VARCHAR(64) PRIMARY KEY NOT NULL,\n"
         f"    version {itype} DEFAULT 0 NOT NULL\n"
-        f"){_table_options(dialect)}"
+        f"){table_options(dialect)}"
     )
 
 
@@ -370,10 +372,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
-
-
-class MigrationError(Exception):
-    pass
 
 
 def component_name(table: str) -> str:

@@ -24,19 +24,9 @@ from typing import Any
 import asyncmy
 from asyncmy import errors as my_errors
 
-from .sqlbase import (
-    Conn,
-    Pool,
-    Row,
-    SqlDialect,
-    SqlUrl,
-    StoreConflict,
-    StoreUnavailable,
-    is_connection_error,
-    multi_row,
-    reason,
-)
-from .store import StoreError
+from .base import Conn, Pool, Row, is_connection_error, multi_row, reason
+from .errors import StoreConflict, StoreError, StoreUnavailable
+from .url import DbUrl, SqlDialect
 
 # asyncmy logs every server note ("Table 'version' already exists" for each
 # CREATE TABLE IF NOT EXISTS of `db init`) at WARNING; they are expected, not news.
@@ -57,7 +47,7 @@ class _MyConn(Conn):
     dialect: SqlDialect = "mysql"
     returning = False
 
-    def __init__(self, conn: Any, url: SqlUrl) -> None:
+    def __init__(self, conn: Any, url: DbUrl) -> None:
         self._c = conn
         self._url = url
         self.broken = False  # discard this connection
@@ -119,7 +109,7 @@ class _MyConn(Conn):
 class MysqlPool(Pool):
     dialect: SqlDialect = "mysql"
 
-    def __init__(self, url: SqlUrl, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: DbUrl, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
         self.min_size = min_size
         self.max_size = max(1, max_size, min_size)
