@@ -305,9 +305,9 @@ def check_config(file: str, sets: tuple[str, ...], data_dir: str | None, check_d
     if check_db:
         # Opt-in: validating a file must keep working where the database is not reachable
         # (a CI job, a laptop); the results go to stderr so stdout stays loadable TOML.
-        from sipsilo.admin.silo import check_db
+        from sipsilo.admin import silo as silo_admin
 
-        for line in _run(check_db, config):
+        for line in _run(silo_admin.check_db, config):
             click.echo(line, err=True)
 
 

@@ -19,9 +19,7 @@ from typing import Any
 import pytest
 
 from sipsilo.admin import users as admin
-
 from sipsilo.auth import start_auth
-from sipsilo.config import Config, load_config
 from sipsilo.auth.subscribers import (
     KAMAILIO_SUBSCRIBER_VERSION,
     SqliteSubscribers,
@@ -29,9 +27,10 @@ from sipsilo.auth.subscribers import (
     Subscribers,
     open_blocking,
 )
-from sipsilo.db.schema import kamailio_version_table_sql
+from sipsilo.config import Config, load_config
 from sipsilo.db.base import open_pool
 from sipsilo.db.errors import StoreError
+from sipsilo.db.schema import kamailio_version_table_sql
 from sipsilo.db.url import parse_db_url as parse_sql_url
 from sipsilo.sip.digest import ha1
 from tests.silo.sqlservers import server_url, sql

@@ -12,12 +12,12 @@ from tests.silo.helpers import run
 from tests.silo.sqlservers import server_url, sql, unique_table
 
 from sipsilo.config import Config, load_config
-from sipsilo.registrar.binding import Binding, FlowRef
-from sipsilo.registrar.location import MemoryLocationService
-from sipsilo.registrar.sql_location import SqlLocationService, open_location
 from sipsilo.db.base import open_pool
 from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.url import parse_db_url as parse_sql_url
+from sipsilo.registrar.binding import Binding, FlowRef
+from sipsilo.registrar.location import MemoryLocationService
+from sipsilo.registrar.sql_location import SqlLocationService, open_location
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])

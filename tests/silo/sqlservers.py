@@ -21,9 +21,7 @@ from typing import Any
 import pytest
 
 from sipsilo.db.base import open_pool, run_txn
-
 from sipsilo.db.errors import StoreError
-
 from sipsilo.db.url import parse_db_url as parse_sql_url
 
 URLS = {

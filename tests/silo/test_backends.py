@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sipsilo.silo.backend import open_store
 from sipsilo.db.errors import StoreUnavailable
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.sqlstore import SqlSiloStore
 from sipsilo.silo.store import NewMessage, SiloStore, StoreError
 

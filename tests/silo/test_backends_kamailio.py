@@ -12,10 +12,10 @@ import pytest
 
 from sipsilo.admin import silo as admin
 from sipsilo.config import Config, load_config
-from sipsilo.silo.backend import open_store
-from sipsilo.db.schema import LATEST_VERSION, full_ddl
 from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.schema import LATEST_VERSION, full_ddl
 from sipsilo.db.url import parse_db_url as parse_sql_url
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.store import StoreError
 
 from .helpers import msg, run

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from sipsilo.admin import silo as admin
-from sipsilo.db.schema import LATEST_VERSION
-from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.config import Config, load_config
+from sipsilo.db.schema import LATEST_VERSION
 from sipsilo.db.url import parse_db_url
 from sipsilo.silo.backend import open_store
+from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.silo.store import StoreConfigError, StoreError
 from sipsilo.sip.uri import split_aor
 

@@ -69,7 +69,7 @@ COLUMNS = KAMAILIO_COLUMNS + EXTRA_COLUMNS
 
 
 def _unique_name(table: str, dialect: Dialect) -> str:
-    # Same naming rule as Kamailio's DDL (and silo.schema): per table on MySQL only.
+    # Same naming rule as Kamailio's DDL (and db.schema): per table on MySQL only.
     return "account_idx" if dialect == "mysql" else f"{table}_account_idx"
 
 
