@@ -40,6 +40,7 @@ from sipsilo.db.schema import (
     MigrationContext,
     check_identifier,
     column_ddl,
+    create_or_adopt,
     kamailio_version_table_sql,
     sipsilo_version_table_sql,
     table_options,
@@ -102,17 +103,11 @@ def ensure_schema(ctx: MigrationContext) -> None:
     """
     ctx.execute(kamailio_version_table_sql(ctx.dialect))
     ctx.execute(sipsilo_version_table_sql(ctx.dialect))
-    existing = ctx.columns()
-    if not existing:
-        ctx.execute(create_table_sql(ctx.table, ctx.dialect))
-    else:
-        missing = [c.name for c in KAMAILIO_COLUMNS if c.name not in existing]
-        if missing:
-            raise ValueError(f"table {ctx.table!r} exists but lacks Kamailio subscriber "
-                             f"columns {missing}")
-        for col in EXTRA_COLUMNS:
-            if col.name not in existing:
-                ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    missing = create_or_adopt(ctx, create_table_sql(ctx.table, ctx.dialect),
+                              KAMAILIO_COLUMNS, EXTRA_COLUMNS)
+    if missing:
+        raise ValueError(f"table {ctx.table!r} exists but lacks Kamailio subscriber "
+                         f"columns {missing}")
     if _username_index_name(ctx.table, ctx.dialect) not in ctx.indexes():
         ctx.execute(create_index_sql(ctx.table, ctx.dialect))
     ctx.execute(f"SELECT table_version FROM {KAMAILIO_VERSION_TABLE} WHERE table_name = ?",

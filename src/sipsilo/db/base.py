@@ -79,8 +79,18 @@ class Conn(ABC):
         self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
     ) -> list[int]:
         """``prefix`` + ``row`` for each of *rows* (``INSERT ... VALUES`` + ``(%s, ...)``);
-        the new ids in order. Drivers that can send one multi-row INSERT do."""
-        return [await self.insert(prefix + row, args) for args in rows]
+        the new ids in order.  A server gets one multi-row INSERT (one round trip);
+        SQLite, in-process, inserts row by row."""
+        if self.dialect == "sqlite":
+            return [await self.insert(prefix + row, args) for args in rows]
+        if not rows:
+            return []
+        sql, args = multi_row(prefix, row, rows)
+        return await self._insert_rows(sql, args, len(rows))
+
+    async def _insert_rows(self, sql: str, args: Sequence[Any], n: int) -> list[int]:
+        """Run one INSERT of *n* rows; their ids in VALUES order."""
+        raise NotImplementedError
 
     async def begin(self) -> None:
         await self.execute("BEGIN")

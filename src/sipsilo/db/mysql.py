@@ -24,7 +24,7 @@ from typing import Any
 import asyncmy
 from asyncmy import errors as my_errors
 
-from .base import Conn, Pool, Row, is_connection_error, multi_row, reason
+from .base import Conn, Pool, Row, is_connection_error, reason
 from .errors import StoreConflict, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -84,18 +84,13 @@ class _MyConn(Conn):
         result: int = await self._run(sql, args, "id")
         return result
 
-    async def insert_many(
-        self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
-    ) -> list[int]:
-        # One statement, one round trip. Its rows get consecutive ids from the
-        # first (InnoDB's "simple insert", innodb_autoinc_lock_mode 0 or 1, the
-        # default); under mode 2 the ids reported here (logged, nothing else)
-        # may be off, the rows themselves are right.
-        if not rows:
-            return []
-        sql, args = multi_row(prefix, row, rows)
+    async def _insert_rows(self, sql: str, args: Sequence[Any], n: int) -> list[int]:
+        # The rows of one statement get consecutive ids from the first (InnoDB's
+        # "simple insert", innodb_autoinc_lock_mode 0 or 1, the default); under
+        # mode 2 the ids reported here (logged, nothing else) may be off, the rows
+        # themselves are right.
         first: int = await self._run(sql, args, "id")
-        return [first + i for i in range(len(rows))]
+        return [first + i for i in range(n)]
 
     async def lock(self, name: str) -> None:
         rows = await self.fetch("SELECT GET_LOCK(%s, 60)", (name[:64],))

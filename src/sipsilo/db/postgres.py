@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from .base import Conn, Pool, Row, is_connection_error, multi_row, reason
+from .base import Conn, Pool, Row, is_connection_error, reason
 from .errors import StoreConflict, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -84,13 +84,8 @@ class _PgConn(Conn):
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
         return int(await self._do(self._c.fetchval(to_dollar(sql) + " RETURNING id", *args)))
 
-    async def insert_many(
-        self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
-    ) -> list[int]:
-        # One statement, one round trip; RETURNING gives the ids in VALUES order.
-        if not rows:
-            return []
-        sql, args = multi_row(prefix, row, rows)
+    async def _insert_rows(self, sql: str, args: Sequence[Any], n: int) -> list[int]:
+        # RETURNING gives the ids in VALUES order.
         rows_back = await self._do(self._c.fetch(to_dollar(sql) + " RETURNING id", *args))
         return [int(r[0]) for r in rows_back]
 

@@ -280,22 +280,34 @@ class Migration:
     apply: Callable[[MigrationContext], None]
 
 
+def create_or_adopt(ctx: MigrationContext, create_sql: str, kamailio: Sequence[Column],
+                    extra: Sequence[Column]) -> list[str]:
+    """Create ``ctx.table`` with *create_sql*, or adopt the table Kamailio created by
+    adding our *extra* columns.  Returns the Kamailio columns the existing table lacks
+    (nothing was changed then: it is not Kamailio's table, the caller says so)."""
+    existing = ctx.columns()
+    if not existing:
+        ctx.execute(create_sql)
+        return []
+    missing = [c.name for c in kamailio if c.name not in existing]
+    if missing:
+        return missing
+    for col in extra:
+        if col.name not in existing:
+            ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    return []
+
+
 def _v1_create(ctx: MigrationContext) -> None:
     """Create Kamailio's tables, or adopt a silo table Kamailio created, adding our columns."""
     ctx.execute(kamailio_version_table_sql(ctx.dialect))
-    existing = ctx.columns()
-    if not existing:
-        ctx.execute(create_table_sql(ctx.table, ctx.dialect))
-    else:
-        missing_k = [c.name for c in KAMAILIO_COLUMNS if c.name not in existing]
-        if missing_k:
-            raise MigrationError(
-                f"table {ctx.table!r} exists but lacks Kamailio columns {missing_k}: "
-                "not a Kamailio silo v8 table"
-            )
-        for col in EXTRA_COLUMNS:
-            if col.name not in existing:
-                ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    missing_k = create_or_adopt(ctx, create_table_sql(ctx.table, ctx.dialect),
+                                KAMAILIO_COLUMNS, EXTRA_COLUMNS)
+    if missing_k:
+        raise MigrationError(
+            f"table {ctx.table!r} exists but lacks Kamailio columns {missing_k}: "
+            "not a Kamailio silo v8 table"
+        )
     have = ctx.indexes()
     wanted = (account_index_name(ctx.table, ctx.dialect), expiry_index_name(ctx.table, ctx.dialect))
     for name, sql in zip(wanted, create_index_sql(ctx.table, ctx.dialect), strict=True):

@@ -42,8 +42,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -75,18 +74,6 @@ def connect(
         conn.close()
         raise
     return conn
-
-
-@contextmanager
-def write_txn(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # --------------------------------------------------------------------------- pool
@@ -528,5 +515,4 @@ def _call(fn: Job, tc: ThreadConn) -> Any:
     return result
 
 
-__all__ = ["RETURNING", "SqlitePool", "SqliteWriter", "ThreadConn", "connect", "run_now",
-           "write_txn"]
+__all__ = ["RETURNING", "SqlitePool", "SqliteWriter", "ThreadConn", "connect", "run_now"]

@@ -95,12 +95,9 @@ def message_view(row: dict[str, Any]) -> dict[str, Any]:
 def location_key(aor: str) -> str:
     """``bob@example.com`` / ``sip:bob@example.com`` -> the location table's key."""
     try:
-        uri = parse_aor(aor)
+        return parse_aor(aor, need_user=True).aor()
     except ParseError:
         raise ValueError(f"not an address of record (user@domain): {aor!r}") from None
-    if not uri.user:
-        raise ValueError(f"not an address of record (user@domain): {aor!r}")
-    return uri.aor()
 
 
 Route = Callable[[HttpRequest, list[str]], Awaitable[HttpResponse]]

@@ -37,7 +37,12 @@ from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.schema import check_identifier
 from sipsilo.db.url import SqlDialect
 from sipsilo.registrar.binding import Binding, FlowRef, normalise_aor
-from sipsilo.registrar.location import LocationService, MemoryLocationService, lookup_order
+from sipsilo.registrar.location import (
+    LocationService,
+    MemoryLocationService,
+    keyed,
+    lookup_order,
+)
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import SipUri, is_ip_address
 
@@ -215,10 +220,7 @@ class SqlLocationService(LocationService):
         return live
 
     async def save(self, binding: Binding) -> None:
-        key = normalise_aor(binding.aor)
-        if binding.aor != key:
-            binding = dataclasses.replace(binding, aor=key)
-        row = self._to_row(binding)
+        row = self._to_row(keyed(binding))
         await run_txn(self.pool, lambda c: c.execute(self._sql_save, row), txn=False)
 
     async def remove(self, aor: str, contact: str) -> Binding | None:

@@ -195,6 +195,7 @@ class SiloStore(ABC):
     async def release(self, id: int, owner: str | None = None) -> bool:
         """Delivery failed: drop the claim, keep the row.  With *owner*, only if held by it."""
 
+    @abstractmethod
     async def claim_batch(
         self, username: str, domain: str, owner: str, now: int, claim_ttl: int, limit: int
     ) -> builtins.list[StoredMessage]:
@@ -202,24 +203,17 @@ class SiloStore(ABC):
 
         The same rule as claim_next, applied row after row: a dump claims a run
         of messages in one database round trip instead of one per message.
-        Backends override this; the default calls claim_next.
         """
-        out: builtins.list[StoredMessage] = []
-        while len(out) < limit:
-            msg = await self.claim_next(username, domain, owner, now, claim_ttl)
-            if msg is None:
-                break
-            out.append(msg)
-        return out
 
+    @abstractmethod
     async def confirm_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
         """confirm() for several rows at once (deletes batched after their 2xx)."""
-        return sum([await self.confirm(i, owner) for i in ids])
 
+    @abstractmethod
     async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
         """release() for several rows at once."""
-        return sum([await self.release(i, owner) for i in ids])
 
+    @abstractmethod
     async def extend_claims(
         self, ids: builtins.list[int], owner: str, until: int
     ) -> builtins.list[int]:
@@ -228,15 +222,13 @@ class SiloStore(ABC):
         Only rows *owner* still holds are touched: a row whose lease already lapsed
         and was taken by another instance, or that was deleted (expired, purged),
         is not in the result, and its holder must not send it any more.
-        Backends override this; the default renews nothing.
         """
-        return []
 
+    @abstractmethod
     async def release_owner(self, owner: str) -> int:
         """Drop every claim held by *owner*: a restarted instance reclaims nothing
         it held before, so its users' messages are not blocked until the lease
-        lapses. Backends override this; the default does nothing."""
-        return 0
+        lapses."""
 
     @abstractmethod
     async def purge_expired(self, now: int) -> int:

@@ -398,14 +398,17 @@ def is_ip_address(host: str) -> bool:
     return True
 
 
-def parse_aor(text: str) -> SipUri:
+def parse_aor(text: str, *, need_user: bool = False) -> SipUri:
     """An address of record as a person types it: ``bob@host`` or ``sip:bob@host``
-    (``sips:`` too).  :class:`ParseError` when it is not a SIP URI; the caller checks
-    for the user part it needs."""
+    (``sips:`` too).  :class:`ParseError` when it is not a SIP URI, or with *need_user*
+    when it has no user part."""
     value = text.strip()
     if not re.match(r"(?i)sips?:", value):
         value = "sip:" + value
-    return SipUri.parse(value)
+    uri = SipUri.parse(value)
+    if need_user and not uri.user:
+        raise ParseError(400, "no user part in the address of record")
+    return uri
 
 
 def split_aor(aor: str) -> tuple[str, str]:
