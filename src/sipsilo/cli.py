@@ -1,7 +1,8 @@
 """The ``sipsilo`` command line.
 
-Commands and the functions they call (imported lazily, so the CLI works, and
-says clearly what is missing, before every package exists):
+Commands and the functions they call (imported inside the command, so that
+starting the CLI loads no database driver; the server and the control client are
+looked up by name, and a build without them says so in one line):
 
 * ``serve`` → ``sipsilo.app.run(config)``
 * ``check-config FILE [--check-db]`` → prints the effective configuration as TOML;
@@ -15,6 +16,7 @@ says clearly what is missing, before every package exists):
 * ``silo purge --expired | AOR | --all`` →
   ``sipsilo.admin.silo.purge(config, aor=None, expired=False)``
 * ``db init`` / ``db migrate`` → ``sipsilo.admin.silo.db_init(config)`` / ``db_migrate(config)``
+* ``user add|passwd|remove|list`` → ``sipsilo.admin.users.user_add(config, aor, password)``...
 
 Those functions may be plain or ``async``. ``show_message`` returns a dict or
 None (no such message), ``delete_message`` a bool, ``purge`` the number deleted,
