@@ -45,6 +45,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import CoroutineType
 from typing import Any, Protocol, TypeVar
 
 from .base import Conn, Pool, Row
@@ -167,6 +168,9 @@ class ThreadConn(Conn):
     """The writer thread's connection as a :class:`Conn`: each call runs its statement
     at once (no await inside), so a job's coroutine finishes on its first step.
 
+    Statements are in sqlite3's own ``?`` style, as the message store renders them
+    once (:class:`~sipsilo.db.dialects.Dialect`): nothing is rewritten per call.
+
     Driver errors are left as ``sqlite3.Error``: the writer decides whether a failure is
     the job's or the whole batch's, and wraps them for the caller."""
 
@@ -177,13 +181,13 @@ class ThreadConn(Conn):
         self.conn = conn
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql.replace("%s", "?"), tuple(args)).rowcount
+        return self.conn.execute(sql, args).rowcount
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return self.conn.execute(sql.replace("%s", "?"), tuple(args)).fetchall()
+        return self.conn.execute(sql, args).fetchall()
 
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
-        return int(self.conn.execute(sql.replace("%s", "?"), tuple(args)).lastrowid or 0)
+        return int(self.conn.execute(sql, args).lastrowid or 0)
 
     async def begin(self) -> None:
         raise RuntimeError("a writer job runs inside the writer's transaction")
@@ -191,9 +195,10 @@ class ThreadConn(Conn):
 
 def run_now(coro: Awaitable[T]) -> T:
     """The result of a coroutine that never suspends (a job on a :class:`ThreadConn`)."""
-    step = coro.__await__()
+    # A native coroutine (the usual case) is stepped as is, without the ABC checks.
+    step: Any = coro if type(coro) is CoroutineType else coro.__await__()
     try:
-        next(step)
+        step.send(None)
     except StopIteration as done:
         result: T = done.value
         return result
@@ -510,7 +515,7 @@ def _settle(items: list[_Settle]) -> None:
 
 def _call(fn: Job, tc: ThreadConn) -> Any:
     result = fn(tc)
-    if isinstance(result, Awaitable):
+    if asyncio.iscoroutine(result):
         return run_now(result)
     return result
 

@@ -116,6 +116,7 @@ class MessageOps:
             " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status, msg_key) VALUES "
         )
         self.sql_insert_row = q("(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, 0, %s)")
+        self.sql_insert = self.sql_insert_into + self.sql_insert_row
         self.sql_by_key = q(f"SELECT id FROM {t} WHERE msg_key = %s")
         self.sql_count_from = q(f"SELECT COUNT(*) FROM {t} WHERE src_addr = %s")
         self.sql_count_for = q(
@@ -147,6 +148,13 @@ class MessageOps:
         within *msgs*, is answered with the first row's id and not inserted again.
         Run inside the caller's transaction: the look-up and the INSERT are one step
         (the unique index on ``msg_key`` guards against other instances)."""
+        if len(msgs) == 1:  # SQLite's writer stores one message per job: the short way
+            m = msgs[0]
+            if m.msg_key is not None:
+                rows = await c.fetch(self.sql_by_key, (m.msg_key,))
+                if rows:
+                    return [(int(rows[0][0]), False)]
+            return [(await c.insert(self.sql_insert, m.insert_values()), True)]
         known = await self._known_keys(c, msgs)
         fresh: list[int] = []  # positions to insert
         for i, m in enumerate(msgs):
@@ -172,9 +180,6 @@ class MessageOps:
         keys = list({m.msg_key for m in msgs if m.msg_key is not None})
         if not keys:
             return {}
-        if len(keys) == 1:
-            rows = await c.fetch(self.sql_by_key, keys)
-            return {keys[0]: int(rows[0][0])} if rows else {}
         rows = await c.fetch(
             f"SELECT msg_key, id FROM {self.table} WHERE msg_key IN"
             f" ({self.dialect.marks(len(keys))})", keys)

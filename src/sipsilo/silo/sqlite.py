@@ -73,16 +73,16 @@ class SqliteSiloStore(SqlMessageStore):
         return await self._writer.submit(fn, readonly, is_store)
 
     async def _read(self, fn: Op[T]) -> T:
-        result: T = await self._submit(fn, readonly=True)
+        result: T = await self._writer.submit(fn, readonly=True)
         return result
 
     async def _write(self, fn: Op[T]) -> T:
-        result: T = await self._submit(fn)
+        result: T = await self._writer.submit(fn)
         return result
 
     async def store(self, msg: NewMessage) -> RowId:
-        [(rid, inserted)] = await self._submit(lambda c: self.ops.insert(c, [msg]),
-                                               is_store=True)
+        [(rid, inserted)] = await self._writer.submit(lambda c: self.ops.insert(c, [msg]),
+                                                      is_store=True)
         if not inserted:
             self.stats.duplicates += 1
         return RowId(rid, duplicate=not inserted)
