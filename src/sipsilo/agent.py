@@ -21,6 +21,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sipsilo.flow import Target
 from sipsilo.sip.digest import Credentials as DigestCredentials
 from sipsilo.sip.digest import ha1, parse_challenge, request_digest
 from sipsilo.sip.errors import ParseError
@@ -31,7 +32,6 @@ from sipsilo.sip.uri import SipUri, format_host, parse_aor
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Target
 from sipsilo.transport.manager import ListenSpec, Transports
 
 #: What ``--transport`` accepts. TLS and WebSocket listeners exist, but this client
@@ -80,7 +80,6 @@ class UserAgent:
         self.server = server
         self.user_agent = user_agent
         self.on_message: Callable[[Incoming], None] | None = None
-        self.stack = SipStack(None, timers, self._on_request)
         # Loopback toward a server on this machine (nothing else can reach the phone),
         # every address toward another one.
         family6 = ":" in server.host
@@ -88,9 +87,11 @@ class UserAgent:
             local = "::1" if family6 else "127.0.0.1"
         else:
             local = "::" if family6 else "0.0.0.0"
-        self.transports = Transports([ListenSpec(server.transport, local, 0)],
-                                     self.stack.receive, self.stack.on_framing_error, 262144)
-        self.stack.transports = self.transports
+        self.stack = SipStack(
+            lambda stack: Transports([ListenSpec(server.transport, local, 0)],
+                                     stack.receive, stack.on_framing_error, 262144),
+            timers, self._on_request)
+        self.transports = self.stack.transports
         self._conn_id: int | None = None
         self._cseq = 0
 

@@ -24,6 +24,7 @@ from sipsilo.auth import start_auth
 from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config, ConfigError
 from sipsilo.control.server import ControlServer
+from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.url import mask_url
 from sipsilo.metrics import Counters
 from sipsilo.ops.logs import setup_logging
@@ -52,6 +53,9 @@ from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
 
 if TYPE_CHECKING:
+    from sipsilo.push.service import PushService
+    from sipsilo.push.store import PushStore
+    from sipsilo.silo.store import SiloStore
     from sipsilo.workers.worker import WorkerContext
 
 log = logging.getLogger("sipsilo")
@@ -123,31 +127,39 @@ class Server:
             fr_timer=cfg.tm.fr_timer, fr_inv_timer=cfg.tm.fr_inv_timer, wt_timer=cfg.tm.wt_timer
         )
         server_header = cfg.server.user_agent or None
-        self.stack = SipStack(None, timers, self._on_request, server_header=server_header)
-        if worker is not None:
-            # One token for all workers (a request looping through two of them
-            # is still a loop); the tag brings responses back to this one.
-            self.stack.branch_token = worker.token
-            self.stack.branch_tag = tag_for(worker.index)
-        self.transports = Transports(
-            [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
-            self.stack.receive,
-            self.stack.on_framing_error,
-            cfg.server.max_message_size,
-            advertise=cfg.server.advertise_address(),
-            limits=StreamLimits(
-                max_connections=cfg.server.tcp_max_connections,
-                max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
-                idle_timeout=cfg.server.tcp_idle_timeout,
-                message_timeout=cfg.server.tcp_message_timeout,
-                max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
-            ),
-            shared_udp=None if worker is None else [],
-            tls=_tls_contexts(cfg),
-            ws_origins=cfg.websocket.allowed_origins,
+        tls = _tls_contexts(cfg)
+
+        def transports(stack: SipStack) -> Transports:
+            made = Transports(
+                [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
+                stack.receive,
+                stack.on_framing_error,
+                cfg.server.max_message_size,
+                advertise=cfg.server.advertise_address(),
+                limits=StreamLimits(
+                    max_connections=cfg.server.tcp_max_connections,
+                    max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
+                    idle_timeout=cfg.server.tcp_idle_timeout,
+                    message_timeout=cfg.server.tcp_message_timeout,
+                    max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
+                ),
+                shared_udp=None if worker is None else [],
+                tls=tls,
+                ws_origins=cfg.websocket.allowed_origins,
+            )
+            made.tcp.on_closed = stack.connection_closed
+            return made
+
+        # With workers: one branch token for all (a request looping through two
+        # of them is still a loop); the tag brings responses back to this one.
+        self.stack = SipStack(
+            transports, timers, self._on_request,
+            on_stray_ack=self._on_stray_ack, on_stray_response=self._on_stray_response,
+            server_header=server_header,
+            branch_token=None if worker is None else worker.token,
+            branch_tag="" if worker is None else tag_for(worker.index),
         )
-        self.stack.transports = self.transports
-        self.transports.tcp.on_closed = self.stack.connection_closed
+        self.transports = self.stack.transports
         # The claim owner is stable across restarts of this instance (host, data
         # dir, SIP port): after a crash it takes back what it held at once
         # instead of leaving the users' messages blocked until the leases lapse.
@@ -172,6 +184,9 @@ class Server:
             route_keys=RouteKeys(load_secret(cfg.data_dir), cfg.proxy.route_token_lifetime),
         )
         self.relay.stamp = self.services.stamp_response
+        self._claim_owner = owner
+        self.services.push_store, self.services.push = await _start_push(
+            cfg, self.store, self.counters)
         # Before the transports start: no request is routed while auth is undecided.
         # Workers without Redis share the supervisor's replay and failure tables.
         shared = LinkState(link) if link is not None and cfg.cluster.redis_url is None else None
@@ -180,8 +195,6 @@ class Server:
         self.subscribers = setup.subscribers
         self.auth_state = setup.state
         self.dispatcher = Dispatcher(self.services, route)
-        self.stack._on_stray_ack = self.dispatcher.on_stray_ack
-        self.stack._on_stray_response = self.dispatcher.on_stray_response
         if link is not None:
             # Ready but for the sockets: the supervisor binds them once every
             # worker got here, and hands them over.
@@ -211,6 +224,8 @@ class Server:
             asyncio.create_task(self._expire_bindings()),
             asyncio.create_task(self._msilo_timer()),
         ]
+        if self.services.push_store is not None and cfg.msilo.reminder:
+            self._jobs.append(asyncio.create_task(self._reminder_timer()))
         gc.collect()
         gc.freeze()
         if worker is not None:
@@ -239,8 +254,17 @@ class Server:
         self.orphaned = True
         self.stopping.set()
 
+    # The stack is built before the dispatcher (which needs the stack's
+    # services): these hand its input on. No input arrives before the
+    # transports start, by which time the dispatcher exists.
     def _on_request(self, tx: Any) -> Any:
         return self.dispatcher.on_request(tx)
+
+    def _on_stray_ack(self, ack: Any, flow: Any) -> Any:
+        return self.dispatcher.on_stray_ack(ack, flow)
+
+    def _on_stray_response(self, response: Any, flow: Any) -> Any:
+        return self.dispatcher.on_stray_response(response, flow)
 
     async def stop(self) -> None:
         """Stop in reverse order; tolerates a start() that failed part-way."""
@@ -270,6 +294,12 @@ class Server:
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
+        push = getattr(getattr(self, "services", None), "push", None)
+        if push is not None:
+            await push.aclose()
+        push_store = getattr(getattr(self, "services", None), "push_store", None)
+        if push_store is not None:
+            await push_store.close()
         for name in ("delivery", "services", "stack", "control"):
             component = getattr(self, name, None)
             if component is not None:
@@ -320,6 +350,19 @@ class Server:
             except Exception:
                 log.exception("binding expiry failed")
 
+    async def _reminder_timer(self) -> None:
+        """Reminders due are sent every check_time (as Kamailio's msilo timer does)."""
+        from sipsilo.routing.reminders import send_due
+
+        store = self.services.push_store
+        assert store is not None
+        while True:
+            await asyncio.sleep(self.config.msilo.check_time)
+            try:
+                await send_due(self.services, store, self._claim_owner)
+            except Exception as exc:
+                log.warning("sending reminders failed: %s", exc)
+
     async def _msilo_timer(self) -> None:
         """msilo's timer: every check_time; purge expired every clean_period ticks."""
         msilo = self.config.msilo
@@ -359,7 +402,7 @@ class Server:
         for b in await self.location.list(message.get("aor"), now):
             out.append({
                 "aor": b.aor, "contact": b.contact, "expires": b.remaining(now), "q": b.q,
-                "received": f"{b.flow.transport}:{b.flow.remote_host}:{b.flow.remote_port}",
+                "received": f"{b.flow.transport}:{b.flow.remote[0]}:{b.flow.remote[1]}",
                 "user_agent": b.user_agent,
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })
@@ -401,3 +444,31 @@ async def serve(config: Config, worker: WorkerContext | None = None) -> None:
         await server.stopping.wait()
     finally:
         await server.stop()
+
+
+async def _start_push(cfg: Config, store: SiloStore, counters: Counters
+                      ) -> tuple[PushStore | None, PushService | None]:
+    """The SQL of push targets and reminders when either is configured (in the message
+    store's database), and the push service when a pusher is configured ([push])."""
+    from sipsilo.push.service import PushService
+    from sipsilo.push.store import PushStore
+
+    pc = cfg.push
+    pushing = bool(pc.webhook_url or pc.vapid_private_key or pc.fcm_credentials
+                   or pc.apns_key_file)
+    if not pushing and not cfg.msilo.reminder:
+        return None, None
+    sql = PushStore(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir, pc.keep_days)
+    try:
+        await sql.open()
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(f"msilo.db_url (push targets): {exc}") from None
+    if not pushing:
+        return sql, None
+
+    async def waiting(user: str, domain: str) -> int:
+        return await store.count_for(user, domain, int(time.time()))
+
+    service = PushService(pc, sql, waiting, counters, cfg.data_dir)
+    await service.open()
+    return sql, service

@@ -6,16 +6,16 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from sipsilo.flow import Flow
 from sipsilo.registrar import (
     Binding,
-    FlowRef,
     MemoryLocationService,
     normalise_aor,
     sweep,
 )
 
 T = TypeVar("T")
-FLOW = FlowRef("udp", "192.0.2.1", 5060, "192.0.2.10", 5060)
+FLOW = Flow("udp", ("192.0.2.1", 5060), ("192.0.2.10", 5060))
 AOR = "sip:alice@example.com"
 
 
@@ -204,11 +204,12 @@ def test_remaining_rounds_up() -> None:
     assert b.remaining(1_700_000_000.0 + 4000) == 0
 
 
-def test_flowref_of_duck_types_stack_flow() -> None:
-    class StackFlow:
-        transport = "tcp"
-        local = ("10.0.0.1", 5060)
-        remote = ("10.0.0.2", 40000)
-        conn_id = 7
+def test_binding_keeps_the_stacks_own_flow() -> None:
+    # One Flow type for the transports, the stack and the registrar: no conversion.
+    from sipsilo.transport.flow import Flow as TransportFlow
 
-    assert FlowRef.of(StackFlow()) == FlowRef("tcp", "10.0.0.1", 5060, "10.0.0.2", 40000, 7)
+    assert TransportFlow is Flow
+    flow = Flow("tcp", ("10.0.0.1", 5060), ("10.0.0.2", 40000), 7)
+    b = Binding(aor=AOR, contact="sip:a@h", params=(), expires_at=1.0, call_id="c", cseq=1,
+                flow=flow)
+    assert b.flow is flow and b.flow.reliable

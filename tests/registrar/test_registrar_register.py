@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from sipsilo.flow import Flow
 from sipsilo.registrar import (
     Binding,
-    FlowRef,
     MemoryLocationService,
     RegisterResult,
     Registrar,
@@ -21,7 +21,7 @@ from sipsilo.sip.message import Request
 
 T0 = 1_700_000_000.0
 AOR = "sip:alice@example.com"
-FLOW = FlowRef("udp", "192.0.2.1", 5060, "192.0.2.10", 5060)
+FLOW = Flow("udp", ("192.0.2.1", 5060), ("192.0.2.10", 5060))
 UA1 = "sip:alice@192.0.2.10:5060"
 UA2 = "sip:alice@192.0.2.20:5062;transport=tcp"
 
@@ -57,7 +57,7 @@ def make_registrar(**kwargs: object) -> Registrar:
 
 
 def handle(
-    reg: Registrar, request: Request, now: float = T0, flow: FlowRef = FLOW
+    reg: Registrar, request: Request, now: float = T0, flow: Flow = FLOW
 ) -> RegisterResult:
     return asyncio.run(reg.handle(request, flow, now))
 
@@ -191,7 +191,7 @@ def test_query_on_unknown_aor_is_empty_200() -> None:
 def test_refresh_updates_expiry_flow_and_cseq() -> None:
     reg = make_registrar()
     handle(reg, register(f"Contact: <{UA1}>;expires=600"))
-    other_flow = FlowRef("tcp", "192.0.2.1", 5060, "192.0.2.10", 41000, conn_id=3)
+    other_flow = Flow("tcp", ("192.0.2.1", 5060), ("192.0.2.10", 41000), conn_id=3)
     result = handle(reg, register(f"Contact: <{UA1}>;expires=900", cseq=2), T0 + 10, other_flow)
     assert contacts(result) == [f"<{UA1}>;expires=900"]
     [b] = lookup(reg, T0 + 10)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from sipsilo.registrar.binding import Binding, FlowRef
+from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.replicated import ReplicatedLocation
 
 
 def _binding(aor: str, contact: str, expires_at: float = 1000.0) -> Binding:
     return Binding(
         aor=aor, contact=contact, params=[], expires_at=expires_at, call_id="c", cseq=1,
-        flow=FlowRef("udp", "127.0.0.1", 5060, "10.0.0.7", 5070),
+        flow=Flow("udp", ("127.0.0.1", 5060), ("10.0.0.7", 5070)),
     )
 
 
@@ -33,7 +34,7 @@ def test_changes_made_in_one_worker_are_seen_in_the_other() -> None:
             "sip:bob@10.0.0.7:5070", "sip:bob@10.0.0.8:5070"}
         assert len(await a.lookup("sip:carol@x", 10.0)) == 1
         flow = (await b.lookup("sip:bob@x", 10.0))[0].flow
-        assert flow.remote_host == "10.0.0.7" and flow.local_port == 5060
+        assert flow.remote[0] == "10.0.0.7" and flow.local[1] == 5060
         await a.remove("sip:bob@x", "sip:bob@10.0.0.7:5070")
         assert [x.contact for x in await b.lookup("sip:bob@x", 10.0)] == ["sip:bob@10.0.0.8:5070"]
         await b.remove_all("sip:bob@x")

@@ -15,7 +15,8 @@ from sipsilo.config import Config, load_config
 from sipsilo.db.base import open_pool
 from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.url import parse_db_url as parse_sql_url
-from sipsilo.registrar.binding import Binding, FlowRef
+from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import MemoryLocationService
 from sipsilo.registrar.sql_location import SqlLocationService, open_location
 
@@ -42,7 +43,7 @@ def binding(contact: str, *, exp: float = 2000.0, q: float = 1.0, reg_id: int | 
         aor="sip:bob@example.com", contact=contact,
         params=(("expires", "3600"), ("+sip.instance", '"<urn:uuid:1>"'), ("ob", None)),
         expires_at=exp, call_id="c1@h", cseq=7,
-        flow=FlowRef(transport, "127.0.0.1", 5060, "192.0.2.9", 40000, conn_id),
+        flow=Flow(transport, ("127.0.0.1", 5060), ("192.0.2.9", 40000), conn_id),
         q=q, user_agent="UA/1", methods=frozenset({"MESSAGE", "INVITE"}),
         instance_id="<urn:uuid:1>", reg_id=reg_id, registered_at=1000.5,
     )
@@ -86,7 +87,7 @@ def test_two_instances_share_bindings_but_not_flows(where: tuple[str, str]) -> N
             seen = {x.contact: x for x in await a.lookup("sip:bob@example.com", 1000)}
             udp = seen["sip:bob@192.0.2.7:5099"].flow
             # A cannot use B's socket: straight to the Contact, no connection id.
-            assert (udp.remote_host, udp.remote_port, udp.conn_id) == ("192.0.2.7", 5099, None)
+            assert (*udp.remote, udp.conn_id) == ("192.0.2.7", 5099, None)
             assert seen["sip:bob@192.0.2.8;transport=tcp"].flow.conn_id is None
             # Both sweep at once: each expired binding is reported by one of them.
             swept = await asyncio.gather(a.expire(5000), b.expire(5000))

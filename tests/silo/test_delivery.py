@@ -1,20 +1,22 @@
 """The delivery engine on a real SQLite store with a scripted user agent:
 permanent rejections do not block the mailbox, leases are renewed during a
-slow dump, shutdown starts no new dump."""
+slow dump, shutdown starts no new dump. Time is the engine's injected clock:
+a "slow" user agent moves it on instead of sleeping."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sipsilo.flow import Target
 from sipsilo.metrics import Counters
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget, is_temporary
 from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri
-from sipsilo.transport.flow import Target
+from tests.clock import Clock
 
 from .helpers import msg
 
@@ -22,17 +24,24 @@ TARGET = DeliveryTarget(SipUri.parse("sip:bob@127.0.0.1:5099"), Target("udp", "1
 
 
 class UA:
-    """Answers each delivered MESSAGE with answer(n) (n counts from 0) after delay."""
+    """Answers each delivered MESSAGE with answer(n) (n counts from 0), after
+    running ``during(n)``: what happens while that MESSAGE is in flight."""
 
-    def __init__(self, answer: Callable[[int], int], delay: float = 0.0) -> None:
+    def __init__(
+        self, answer: Callable[[int], int],
+        during: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self.answer = answer
-        self.delay = delay
+        self.during = during
         self.bodies: list[bytes] = []
+        self.sent = asyncio.Event()  # set once the first MESSAGE is out
 
     async def send(self, request: Request, target: Target) -> Response:
         n = len(self.bodies)
         self.bodies.append(bytes(request.body))
-        await asyncio.sleep(self.delay)
+        self.sent.set()
+        if self.during is not None:
+            await self.during(n)
         return Response(self.answer(n))
 
 
@@ -45,10 +54,11 @@ async def _setup(tmp_path: Path, count: int) -> tuple[SqliteSiloStore, list[int]
 
 
 async def _wait_idle(engine: DeliveryEngine, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while engine.active:
-        assert time.monotonic() < deadline, "dump did not end"
-        await asyncio.sleep(0.02)
+    """Until every dump has ended (one kicked meanwhile too); the timeout only
+    turns a hang into a failure."""
+    async with asyncio.timeout(timeout):
+        while engine.active:
+            await asyncio.wait([w.task for w in engine._workers.values() if w.task])
 
 
 def test_temporary_and_permanent_answers() -> None:
@@ -83,6 +93,39 @@ def test_permanent_rejection_skips_the_message_and_keeps_it(tmp_path: Path) -> N
     asyncio.run(main())
 
 
+def test_a_new_contact_registered_during_a_failing_run_gets_the_messages(
+        tmp_path: Path) -> None:
+    """A phone that re-registers (woken by a push, from a new address) while the dump
+    to its old contact times out is delivered to at once, not at its next REGISTER."""
+    async def main() -> None:
+        store, _ = await _setup(tmp_path, 2)
+        woken = DeliveryTarget(SipUri.parse("sip:bob@127.0.0.1:5100"),
+                               Target("udp", "127.0.0.1", 5100))
+        engine: DeliveryEngine
+
+        async def during(n: int) -> None:
+            if n == 0:
+                engine.kick("bob", "example.com", woken)
+
+        ua = UA(lambda n: 408 if n == 0 else 200, during)
+        targets: list[int] = []
+        send = ua.send
+
+        async def tracking(request: Request, target: Target) -> Response:
+            targets.append(target.port)
+            return await send(request, target)
+
+        engine = DeliveryEngine(store, tracking, "A", Counters())
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        assert targets == [5099, 5100, 5100]
+        assert await store.list_messages() == []
+        await engine.aclose()
+        await store.close()
+
+    asyncio.run(main())
+
+
 def test_temporary_failure_ends_the_dump_in_order(tmp_path: Path) -> None:
     async def main() -> None:
         store, ids = await _setup(tmp_path, 3)
@@ -103,18 +146,20 @@ def test_temporary_failure_ends_the_dump_in_order(tmp_path: Path) -> None:
 def test_leases_are_renewed_during_a_slow_dump(tmp_path: Path) -> None:
     async def main() -> None:
         store, _ = await _setup(tmp_path, 6)
-        ua = UA(lambda n: 200, delay=0.5)
-        engine = DeliveryEngine(store, ua.send, "A", Counters(), claim_ttl=2)
-        engine.kick("bob", "example.com", TARGET)
-        while not ua.bodies:
-            await asyncio.sleep(0.01)
+        clock = Clock(time.time())
         stolen = []
-        while engine.active:
-            # another instance polling for lapsed claims gets nothing
-            stolen += await store.claim_batch(
-                "bob", "example.com", "B", int(time.time()), 60, 32
-            )
-            await asyncio.sleep(0.1)
+
+        async def slow(n: int) -> None:
+            # Each send takes 0.5 s: three seconds in all against a 2 s lease.
+            # Another instance polling for lapsed claims meanwhile gets nothing.
+            clock.now += 0.5
+            stolen.extend(await store.claim_batch(
+                "bob", "example.com", "B", int(clock()), 60, 32))
+
+        ua = UA(lambda n: 200, slow)
+        engine = DeliveryEngine(store, ua.send, "A", Counters(), claim_ttl=2, clock=clock)
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
         assert stolen == []
         assert len(ua.bodies) == 6
         assert await store.list_messages() == []  # confirm_many found every row still ours
@@ -126,17 +171,20 @@ def test_leases_are_renewed_during_a_slow_dump(tmp_path: Path) -> None:
 def test_a_lost_lease_is_not_sent(tmp_path: Path) -> None:
     async def main() -> None:
         store, ids = await _setup(tmp_path, 3)
-        ua = UA(lambda n: 200, delay=1.2)
+
+        async def taken_over(n: int) -> None:
+            # while the first is in flight, another instance takes the later
+            # rows over (as after a lapse)
+            if n == 0:
+                await store._submit(
+                    lambda o: o.conn.execute(
+                        "UPDATE silo SET claim_owner = 'B' WHERE id IN (?, ?)", (ids[1], ids[2])
+                    )
+                )
+
+        ua = UA(lambda n: 200, taken_over)
         engine = DeliveryEngine(store, ua.send, "A", Counters(), claim_ttl=2)
         engine.kick("bob", "example.com", TARGET)
-        while not ua.bodies:
-            await asyncio.sleep(0.01)
-        # another instance took the later rows over (as after a lapse)
-        await store._submit(
-            lambda o: o.conn.execute(
-                "UPDATE silo SET claim_owner = 'B' WHERE id IN (?, ?)", (ids[1], ids[2])
-            )
-        )
         await _wait_idle(engine)
         assert len(ua.bodies) == 1
         assert [(r.id, r.claim_owner) for r in await store.list_messages()] == [
@@ -165,13 +213,18 @@ def test_no_dump_starts_once_stopping(tmp_path: Path) -> None:
 def test_a_running_dump_finishes_its_message_on_shutdown(tmp_path: Path) -> None:
     async def main() -> None:
         store, ids = await _setup(tmp_path, 3)
-        ua = UA(lambda n: 200, delay=0.5)
+        answered = asyncio.Event()
+
+        async def in_flight(n: int) -> None:
+            await answered.wait()  # the answer comes while the engine shuts down
+
+        ua = UA(lambda n: 200, in_flight)
         engine = DeliveryEngine(store, ua.send, "A", Counters())
         engine.kick("bob", "example.com", TARGET)
-        while not ua.bodies:
-            await asyncio.sleep(0.01)
+        await ua.sent.wait()
         assert engine.busy("bob", "EXAMPLE.com")
         engine.stop_starting()
+        asyncio.get_running_loop().call_soon(answered.set)
         await engine.aclose(timeout=2.0)
         assert len(ua.bodies) == 1
         rows = await store.list_messages()

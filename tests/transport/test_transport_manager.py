@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from sipsilo.flow import Flow, Target
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import ListenSpec, Transports
 from sipsilo.transport.stream import StreamLimits
 
@@ -143,10 +143,11 @@ def test_tcp_response_reopens_a_connection_to_the_via_when_the_old_one_is_gone()
             txs.append(tx)
             answer.set()
 
-        stack = SipStack(None, TimerConfig(), on_request)
-        t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], stack.receive,
-                       stack.on_framing_error)
-        stack.transports = t
+        stack = SipStack(
+            lambda s: Transports([ListenSpec("tcp", "127.0.0.1", 0)], s.receive,
+                                 s.on_framing_error),
+            TimerConfig(), on_request)
+        t = stack.transports
         await t.start()
         got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipsilo.auth.auto import AutoSwitch
 from sipsilo.auth.nonce import NonceManager, load_secret
 from sipsilo.auth.policy import Authenticator, Verdict, consume_credentials
 from sipsilo.auth.shared import AuthState, StateUnavailable
 from sipsilo.auth.subscribers import SqliteSubscribers, SqlSubscribers, Subscriber, Subscribers
-from sipsilo.config import Config
 from sipsilo.db.base import open_pool
 from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.url import mask_url
+
+if TYPE_CHECKING:
+    from sipsilo.config import Config  # the server's; domain code needs no transport
 
 __all__ = ["AuthSetup", "AuthState", "Authenticator", "AutoSwitch", "NonceManager",
            "SqlSubscribers", "SqliteSubscribers", "StateUnavailable", "Subscriber", "Subscribers",

@@ -25,9 +25,8 @@ import contextlib
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from sipsilo.config import Config
 from sipsilo.db.base import Pool, open_pool
 from sipsilo.db.dialects import DIALECTS
 from sipsilo.db.errors import StoreError
@@ -48,6 +47,9 @@ from sipsilo.db.schema import (
 from sipsilo.db.sqlite import SqlitePool
 from sipsilo.db.url import DbUrl
 from sipsilo.sip.digest import ha1 as digest_ha1
+
+if TYPE_CHECKING:
+    from sipsilo.config import Config  # the server's; domain code needs no transport
 
 T = TypeVar("T")
 

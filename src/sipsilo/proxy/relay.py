@@ -35,13 +35,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipsilo.flow import Target
 from sipsilo.sip.ids import new_branch
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri
 from sipsilo.sip.via import Via
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
-from sipsilo.transport.flow import Target
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,8 @@
 """Binding records kept by the location service, and AoR key normalisation.
 
-The registrar must not import ``sipsilo.stack`` (layering, see
-docs/architecture.md), so the flow a binding was learnt on is described by the
-small ``FlowRef`` value type; ``FlowRef.of`` converts the stack's ``Flow`` by
-duck typing.
+The flow a binding was learnt on is a :class:`sipsilo.flow.Flow`, the value the
+transports and the stack use too: it lives below all of them, so the registrar
+holds it without importing the stack or a transport.
 """
 
 from __future__ import annotations
@@ -11,49 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
 
+from sipsilo.flow import Flow
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import SipUri
 
 Params = tuple[tuple[str, str | None], ...]
-
-
-class _FlowLike(Protocol):
-    """What ``sipsilo.stack.Flow`` looks like; only used by ``FlowRef.of``."""
-
-    @property
-    def transport(self) -> str: ...
-    @property
-    def local(self) -> tuple[str, int]: ...
-    @property
-    def remote(self) -> tuple[str, int]: ...
-    @property
-    def conn_id(self) -> int | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class FlowRef:
-    """The transport flow a REGISTER arrived on (where to reach the UA back)."""
-
-    transport: str
-    local_host: str
-    local_port: int
-    remote_host: str
-    remote_port: int
-    conn_id: int | None = None
-
-    @classmethod
-    def of(cls, flow: _FlowLike) -> FlowRef:
-        """Build from anything shaped like ``sipsilo.stack.Flow``."""
-        return cls(
-            transport=flow.transport,
-            local_host=flow.local[0],
-            local_port=flow.local[1],
-            remote_host=flow.remote[0],
-            remote_port=flow.remote[1],
-            conn_id=flow.conn_id,
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +37,7 @@ class Binding:
     expires_at: float
     call_id: str
     cseq: int
-    flow: FlowRef
+    flow: Flow
     q: float = 1.0
     user_agent: str | None = None
     methods: frozenset[str] | None = None

@@ -28,7 +28,8 @@ import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
-from sipsilo.registrar.binding import Binding, FlowRef, aor_of
+from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding, aor_of
 from sipsilo.registrar.contact import (
     ContactUpdate,
     Reject,
@@ -112,7 +113,7 @@ class Registrar:
         uri = request.uri
         return isinstance(uri, SipUri) and self.serves_domain(uri.host)
 
-    async def handle(self, request: Request, flow: FlowRef, now: float) -> RegisterResult:
+    async def handle(self, request: Request, flow: Flow, now: float) -> RegisterResult:
         if request.method != "REGISTER":
             raise ValueError(f"Registrar.handle got a {request.method}")
         to_tag = self._to_tag(request)
@@ -157,7 +158,7 @@ class Registrar:
         return aor_of(to_uri)
 
     async def _process(
-        self, request: Request, flow: FlowRef, now: float, aor: str, to_tag: str
+        self, request: Request, flow: Flow, now: float, aor: str, to_tag: str
     ) -> RegisterResult:
         header_expires = self._header_expires(request)
         contacts, wildcards = self._contacts(request)

@@ -28,15 +28,15 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sipsilo.config import Config
 from sipsilo.db.base import Conn, Pool, Row, open_pool, run_txn
 from sipsilo.db.dialects import DIALECTS
 from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.schema import check_identifier
 from sipsilo.db.url import SqlDialect
-from sipsilo.registrar.binding import Binding, FlowRef, normalise_aor
+from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding, normalise_aor
 from sipsilo.registrar.location import (
     LocationService,
     MemoryLocationService,
@@ -45,6 +45,9 @@ from sipsilo.registrar.location import (
 )
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import SipUri, is_ip_address
+
+if TYPE_CHECKING:
+    from sipsilo.config import Config  # the server's; domain code needs no transport
 
 BindingList = list[Binding]
 
@@ -103,9 +106,9 @@ def _key(aor: str, contact: str) -> str:
     return hashlib.sha256(f"{aor}\0{contact}".encode()).hexdigest()
 
 
-def _foreign_flow(flow: FlowRef, contact: str) -> FlowRef:
+def _foreign_flow(flow: Flow, contact: str) -> Flow:
     """The flow as another instance may use it: no connection, UDP straight to the Contact."""
-    remote_host, remote_port = flow.remote_host, flow.remote_port
+    remote_host, remote_port = flow.remote
     if flow.transport == "udp":
         try:
             uri = SipUri.parse(contact)
@@ -113,7 +116,7 @@ def _foreign_flow(flow: FlowRef, contact: str) -> FlowRef:
             uri = None
         if uri is not None and is_ip_address(uri.host):
             remote_host, remote_port = uri.host, uri.port or 5060
-    return dataclasses.replace(flow, remote_host=remote_host, remote_port=remote_port, conn_id=None)
+    return dataclasses.replace(flow, remote=(remote_host, remote_port), conn_id=None)
 
 
 class SqlLocationService(LocationService):
@@ -157,8 +160,8 @@ class SqlLocationService(LocationService):
         f = b.flow
         return (
             _key(b.aor, b.contact), b.aor, b.contact, json.dumps([list(p) for p in b.params]),
-            float(b.expires_at), b.call_id, int(b.cseq), f.transport, f.local_host,
-            int(f.local_port), f.remote_host, int(f.remote_port), f.conn_id, float(b.q),
+            float(b.expires_at), b.call_id, int(b.cseq), f.transport, f.local[0],
+            int(f.local[1]), f.remote[0], int(f.remote[1]), f.conn_id, float(b.q),
             b.user_agent, None if b.methods is None else json.dumps(sorted(b.methods)),
             b.instance_id, b.reg_id, float(b.registered_at), self.instance,
         )
@@ -167,13 +170,11 @@ class SqlLocationService(LocationService):
         (aor, contact, params, expires_at, call_id, cseq, transport, local_host, local_port,
          remote_host, remote_port, conn_id, q, user_agent, methods, instance_id, reg_id,
          registered_at, instance) = r
-        flow = FlowRef(
-            transport=transport,
-            local_host=local_host,
-            local_port=int(local_port),
-            remote_host=remote_host,
-            remote_port=int(remote_port),
-            conn_id=None if conn_id is None else int(conn_id),
+        flow = Flow(
+            transport,
+            (local_host, int(local_port)),
+            (remote_host, int(remote_port)),
+            None if conn_id is None else int(conn_id),
         )
         if instance != self.instance:
             flow = _foreign_flow(flow, contact)

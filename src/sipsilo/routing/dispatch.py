@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from sipsilo.flow import Flow, Target
 from sipsilo.routing.context import RouteContext, strip_own_routes
 from sipsilo.routing.services import Services
 from sipsilo.sip.errors import ParseError
@@ -21,7 +22,6 @@ from sipsilo.sip.via import Via
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.stack.resolve import ResolveError, resolve_uri
 from sipsilo.transaction.keys import cancel_target_key
-from sipsilo.transport.flow import Flow, Target
 
 log = logging.getLogger(__name__)
 

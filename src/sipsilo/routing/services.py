@@ -18,9 +18,12 @@ from typing import Any
 from sipsilo.auth.auto import AutoSwitch
 from sipsilo.auth.policy import Authenticator, in_networks
 from sipsilo.config import Config
+from sipsilo.flow import CLIENT_OPENED, Flow, Target
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
 from sipsilo.proxy.route_token import DOWN, RouteKeys, route_targets, target_of
+from sipsilo.push.service import PushService
+from sipsilo.push.store import PushStore
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
@@ -33,7 +36,6 @@ from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri, canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.resolve import ResolveError, resolve_uri
-from sipsilo.transport.flow import CLIENT_OPENED, Flow, Target
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class Services:
     # we really record-routed are relayed along their Route set, and only there.
     route_keys: RouteKeys = field(
         default_factory=lambda: RouteKeys(secrets.token_bytes(32), 43200))
+    # [push]: wakes sleeping phones (sipsilo.push); None when no pusher is configured.
+    push: PushService | None = None
+    # The SQL of push targets and reminders; None when neither is configured.
+    push_store: PushStore | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     # The storage limits of [msilo] (silo.limits), per process.
     quota: StoreQuota = field(init=False)
@@ -208,19 +214,18 @@ class Services:
                 return None
         flow = binding.flow
         if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
-            return Target(flow.transport, flow.remote_host, flow.remote_port, flow.conn_id)
+            return Target(flow.transport, *flow.remote, flow.conn_id)
         if flow.transport in CLIENT_OPENED or (flow.transport != "udp" and binding.reg_id):
             # RFC 5626 / RFC 7118: the flow was the only way to this client and
             # it is gone; a MESSAGE is stored until the client registers again.
             log.info("contact %s of %s unreachable: its %s connection is closed",
                      binding.contact, binding.aor, flow.transport)
             return None
-        local = (flow.local_host, flow.local_port)
-        back = self.back_along(flow.transport, local, (flow.remote_host, flow.remote_port),
-                               flow.conn_id)
+        local = flow.local
+        back = self.back_along(flow.transport, local, flow.remote, flow.conn_id)
         if back is not None and back.reliable:
             return back
-        source = Target("udp", flow.remote_host, flow.remote_port, local=local)
+        source = Target("udp", *flow.remote, local=local)
         if binding.reg_id is not None and flow.transport == "udp":
             return source
         try:
@@ -232,7 +237,7 @@ class Services:
             return None
         if flow.transport != "udp" or target.transport != "udp":
             return target
-        if not _same_ip(target.host, flow.remote_host) and _behind_nat(target.host):
+        if not _same_ip(target.host, flow.remote[0]) and _behind_nat(target.host):
             # A private Contact that the REGISTER did not come from: the phone
             # is behind NAT (nathelper's nat_uac_test 1). A public Contact on
             # another address (third-party registration, multi-homed phone) is

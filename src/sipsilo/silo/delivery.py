@@ -36,12 +36,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sipsilo.flow import Target
 from sipsilo.metrics import Counters
 from sipsilo.silo.compose import delivery_request
 from sipsilo.silo.store import SiloStore, StoredMessage, StoreError
 from sipsilo.sip.message import Request, Response, failure_words
 from sipsilo.sip.uri import SipUri
-from sipsilo.transport.flow import Target
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,10 @@ class DeliveryEngine:
         claim_ttl: int = 60,
         send_budget: float = 10.0,
         user_agent: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._clock = clock  # POSIX seconds: leases, claims, wait times (a test's own clock)
         self._send = send
         self.owner = owner
         self._counters = counters
@@ -148,7 +150,7 @@ class DeliveryEngine:
         username, domain = key
         try:
             while True:
-                now = int(time.time())
+                now = int(self._clock())
                 try:
                     batch = await self._store.claim_batch(
                         username, domain, self.owner, now, self._claim_ttl, CLAIM_BATCH
@@ -176,7 +178,14 @@ class DeliveryEngine:
                         worker.again = False
                         continue
                     return
+                target = worker.target
                 if not await self._deliver(batch, worker):
+                    if worker.again and worker.target is not target and not self._stopping:
+                        # The phone registered again (a new contact) while this
+                        # run failed on the old one: the woken phone must not
+                        # wait for yet another REGISTER.
+                        worker.again = False
+                        continue
                     return
         finally:
             await self._confirmed(worker)
@@ -209,7 +218,7 @@ class DeliveryEngine:
                 response = await self._send(request, target.target)
                 if 200 <= response.status < 300:
                     self._counters.inc("dumped_messages")
-                    self._counters.observe("silo_wait_seconds", time.time() - msg.inc_time)
+                    self._counters.observe("silo_wait_seconds", self._clock() - msg.inc_time)
                     delivered.append(msg.id)
                     log.info("delivered message %s for %s@%s to %s (%s %s)", msg.id,
                              msg.username, msg.domain, target.request_uri, response.status,
@@ -262,7 +271,7 @@ class DeliveryEngine:
         another instance after it lapsed, or the row is gone) or the renewal
         failed.
         """
-        now = time.time()
+        now = self._clock()
         # The lease must outlast this send: renew when what is left of it is
         # less than one send can take (send_budget) plus a margin.
         left = worker.leased_at + self._claim_ttl - now

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
-from sipsilo.transport.flow import Flow
+from sipsilo.flow import Flow
 
 Key = tuple[str, ...]
 _FLOWS_MAX = 100_000
@@ -34,9 +35,10 @@ class CompletedTransactions:
     new tuple would be examined by the next young-generation collection, a
     few milliseconds at a time under load). It also halves their memory."""
 
-    __slots__ = ("_finals", "_flow_of", "_flows", "_queues")
+    __slots__ = ("_clock", "_finals", "_flow_of", "_flows", "_queues")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # seconds, monotonic; a test's own clock goes here
         self._finals: dict[str, bytes | None] = {}
         # Only entries that have a flow; the flow tuple is shared by all the
         # entries of one client (one socket), so it is not one per entry.
@@ -63,7 +65,7 @@ class CompletedTransactions:
         queue = self._queues.get(linger)
         if queue is None:
             queue = self._queues[linger] = (deque(), deque())
-        queue[0].append(time.monotonic() + linger)
+        queue[0].append(self._clock() + linger)
         queue[1].append(k)
 
     def get(self, key: Key) -> tuple[bytes | None, Flow | None] | None:
@@ -75,7 +77,7 @@ class CompletedTransactions:
 
     def expire(self) -> int:
         """Drop entries whose time is up; cheap enough to call on every tick."""
-        now = time.monotonic()
+        now = self._clock()
         finals, flow_of, dropped = self._finals, self._flow_of, 0
         for deadlines, keys in self._queues.values():
             while deadlines and deadlines[0] <= now:

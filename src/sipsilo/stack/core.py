@@ -15,8 +15,9 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
+from sipsilo.flow import Flow, Target
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.ids import is_loop, loop_branch, new_token
 from sipsilo.sip.message import Request, Response
@@ -30,7 +31,6 @@ from sipsilo.transaction.client import InviteClientTransaction, NonInviteClientT
 from sipsilo.transaction.keys import client_key, server_key
 from sipsilo.transaction.server import InviteServerTransaction, NonInviteServerTransaction
 from sipsilo.transaction.timers import TimerConfig
-from sipsilo.transport.flow import Flow, Target
 from sipsilo.transport.manager import Transports
 from sipsilo.transport.udp import DatagramTooLarge
 
@@ -52,64 +52,86 @@ _EXPIRES = re.compile(r";\s*expires\s*=\s*(\d+)", re.IGNORECASE)
 
 RequestHandler = Callable[[ServerTransaction], Awaitable[None] | None]
 StrayHandler = Callable[[Any, Flow], Awaitable[None] | None]
-
-
-class _Machine(Protocol):
-    def on_timer(self, name: str) -> list[fx.Effect]: ...
-    def on_transport_error(self) -> list[fx.Effect]: ...
+TransportsFactory = Callable[["SipStack"], "Transports"]
 
 
 class _Entry:
-    """Book-keeping for one live transaction: its machine, timers and peer."""
+    """Book-keeping every live transaction has: its key, machine, timers and flow."""
 
-    __slots__ = (
-        "failure", "flow", "future", "handle", "key", "last_sent", "machine", "on_late",
-        "on_provisional", "on_timeout", "sent_to", "target", "timers",
-    )
+    __slots__ = ("flow", "key", "machine", "timers")
 
-    def __init__(self, key: tuple[str, ...], machine: Any) -> None:
+    def __init__(self, key: tuple[str, ...], machine: Any, flow: Flow | None) -> None:
         self.key = key
         self.machine = machine
         self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.flow: Flow | None = None  # server: request's flow; client: flow once sent
-        self.target: Target | None = None  # client only
-        self.future: asyncio.Future[Response] | None = None  # client only
-        self.handle: ServerTransaction | None = None  # server only
+        self.flow = flow
+
+
+class ServerEntry(_Entry):
+    """A server transaction: the TU's handle, and the last response as sent."""
+
+    __slots__ = ("handle", "last_sent", "sent_to")
+
+    def __init__(self, key: tuple[str, ...], machine: Any, flow: Flow,
+                 handle: ServerTransaction) -> None:
+        super().__init__(key, machine, flow)  # the request's flow
+        self.handle = handle
+        self.last_sent: bytes | None = None  # re-sent to retransmissions after it ends
+        self.sent_to: Flow | None = None  # where it went (§18.2.2)
+
+
+class ClientEntry(_Entry):
+    """A client transaction: where it goes, who waits for its answer and how."""
+
+    __slots__ = ("failure", "future", "on_late", "on_provisional", "on_timeout", "target")
+
+    def __init__(self, key: tuple[str, ...], machine: Any, target: Target) -> None:
+        super().__init__(key, machine, None)  # the flow once sent
+        self.target = target
+        self.future: asyncio.Future[Response] | None = None  # None: nobody waits
         self.on_provisional: Callable[[Response], None] | None = None
-        # client: a final response after the TU already has one (timer C's 408);
+        # a final response after the TU already has one (timer C's 408);
         # True when the TU took care of it
         self.on_late: Callable[[Response], bool] | None = None
-        self.on_timeout: Callable[[], None] | None = None  # client: timer C/B/F fired
-        self.last_sent: bytes | None = None  # server: the last response, as sent
-        self.sent_to: Flow | None = None  # server: where it went (§18.2.2)
-        # client: the synthetic answer to a transport failure
+        self.on_timeout: Callable[[], None] | None = None  # timer C/B/F fired
+        # the synthetic answer to a transport failure
         self.failure: tuple[int, str] = (503, "Service Unavailable")
 
 
 class SipStack:
+    """Built in one step: the transports come from ``transports(stack)``, which may
+    wire their input to the public ``receive``, ``on_framing_error`` and
+    ``connection_closed``; requests go up to ``on_request``, ACKs and responses
+    that match no transaction to ``on_stray_ack`` / ``on_stray_response``.
+    """
+
     def __init__(
         self,
-        transports: Transports | None,
+        transports: TransportsFactory,
         timers: TimerConfig,
         on_request: RequestHandler,
         *,
         on_stray_ack: StrayHandler | None = None,
         on_stray_response: StrayHandler | None = None,
         server_header: str | None = None,
+        branch_token: str | None = None,
+        branch_tag: str = "",
     ) -> None:
-        self.transports: Transports = transports  # type: ignore[assignment]
         self.timers = timers
         self.server_header = server_header
-        self._on_request = on_request
-        self._on_stray_ack = on_stray_ack
-        self._on_stray_response = on_stray_response
-        self._server: dict[tuple[str, ...], _Entry] = {}
-        self._client: dict[tuple[str, ...], _Entry] = {}
-        self._completed = CompletedTransactions()
-        self.branch_token = new_token()  # names this server in every branch it makes
+        self.on_request = on_request
+        self.on_stray_ack = on_stray_ack
+        self.on_stray_response = on_stray_response
+        self._server: dict[tuple[str, ...], ServerEntry] = {}
+        self._client: dict[tuple[str, ...], ClientEntry] = {}
+        # On the loop's clock, like the timers that fill it.
+        self._completed = CompletedTransactions(lambda: asyncio.get_running_loop().time())
+        # Names this server in every branch it makes; several worker processes
+        # share one, so a request looping through two of them is still a loop.
+        self.branch_token = branch_token or new_token()
         # With several worker processes: this one's number, in its branches, so
         # that responses are handed back to it (workers.keys).
-        self.branch_tag = ""
+        self.branch_tag = branch_tag
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # INVITE client branches we generated lately (branch -> monotonic time)
@@ -122,6 +144,7 @@ class SipStack:
         self.requests_by_method: dict[str, int] = dict.fromkeys(COUNTED_METHODS, 0)
         self.responses_received = [0] * 7
         self.responses_sent = [0] * 7
+        self.transports: Transports = transports(self)
 
     # ------------------------------------------------------------------ input
     def receive(self, data: bytes, flow: Flow) -> None:
@@ -172,13 +195,12 @@ class SipStack:
         if request.method == "ACK":
             # An ACK that matches no transaction acknowledges a 2xx: it belongs to
             # the dialog, not to us, and a proxy forwards it statelessly.
-            if self._on_stray_ack is not None:
-                self._spawn(self._on_stray_ack(request, flow))
+            if self.on_stray_ack is not None:
+                self._spawn(self.on_stray_ack(request, flow))
             return
         cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
-        entry = _Entry(key, cls(request, flow.reliable, self.timers))
-        entry.flow = flow
-        entry.handle = ServerTransaction(self, request, flow, key)
+        handle = ServerTransaction(self, request, flow, key)
+        entry = ServerEntry(key, cls(request, flow.reliable, self.timers), flow, handle)
         self._server[key] = entry
         self._run(entry, entry.machine.start())
 
@@ -198,8 +220,8 @@ class SipStack:
                 recent = self._recent_invite(key[0])
                 if recent is not None and recent[1] is not None and recent[1](response):
                     return
-            if self._on_stray_response is not None:
-                self._spawn(self._on_stray_response(response, flow))
+            if self.on_stray_response is not None:
+                self._spawn(self.on_stray_response(response, flow))
             return
         self._run(entry, entry.machine.on_response(response))
 
@@ -228,7 +250,7 @@ class SipStack:
         unanswered for 64*T1 instead of reaching the route again.
         """
         entry = self._server.get(key)
-        if entry is not None and (entry.handle is None or entry.handle.final is None):
+        if entry is not None and entry.handle.final is None:
             # An INVITE may have sent its 100 Trying already: still unanswered.
             self._linger(entry, self.timers.t1 * 64)
 
@@ -276,7 +298,7 @@ class SipStack:
 
     def _start_client(
         self, request: Request, target: Target, keep_via: bool, *, wait: bool
-    ) -> _Entry:
+    ) -> ClientEntry:
         if keep_via:
             top = request.top_via
             assert top is not None and top.branch is not None
@@ -292,8 +314,7 @@ class SipStack:
             request.headers.prepend("Via", str(via))
         cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
         key = (str(via.branch), request.method if request.method != "ACK" else "INVITE")
-        entry = _Entry(key, cls(request, target.reliable, self.timers))
-        entry.target = target
+        entry = ClientEntry(key, cls(request, target.reliable, self.timers), target)
         if wait:
             entry.future = asyncio.get_running_loop().create_future()
         self._client[key] = entry
@@ -323,7 +344,7 @@ class SipStack:
             return None
         return sent
 
-    def _finish_client(self, entry: _Entry, response: Response) -> None:
+    def _finish_client(self, entry: ClientEntry, response: Response) -> None:
         if entry.future is not None and not entry.future.done():
             entry.future.set_result(response)
 
@@ -354,12 +375,14 @@ class SipStack:
             elif isinstance(effect, fx.PassToTU):
                 self._pass_up(entry, effect.message)
             elif isinstance(effect, fx.Timeout):
-                if entry.future is not None and not entry.future.done():
+                # A server's Timeout (timer H: no ACK came) needs nothing more.
+                if (isinstance(entry, ClientEntry) and entry.future is not None
+                        and not entry.future.done()):
                     if entry.on_timeout is not None:
                         entry.on_timeout()
                     self._finish_client(entry, self._synthetic(entry, 408, "Request Timeout"))
             elif isinstance(effect, fx.TransportFailed):
-                if entry.future is not None:
+                if isinstance(entry, ClientEntry) and entry.future is not None:
                     self._finish_client(entry, self._synthetic(entry, *entry.failure))
             elif isinstance(effect, fx.Terminated):
                 self._terminate(entry)
@@ -369,12 +392,11 @@ class SipStack:
         for handle in entry.timers.values():
             handle.cancel()
         entry.timers.clear()
-        server = entry.handle is not None
-        table = self._server if server else self._client
-        if table.get(entry.key) is entry:
-            del table[entry.key]
-        final = entry.last_sent if server else None
-        self._completed.add(entry.key, final, entry.sent_to, delay)
+        self._drop(entry)
+        if isinstance(entry, ServerEntry):
+            self._completed.add(entry.key, entry.last_sent, entry.sent_to, delay)
+        else:
+            self._completed.add(entry.key, None, None, delay)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
@@ -395,24 +417,29 @@ class SipStack:
         for handle in entry.timers.values():
             handle.cancel()
         entry.timers.clear()
-        table = self._server if entry.handle is not None else self._client
-        if table.get(entry.key) is entry:
-            del table[entry.key]
-        if entry.future is not None and not entry.future.done():
+        self._drop(entry)
+        if isinstance(entry, ClientEntry) and entry.future is not None and not entry.future.done():
             # A client transaction that ended without a final answer timed out.
             self._finish_client(entry, self._synthetic(entry, 408, "Request Timeout"))
 
+    def _drop(self, entry: _Entry) -> None:
+        table: dict[tuple[str, ...], Any] = (
+            self._server if isinstance(entry, ServerEntry) else self._client)
+        if table.get(entry.key) is entry:
+            del table[entry.key]
+
     def _pass_up(self, entry: _Entry, message: Request | Response) -> None:
         if isinstance(message, Request):
-            assert entry.handle is not None and entry.flow is not None
+            assert isinstance(entry, ServerEntry) and entry.flow is not None
             if message.method == "ACK":
                 # The ACK of a 2xx matched the INVITE server transaction while it
                 # waits in Accepted (RFC 6026): it goes on end to end.
-                if self._on_stray_ack is not None:
-                    self._spawn(self._on_stray_ack(message, entry.flow))
+                if self.on_stray_ack is not None:
+                    self._spawn(self.on_stray_ack(message, entry.flow))
                 return
             self._spawn(self._handle_request(entry.handle))
             return
+        assert isinstance(entry, ClientEntry)
         if message.status < 200:
             if entry.on_provisional is not None:
                 entry.on_provisional(message)
@@ -423,16 +450,16 @@ class SipStack:
             # fork) after the first, which the proxy relays upstream statelessly.
             if entry.on_late is not None and entry.on_late(message):
                 return
-            if (200 <= message.status < 300 and self._on_stray_response is not None
+            if (200 <= message.status < 300 and self.on_stray_response is not None
                     and entry.flow is not None):
-                self._spawn(self._on_stray_response(message, entry.flow))
+                self._spawn(self.on_stray_response(message, entry.flow))
             return
         self._finish_client(entry, message)
 
     def _send_effect(self, entry: _Entry, message: Request | Response) -> None:
         data = message.serialise()
         if isinstance(message, Response):
-            assert entry.flow is not None
+            assert isinstance(entry, ServerEntry) and entry.flow is not None
             entry.last_sent = data
             # The response carries the request's Vias verbatim: route it with
             # the request's already parsed top Via instead of parsing it again.
@@ -448,7 +475,7 @@ class SipStack:
                 log.info("send to %s failed: %s", entry.flow, exc)
                 self._run(entry, entry.machine.on_transport_error())
                 return
-        assert entry.target is not None
+        assert isinstance(entry, ClientEntry)
         if entry.target.transport == "udp":
             # No connection to open: send now rather than in a task of its own.
             try:
@@ -480,8 +507,7 @@ class SipStack:
                      entry.machine.request.method)
             self._transport_error(entry)
 
-    async def _first_send(self, entry: _Entry, data: bytes) -> None:
-        assert entry.target is not None
+    async def _first_send(self, entry: ClientEntry, data: bytes) -> None:
         try:
             entry.flow = await self.transports.send(data, entry.target)
         except (ConnectionError, OSError) as exc:
@@ -550,7 +576,7 @@ class SipStack:
 
     async def _handle_request(self, handle: ServerTransaction) -> None:
         try:
-            result = self._on_request(handle)
+            result = self.on_request(handle)
             if result is not None:
                 await result
         except Exception:

@@ -9,11 +9,11 @@ dies on input.
 
 from __future__ import annotations
 
+from sipsilo.flow import Flow
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.ids import new_tag
 from sipsilo.sip.message import Request
 from sipsilo.sip.parser import error_response
-from sipsilo.transport.flow import Flow
 
 
 def fix_via_received(request: Request, flow: Flow) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from sipsilo.flow import Flow
 from sipsilo.sip.ids import new_tag
 from sipsilo.sip.message import Request, Response
-from sipsilo.transport.flow import Flow
 
 if TYPE_CHECKING:
     from sipsilo.stack.core import SipStack

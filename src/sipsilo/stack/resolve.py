@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from sipsilo.flow import Target
 from sipsilo.sip.uri import SipUri, is_ip_address
-from sipsilo.transport.flow import Target
 
 
 class ResolveError(Exception):

@@ -1,62 +1,10 @@
-"""Where a message came from or goes to, independent of sockets.
+"""Re-export of :mod:`sipsilo.flow`, where ``Flow`` and ``Target`` live.
 
-A Flow names the path a message travelled: which transport, our local address,
-the peer's address and, for stream transports, which connection. Responses go
-back along the request's flow (RFC 3261 §18.2.2) and the registrar remembers
-the flow a REGISTER came on, so that a client behind NAT or on TCP can be
-reached over that same path later.
+They are plain values that the registrar, the silo and the stack use as much
+as the transports do, so they sit below all of them; this name stays for code
+that thinks of them as the transport's.
 """
 
-from __future__ import annotations
+from sipsilo.flow import CLIENT_OPENED, STREAMS, Flow, Target
 
-from dataclasses import dataclass
-
-from sipsilo.sip.uri import format_host
-
-STREAMS = frozenset({"tcp", "tls", "ws", "wss"})
-# Reached only over the connection the client opened: we never open a WebSocket.
-CLIENT_OPENED = frozenset({"ws", "wss"})
-
-
-@dataclass(frozen=True, slots=True)
-class Flow:
-    transport: str  # "udp", "tcp", "tls", "ws" or "wss" (lower-case)
-    local: tuple[str, int]
-    remote: tuple[str, int]
-    conn_id: int | None = None  # stream connection the message came on
-
-    @property
-    def reliable(self) -> bool:
-        # Reliable transports never retransmit at the transaction layer (§17).
-        return self.transport != "udp"
-
-    def __str__(self) -> str:
-        return f"{self.transport}:{_hostport(self.remote)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where to send a new request: a transport and a numeric address."""
-
-    transport: str
-    host: str
-    port: int
-    conn_id: int | None = None  # reuse this connection when it is still open
-    # Send from this listener (host, port) when it exists: the one a binding
-    # registered on, so a UA behind NAT sees the address it opened a pinhole to.
-    local: tuple[str, int] | None = None
-    # TLS: the name to ask for (SNI) and verify in the peer's certificate, the
-    # URI's host before it was resolved to host.
-    server_name: str | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-    def __str__(self) -> str:
-        return f"{self.transport}:{_hostport((self.host, self.port))}"
-
-
-def _hostport(addr: tuple[str, int]) -> str:
-    host, port = addr
-    return f"{format_host(host)}:{port}"
+__all__ = ["CLIENT_OPENED", "STREAMS", "Flow", "Target"]

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from sipsilo.flow import CLIENT_OPENED, STREAMS, Flow, Target
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import canonical_host, is_ip_address
-from sipsilo.transport.flow import CLIENT_OPENED, STREAMS, Flow, Target
 from sipsilo.transport.layer import Layer
 from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.tcp import TcpListener, TcpRegistry

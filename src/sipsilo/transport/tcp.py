@@ -28,9 +28,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from sipsilo.flow import Flow
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.parser import StreamFramer
-from sipsilo.transport.flow import Flow
 from sipsilo.transport.layer import Layer, LayerError
 from sipsilo.transport.stream import (
     MemoryReturn,

@@ -11,8 +11,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from sipsilo.flow import Flow
 from sipsilo.sip.uri import format_host
-from sipsilo.transport.flow import Flow
 
 log = logging.getLogger(__name__)
 

@@ -183,7 +183,7 @@ class Supervisor:
         env = dict(os.environ)
         env[SPEC_ENV] = str(theirs.fileno())
         return subprocess.Popen(
-            [sys.executable, "-m", "sipsilo.workers.worker"], pass_fds=[theirs.fileno()], env=env,
+            [sys.executable, "-m", "sipsilo.worker_main"], pass_fds=[theirs.fileno()], env=env,
         )
 
     # --------------------------------------------------------------- traffic

@@ -1,6 +1,8 @@
-"""Entry point of one worker process, started by the supervisor (not by hand).
+"""What a worker process learns from its supervisor at start-up.
 
-The supervisor passes the link's file descriptor number in an environment
+The process's entry point is ``sipsilo.worker_main``, next to ``app`` that it
+runs: this package does not import ``app`` (which imports it). The supervisor
+passes the link's file descriptor number in an environment
 variable, then the effective configuration, this worker's number and the
 branch token all workers share as the link's first frame; see
 workers.supervisor and transport.worker_link.
@@ -11,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipsilo.config import Config
-from sipsilo.transport.worker_link import LinkClosed, WorkerLink, read_spec
+from sipsilo.transport.worker_link import WorkerLink, read_spec
 from sipsilo.workers.supervisor import SPEC_ENV
 
 
@@ -36,7 +37,7 @@ class WorkerContext:
 def context_from_link() -> tuple[Config, WorkerContext]:
     fd = os.environ.pop(SPEC_ENV, None)
     if fd is None or not fd.isdigit():
-        raise SystemExit("sipsilo.workers.worker is started by `sipsilo serve`, not by hand")
+        raise SystemExit("sipsilo.worker_main is started by `sipsilo serve`, not by hand")
     link = socket.socket(fileno=int(fd))
     spec = json.loads(read_spec(link))
     config = Config.model_validate_json(spec["config"]).model_copy(
@@ -49,25 +50,3 @@ def context_from_link() -> tuple[Config, WorkerContext]:
         link_sock=link,
     )
     return config, ctx
-
-
-def main() -> None:
-    try:
-        config, ctx = context_from_link()
-    except LinkClosed:
-        sys.exit(1)
-    from sipsilo import app
-
-    try:
-        app.run(config, worker=ctx)
-    except KeyboardInterrupt:
-        pass
-    except LinkClosed:
-        sys.exit(1)  # the supervisor failed to start and says why
-    except Exception as exc:  # one line, like `sipsilo serve`
-        print(f"sipsilo worker {ctx.index}: {exc}", file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
