@@ -9,14 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sipsilo.silo.admin import open_store
-from sipsilo.silo.schema import push_table_name as table_name
-from sipsilo.silo.sqlbase import open_pool, parse_sql_url
 from tests.silo.helpers import msg, run
 from tests.silo.sqlservers import drop_table, server_url, sql, unique_table
 
+from sipsilo.db.base import open_pool
+from sipsilo.db.migrate import migrate_pool
+from sipsilo.db.schema import push_table_name as table_name
+from sipsilo.db.url import parse_db_url as parse_sql_url
 from sipsilo.push.store import PushStore, PushTarget
-from sipsilo.silo.sqlstore import migrate_pool
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.store import SiloStore
 
 
