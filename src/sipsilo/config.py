@@ -15,6 +15,7 @@ since TOML, the environment and the command line have no null.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -151,6 +152,13 @@ def _check_db_url(value: str) -> str:
     except StoreConfigError as exc:
         raise ValueError(str(exc)) from None
     return value
+
+
+@functools.lru_cache(maxsize=32)
+def _database(raw: str, key: str, data_dir: Path) -> ParsedDbUrl:
+    """A ``db_url`` parsed (once per URL, key and data dir: a configuration copied with
+    another data dir, as a worker's is, gets its own), with the key for error lines."""
+    return parse_db_url(raw, key, data_dir)
 
 
 DbUrl = Annotated[str, AfterValidator(_check_db_url)]
@@ -329,8 +337,6 @@ class Config(_Section):
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     # What load_config read this from, for reload() on SIGHUP.
     _source: tuple[Any, ...] | None = PrivateAttr(default=None)
-    # The db_urls, parsed once (see the msilo_db and registrar_db properties).
-    _databases: tuple[ParsedDbUrl, ParsedDbUrl | None] | None = PrivateAttr(default=None)
 
     def reload(self) -> Config:
         """Read the same file, environment and --set again (SIGHUP); ConfigError on a problem.
@@ -364,29 +370,16 @@ class Config(_Section):
         """Listeners that need the server certificate."""
         return any(a.proto in ("tls", "wss") for a in self.server.listen)
 
-    @model_validator(mode="after")
-    def _parse_databases(self) -> Config:
-        # Each section checked its URL already; this keeps the parsed form, with the
-        # key for error lines and a SQLite path resolved against the data dir.
-        registrar = self.registrar.db_url
-        self._databases = (
-            parse_db_url(self.msilo.db_url, "msilo.db_url", self.data_dir),
-            None if registrar is None
-            else parse_db_url(registrar, "registrar.db_url", self.data_dir),
-        )
-        return self
-
     @property
     def msilo_db(self) -> ParsedDbUrl:
         """``[msilo] db_url``: the message store's database, and the subscriber table's."""
-        assert self._databases is not None
-        return self._databases[0]
+        return _database(self.msilo.db_url, "msilo.db_url", self.data_dir)
 
     @property
     def registrar_db(self) -> ParsedDbUrl | None:
         """``[registrar] db_url``, None when bindings are kept in memory."""
-        assert self._databases is not None
-        return self._databases[1]
+        url = self.registrar.db_url
+        return None if url is None else _database(url, "registrar.db_url", self.data_dir)
 
     def silo_db_path(self) -> str | None:
         """The msilo SQLite file resolved against the data dir; None if not SQLite."""
