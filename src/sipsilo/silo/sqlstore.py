@@ -103,13 +103,9 @@ class SqlMessageStore(SiloStore):
         return await purge_in_chunks(
             lambda: self._write(lambda c: c.execute(self.ops.sql_purge_expired, args)))
 
-    async def list_messages(
-        self,
-        username: str | None = None,
-        domain: str | None = None,
-        limit: int = 1000,
-        after_id: int = 0,
-    ) -> builtins.list[StoredMessage]:
+    async def list_messages(self, username: str | None = None, domain: str | None = None,
+                            limit: int = 1000, after_id: int = 0
+                            ) -> builtins.list[StoredMessage]:
         return await self._read(
             lambda c: self.ops.list_messages(c, username, domain, limit, after_id))
 
