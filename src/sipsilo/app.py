@@ -27,7 +27,7 @@ from sipsilo.control.server import ControlServer
 from sipsilo.db.errors import StoreUnavailable
 from sipsilo.db.url import mask_url
 from sipsilo.metrics import Counters
-from sipsilo.ops.logs import setup_logging
+from sipsilo.ops.logs import flush_logging, setup_logging
 from sipsilo.ops.reload import ReloadHook
 from sipsilo.proxy.relay import Relay
 from sipsilo.proxy.route_token import RouteKeys
@@ -70,16 +70,21 @@ def run(config: Config, worker: WorkerContext | None = None) -> int:
     """
     setup_logging(config.server.log_level, config.server.log_format,
                   "" if worker is None else worker.name)
-    if worker is None and config.server.workers > 1:
-        from sipsilo.workers.supervisor import supervise
+    try:
+        if worker is None and config.server.workers > 1:
+            from sipsilo.workers.supervisor import supervise
 
-        return event_loop.run(supervise(config))
-    # A SIP server makes many short-lived objects per request and few
-    # long-lived cycles: collect the young generation less often, and keep
-    # the objects built at start-up out of every collection.
-    gc.set_threshold(20000, 20, 50)
-    event_loop.run(serve(config, worker))
-    return 0
+            return event_loop.run(supervise(config))
+        # A SIP server makes many short-lived objects per request and few
+        # long-lived cycles: collect the young generation less often, and keep
+        # the objects built at start-up out of every collection.
+        gc.set_threshold(20000, 20, 50)
+        event_loop.run(serve(config, worker))
+        return 0
+    finally:
+        # Logging is written by a thread: every line out before the caller prints
+        # an error line or the process exits.
+        flush_logging()
 
 
 class Server:

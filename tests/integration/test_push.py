@@ -119,7 +119,7 @@ def test_dead_token_removes_the_target_and_privacy_hides_the_sender(
         assert send_message(alice, server.port, "bob", "two").startswith("SIP/2.0 202")
         time.sleep(0.5)
         assert len(http.posts()) == 1  # no target any more: no push
-    assert "push target of sip:bob@127.0.0.1 removed" in server.log()
+    wait_for(lambda: "push target of sip:bob@127.0.0.1 removed" in server.log())
 
 
 def test_webpush_payload_decrypts_with_the_ua_keys_and_vapid_verifies(

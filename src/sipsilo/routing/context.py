@@ -321,11 +321,11 @@ class RouteContext:
         svc.quota.stored(row)
         svc.counters.inc("stored_messages")
         svc.counters.observe("store_commit_seconds", time.perf_counter() - started)
-        log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
-                 row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
-                 row.exp_time - row.inc_time,
-                 extra={"call_id": req.call_id, "user": f"{row.username}@{row.domain}",
-                        "message_id": row_id})
+        if log.isEnabledFor(logging.INFO):  # one line per message: short, and only built when shown
+            log.info("stored message %s for %s@%s from %s (%d bytes)", row_id, row.username,
+                     row.domain, row.src_addr, len(row.body),
+                     extra={"call_id": req.call_id, "user": f"{row.username}@{row.domain}",
+                            "message_id": row_id})
         if send_at is not None and svc.config.msilo.reminder and svc.push_store is not None:
             try:
                 await svc.push_store.set_send_time(row_id, max(1, int(send_at)))
