@@ -343,3 +343,19 @@ def test_connection_hygiene_limits() -> None:
     assert "server.tcp_message_timeout" in error_of("server.tcp_message_timeout=0")
     assert "server.max_header_size" in error_of("server.max_header_size=100")
     assert "server.tcp_max_connections_per_ip" in error_of("server.tcp_max_connections_per_ip=-1")
+
+
+def test_database_urls_follow_the_data_dir_of_a_copy(tmp_path: Path) -> None:
+    """A worker gets the configuration as JSON and its data dir set afterwards: the
+    SQLite files it opens must be those under that data dir, not under its cwd."""
+    config = load_config(None, ["registrar.db_url=sqlite:///loc.db"], env={},
+                         data_dir=str(tmp_path / "a"))
+    assert config.msilo_db.path == str(tmp_path / "a" / "sipsilo.db")
+    assert config.msilo_db.key == "msilo.db_url"
+    worker = Config.model_validate_json(config.model_dump_json()).model_copy(
+        update={"data_dir": tmp_path / "b"})
+    assert worker.msilo_db.path == str(tmp_path / "b" / "sipsilo.db")
+    assert worker.silo_db_path() == str(tmp_path / "b" / "sipsilo.db")
+    assert worker.registrar_db is not None
+    assert worker.registrar_db.path == str(tmp_path / "b" / "loc.db")
+    assert worker.registrar_db.key == "registrar.db_url"
