@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import tomllib
 from pathlib import Path
@@ -9,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from sipsilo import __version__
-from sipsilo.config import Config, ConfigError, ListenAddress, load_config, sqlite_path
+from sipsilo.config import (
+    AUTO_WORKERS_MAX,
+    Config,
+    ConfigError,
+    ListenAddress,
+    load_config,
+    sqlite_path,
+)
 from sipsilo.config_values import parse_cli_value
 
 
@@ -34,6 +42,15 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 # --- defaults -------------------------------------------------------------------
+
+
+def test_workers_auto_is_the_usable_cpus_capped() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    for value in ("auto", "AUTO", '"auto"'):
+        c = load_config(None, [f"server.workers={value}"], env={})
+        assert c.server.workers == max(1, min(cpus, AUTO_WORKERS_MAX))
+    assert load_config(None, [], env={"SIPSILO_SERVER__WORKERS": "auto"}).server.workers \
+        == max(1, min(cpus, AUTO_WORKERS_MAX))
 
 
 def test_defaults_follow_the_seed_and_kamailio() -> None:
@@ -186,6 +203,7 @@ def test_cli_value_parsing(text: str, value: object) -> None:
         (["msilo.db_table=silo;drop"], "config error: msilo.db_table: not a valid table name"),
         (["server.workers=0"], "config error: server.workers:"),
         (["server.workers=1.5"], "config error: server.workers: Input should be a valid integer"),
+        (["server.workers=many"], "config error: server.workers: Input should be a valid integer"),
         (["server.log_level=loud"], "config error: server.log_level:"),
         (["server.route=nocolon"], 'config error: server.route: expected "module:function"'),
         (["server.domains=['bad host']"], "config error: server.domains[0]: bad host"),

@@ -72,14 +72,13 @@ def test_errors_name_the_key(sets: list[str], expected: str) -> None:
     assert error_of(*sets).startswith(expected)
 
 
-@pytest.mark.parametrize("proto", ["tls", "ws", "wss"])
-def test_workers_serve_udp_only_so_secure_listeners_are_a_config_error(
-        proto: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("proto", ["tcp", "tls", "ws", "wss"])
+def test_several_workers_serve_every_transport(proto: str, tmp_path: Path) -> None:
     make_certs(tmp_path)
-    line = error_of("server.workers=2", f'server.listen=["udp:127.0.0.1:5060", '
-                    f'"{proto}:127.0.0.1:5061"]', data_dir=tmp_path)
-    assert line.startswith("config error: server: workers = 2: several worker processes "
-                           f"serve UDP only; remove {proto}:127.0.0.1:5061 from server.listen")
+    c = load_config(None, ["server.workers=2", f'server.listen=["udp:127.0.0.1:5060", '
+                           f'"{proto}:127.0.0.1:5061"]'], data_dir=tmp_path, env={})
+    assert c.server.workers == 2
+    assert [a.proto for a in c.server.listen] == ["udp", proto]
 
 
 def test_origins_are_normalised_and_round_trip(tmp_path: Path) -> None:

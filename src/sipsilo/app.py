@@ -36,6 +36,7 @@ from sipsilo.registrar.registrar import Registrar
 from sipsilo.registrar.replicated import ReplicatedLocation
 from sipsilo.registrar.sql_location import open_location
 from sipsilo.routing.dispatch import Dispatcher
+from sipsilo.routing.handover import FlowOwner
 from sipsilo.routing.loader import load_route
 from sipsilo.routing.services import Services
 from sipsilo.silo.backend import open_configured
@@ -187,6 +188,7 @@ class Server:
             store=self.store, delivery=self.delivery, relay=self.relay, counters=self.counters,
             server_header=server_header, domains=domains,
             route_keys=RouteKeys(load_secret(cfg.data_dir), cfg.proxy.route_token_lifetime),
+            handover=FlowOwner(load_secret(cfg.data_dir)),
         )
         self.relay.stamp = self.services.stamp_response
         self._claim_owner = owner
@@ -203,8 +205,13 @@ class Server:
         if link is not None:
             # Ready but for the sockets: the supervisor binds them once every
             # worker got here, and hands them over.
-            self.transports.share_udp(link.handshake())
-        await self.transports.start()
+            self.transports.share_sockets(link.handshake())
+        # With workers and stream listeners: a private listener the other
+        # workers hand requests for our connections to (routing.handover).
+        await self.transports.start(
+            private=worker is not None and any(a.proto != "udp" for a in cfg.server.listen))
+        if self.transports.private is not None:
+            self.services.handover.listen("127.0.0.1", self.transports.private.port)
         if link is not None:
             link.start(self.transports.udp)
         released = await self.store.release_owner(owner)

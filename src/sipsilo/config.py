@@ -172,6 +172,17 @@ _DEFAULT_LISTEN = (ListenAddress("udp", "127.0.0.1", 5060), ListenAddress("tcp",
 _WILDCARD_SELF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
+AUTO_WORKERS_MAX = 4
+
+
+def _auto_workers(value: object) -> object:
+    """``workers = "auto"``: the CPUs this process may use, capped (each
+    worker is a whole Python process of ~40 MB)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return max(1, min(len(os.sched_getaffinity(0)), AUTO_WORKERS_MAX))
+    return value
+
+
 class ServerConfig(_Section):
     listen: Annotated[list[Listen], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
         default_factory=lambda: list(_DEFAULT_LISTEN)
@@ -181,7 +192,8 @@ class ServerConfig(_Section):
                          BeforeValidator(_lower)] = "info"
     # Processes that handle SIP (see docs/architecture.md, "Worker processes");
     # the branch tag that routes responses back to a worker has room for 64.
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # "auto": one per CPU, at most AUTO_WORKERS_MAX.
+    workers: Annotated[int, BeforeValidator(_auto_workers), Field(ge=1, le=64)] = 1
     route: Annotated[str | None, BeforeValidator(_empty_to_none),
                      AfterValidator(lambda v: None if v is None else _check_route(v))] = None
     # Above [msilo] max_body plus headers, so a too-large MESSAGE over TCP gets
@@ -217,18 +229,6 @@ class ServerConfig(_Section):
                 raise ValueError(f"duplicate listen address {quote(str(addr))}")
             seen.add(addr)
         return value
-
-    @model_validator(mode="after")
-    def _workers_serve_udp(self) -> ServerConfig:
-        if self.workers > 1:
-            for addr in self.listen:
-                if addr.proto != "udp":
-                    raise ValueError(
-                        f"workers = {self.workers}: several worker processes serve UDP only;"
-                        f" remove {addr} from server.listen (for example"
-                        f" --set server.listen=udp{str(addr)[len(addr.proto):]}) or set workers = 1"
-                    )
-        return self
 
     def effective_domains(self) -> list[str]:
         """Hosts that count as "myself": ``domains`` if set, else the listen hosts + localhost.

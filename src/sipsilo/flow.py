@@ -28,6 +28,11 @@ class Flow:
     local: tuple[str, int]
     remote: tuple[str, int]
     conn_id: int | None = None  # stream connection the message came on
+    # Who holds that connection, when that is another process than the one
+    # reading this value: the SIP URI of the holder's private listener
+    # (sipsilo.routing.handover). Set on the flows bindings keep in a server of
+    # several workers; None: this process.
+    owner: str | None = None
 
     @property
     def reliable(self) -> bool:
@@ -52,6 +57,10 @@ class Target:
     # TLS: the name to ask for (SNI) and verify in the peer's certificate, the
     # URI's host before it was resolved to host.
     server_name: str | None = None
+    # A Route entry put on top of the request before it leaves: the process
+    # that holds the connection to the destination (routing.handover), in the
+    # spirit of a Path entry (RFC 3327).
+    route: str | None = None
 
     @property
     def reliable(self) -> bool:

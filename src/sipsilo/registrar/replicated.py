@@ -15,6 +15,7 @@ worker sends on the same listening sockets.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import pickle
 from collections.abc import Callable, Coroutine
@@ -69,8 +70,16 @@ class ReplicatedLocation(LocationService):
             return
         _run_now(getattr(self.inner, op)(*args))
 
+    def snapshot(self, now: float) -> builtins.list[bytes]:
+        """The whole table as changes to apply to an empty one: what a worker
+        started in place of one that died gets before it serves (the supervisor
+        keeps a copy for that; expired bindings are dropped here)."""
+        _run_now(self.inner.expire(now))
+        bindings: BindingList = _run_now(self.inner.list(None, now))
+        return [pickle.dumps(("save", (b,))) for b in bindings]
 
-def _run_now(coro: Coroutine[Any, Any, Any]) -> None:
+
+def _run_now(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine of the memory service, which never suspends, to its end now.
 
     Applied in arrival order, synchronously: a save then a remove of the same
@@ -78,7 +87,7 @@ def _run_now(coro: Coroutine[Any, Any, Any]) -> None:
     """
     try:
         coro.send(None)
-    except StopIteration:
-        return
+    except StopIteration as done:
+        return done.value
     coro.close()
     raise RuntimeError("the memory location service suspended; change not applied")

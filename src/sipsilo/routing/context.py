@@ -203,7 +203,9 @@ class RouteContext:
                     # MESSAGEs for such a binding would come straight back here.
                     self.t_reply(403, "Contact points to this server")
                     return False
-        result = await svc.registrar.handle(self.request, self.flow, time.time())
+        # A stream flow names this process as its owner (routing.handover).
+        flow = svc.handover.stamp(self.flow)
+        result = await svc.registrar.handle(self.request, flow, time.time())
         response = result.response
         if svc.server_header:
             response.headers.add("Server", svc.server_header)

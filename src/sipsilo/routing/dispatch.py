@@ -12,7 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from sipsilo.flow import Flow, Target
+from sipsilo.proxy.relay import Branch
 from sipsilo.routing.context import RouteContext, strip_own_routes
+from sipsilo.routing.handover import BadHandover
 from sipsilo.routing.services import Services
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.ids import new_branch
@@ -37,6 +39,15 @@ class Dispatcher:
         if tx.request.method == "CANCEL":
             await self._cancel(tx)
             return
+        try:
+            handed = self.services.handover.taken(tx.request, tx.flow.local)
+        except (BadHandover, ParseError) as exc:
+            log.warning("%s from %s refused: %s", tx.request.method, tx.flow, exc)
+            tx.reply(403, "Forbidden")
+            return
+        if handed is not None:
+            await self._handed_over(tx, handed)
+            return
         ctx = RouteContext(self.services, tx)
         if self._looped(tx.request):
             ctx.t_reply(482, "Loop Detected")
@@ -55,6 +66,23 @@ class Dispatcher:
                         getattr(self.route, "__module__", "?"), name, tx.request.method,
                         tx.request.uri)
             ctx.t_reply(500, "Server Internal Error - request not handled")
+
+    async def _handed_over(self, tx: ServerTransaction, target: Target) -> None:
+        """Another worker relays a request to a connection we hold
+        (routing.handover): out over it, statefully, the answer back to it.
+        No route runs: the sending worker's did."""
+        svc = self.services
+        request = tx.request
+        if request.max_forwards is not None and request.max_forwards <= 0:
+            tx.reply(483, "Too Many Hops")
+            return
+        conn = svc.stack.transports.tcp.get(target.conn_id)
+        if conn is None or conn.flow.remote != (target.host, target.port):
+            svc.counters.inc("handover_failed")
+            tx.reply(430, "Flow Failed")
+            return
+        svc.counters.inc("taken_over")
+        await svc.relay.relay(tx, request, [Branch(request.uri, target)])
 
     def _looped(self, request: Request) -> bool:
         """RFC 3261 §16.3 step 4: an initial request that carries one of our

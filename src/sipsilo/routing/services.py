@@ -27,6 +27,7 @@ from sipsilo.push.store import PushStore
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
+from sipsilo.routing.handover import FlowOwner
 from sipsilo.silo.compose import offline_notice
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
 from sipsilo.silo.limits import Caps, SourceRate, StoreQuota
@@ -61,6 +62,9 @@ class Services:
     # we really record-routed are relayed along their Route set, and only there.
     route_keys: RouteKeys = field(
         default_factory=lambda: RouteKeys(secrets.token_bytes(32), 43200))
+    # Which process holds a binding's connection, and how to reach it there
+    # (routing.handover); with one process nobody else holds one.
+    handover: FlowOwner = field(default_factory=lambda: FlowOwner(secrets.token_bytes(32)))
     # [push]: wakes sleeping phones (sipsilo.push); None when no pusher is configured.
     push: PushService | None = None
     # The SQL of push targets and reminders; None when neither is configured.
@@ -213,6 +217,10 @@ class Services:
                 log.warning("outbound proxy %s unusable: %s", hop, exc)
                 return None
         flow = binding.flow
+        if self.handover.elsewhere(flow):
+            # Another worker holds the connection: relayed through it.
+            self.counters.inc("handed_over")
+            return self.handover.target(flow)
         if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
             return Target(flow.transport, *flow.remote, flow.conn_id)
         if flow.transport in CLIENT_OPENED or (flow.transport != "udp" and binding.reg_id):

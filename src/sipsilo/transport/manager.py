@@ -96,31 +96,52 @@ class Transports:
         self._max_message_size = max_message_size
         self.udp: list[UdpListener] = []
         self.tcp_listeners: list[TcpListener] = []
+        self.private: TcpListener | None = None  # see start(private=True)
         self._bound: tuple[tuple[int, int], list[tuple[str, str, int]]] | None = None
         # [server] advertise: (host, port or None for the listener's port)
         self.advertise = advertise
         self._sources: dict[str, str] = {}  # destination host -> our address toward it
 
-    def share_udp(self, socks: list[socket.socket]) -> None:
-        """A worker process's listening sockets, received from its supervisor."""
+    def share_sockets(self, socks: list[socket.socket]) -> None:
+        """A worker process's listening sockets, received from its supervisor:
+        the UDP ones in listen order, then the stream ones in listen order."""
         self._shared_udp = list(socks)
 
-    async def start(self) -> None:
+    async def start(self, private: bool = False) -> None:
+        """Open (or take over) every listener. *private*: also a TCP listener on
+        an ephemeral loopback port, which the other workers reach this one at
+        (routing.handover); it is last, so it is never chosen to send from."""
         shared = iter(self._shared_udp or ())
+        streams = sum(1 for spec in self._specs if spec.proto in STREAMS)
+        given = self._shared_udp is not None and len(self._shared_udp) > 0
+        udp_socks = [next(shared) for spec in self._specs if spec.proto == "udp"] if given else []
+        stream_socks = list(shared) if given else []
+        if given and len(stream_socks) != streams:
+            raise ValueError("the supervisor handed over the wrong number of sockets")
+        udp_socks.reverse()
+        stream_socks.reverse()
         for spec in self._specs:
             if spec.proto == "udp":
                 udp = (UdpListener(spec.host, spec.port, self._receiver)
                        if self._shared_udp is None
-                       else SharedUdpListener(spec.host, spec.port, self._receiver, next(shared)))
+                       else SharedUdpListener(spec.host, spec.port, self._receiver,
+                                              udp_socks.pop()))
                 await udp.start()
                 self.udp.append(udp)
             elif spec.proto in STREAMS:
                 tcp = TcpListener(spec.host, spec.port, self.tcp, spec.proto,
-                                  self._layers(spec.proto))
+                                  self._layers(spec.proto),
+                                  sock=stream_socks.pop() if stream_socks else None)
                 await tcp.start()
                 self.tcp_listeners.append(tcp)
             else:
                 raise ValueError(f"unsupported transport {spec.proto!r}")
+        if private:
+            # The other workers' connections come from 127.0.0.1 like any local
+            # client's: the per-source cap must not cut them off.
+            self.private = TcpListener("127.0.0.1", 0, self.tcp, "tcp", per_source=False)
+            await self.private.start()
+            self.tcp_listeners.append(self.private)
 
     def _layers(self, proto: str) -> Callable[[], Layer] | None:
         """What each accepted connection of a proto listener gets between socket and SIP."""

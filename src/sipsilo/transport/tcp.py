@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,7 +55,7 @@ _ids = itertools.count(1)
 class TcpConnection(asyncio.Protocol):
     def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None,
                  transport: str = "tcp", layer: Layer | None = None,
-                 *, inbound: bool = False) -> None:
+                 *, inbound: bool = False, per_source: bool = True) -> None:
         self.id = next(_ids)
         self.transport = transport  # "tcp", "tls", "ws" or "wss"
         self._layer = layer
@@ -66,6 +67,7 @@ class TcpConnection(asyncio.Protocol):
         self.remote: tuple[str, int] = ("", 0)
         self.closed = asyncio.get_event_loop().create_future()
         self.inbound = inbound
+        self.per_source = per_source
         self.last_active = time.monotonic()
         self.pinned_until = 0.0  # a registered flow: not idle-closed before this
         self.spoke = False  # a complete SIP message has arrived on it
@@ -345,20 +347,28 @@ class TcpRegistry:
 
 class TcpListener:
     def __init__(self, host: str, port: int, registry: TcpRegistry, transport: str = "tcp",
-                 layer: Callable[[], Layer] | None = None) -> None:
+                 layer: Callable[[], Layer] | None = None,
+                 sock: socket.socket | None = None, per_source: bool = True) -> None:
         self.host = host
         self.port = port
         self.transport = transport
         self._registry = registry
         self._layer = layer
+        # A listening socket bound elsewhere (a worker's, from its supervisor).
+        self._sock = sock
+        self._per_source = per_source  # False: a worker's private listener
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                self._accept, self.host, self.port, reuse_address=True
-            )
+            if self._sock is not None:
+                self._server = await loop.create_server(self._accept, sock=self._sock)
+                self._sock = None
+            else:
+                self._server = await loop.create_server(
+                    self._accept, self.host, self.port, reuse_address=True
+                )
         except OSError as exc:
             raise ListenError(self.transport, self.host, self.port, exc) from None
         if not self.port:
@@ -367,9 +377,39 @@ class TcpListener:
     def _accept(self) -> TcpConnection:
         layer = None if self._layer is None else self._layer()
         return TcpConnection(self._registry, (self.host, self.port), self.transport, layer,
-                             inbound=True)
+                             inbound=True, per_source=self._per_source)
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+def bind_streams(host: str, port: int, count: int, transport: str = "tcp") -> list[socket.socket]:
+    """*count* listening sockets on one address with SO_REUSEPORT, one per worker.
+
+    The kernel spreads new connections over them by a hash of the peer's
+    address and port, so every worker accepts its own share without waking
+    the others (one socket shared by all would wake them all, and the first
+    to run takes the connection). Port 0: the first socket picks the port,
+    the others take the same one.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(1024)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise ListenError(transport, host, port, exc) from None
+    return socks

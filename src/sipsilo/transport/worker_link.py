@@ -17,8 +17,10 @@ its supervisor is gone. Frames, first byte their kind:
 * ``C`` supervisor → worker, first of all: the worker's number and the
   configuration, as JSON.
 * ``R`` worker → supervisor: the worker is ready for its sockets.
-* ``F`` supervisor → worker, once, right after every worker said ``R``: the
-  listening UDP sockets, as file descriptors (SCM_RIGHTS), in listen order.
+* ``F`` supervisor → worker, once, right after every worker said ``R`` (or
+  after a worker started in place of a dead one said it): the listening
+  sockets, as file descriptors (SCM_RIGHTS): the UDP ones in listen order,
+  then this worker's own SO_REUSEPORT socket of each stream listener.
 * ``Q`` worker → supervisor: a question (request id, 4 bytes, then its text) for
   state the supervisor keeps for all its workers (the authentication replay and
   failure tables, see workers.auth_link); ``A`` supervisor → worker: the answer,

@@ -1,21 +1,26 @@
 """`sipsilo serve` with ``[server] workers`` > 1: one supervisor, N worker processes.
 
 One Python process handles about 2,500 stored MESSAGEs a second; a machine
-has more cores than that. The supervisor binds the UDP listeners, starts the
+has more cores than that. The supervisor binds the listeners, starts the
 workers (each a complete sipsilo: stack, routing, silo, delivery) and then only
 moves datagrams: it reads each one, picks its worker with workers.keys (by
 user for requests, by the worker's mark in the Via branch for responses) and
 passes it over that worker's socket pair. Workers send straight out of the
-same listening sockets, which they inherit.
+same listening sockets, which they inherit. Stream listeners (TCP, TLS, WS,
+WSS) are one SO_REUSEPORT socket per worker, which the worker accepts on
+itself: the supervisor never sees a connection.
 
 It also answers the control channel (`sipsilo stats`, `sipsilo location
 list`) by asking every worker and adding up, and it stops the workers in
 order: on SIGTERM every worker gets SIGTERM and finishes what it is doing
 (its deliveries in flight still receive their 2xx through this process);
 the sockets close when the last worker has gone. A worker that dies on its
-own takes the others down with it and the supervisor exits with status 1:
-its users' state (registrations, claims) lived there, and a process manager
-restarting the whole server is the honest recovery.
+own is replaced by a new process with the same number, which gets the
+location table (the supervisor keeps a copy of the replicated one) and the
+same sockets; its connections are lost, and their users register again. A
+worker dying at start-up or again and again (MAX_RESTARTS within
+RESTART_WINDOW) takes the others down with it and the supervisor exits with
+status 1, for the process manager.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ from sipsilo.config import Config
 from sipsilo.control.server import ControlServer, Handler
 from sipsilo.db.url import mask_url
 from sipsilo.ops.supervised import SupervisorOps
+from sipsilo.registrar.replicated import ReplicatedLocation
 from sipsilo.silo.backend import open_configured
 from sipsilo.sip.ids import new_token
 from sipsilo.sip.uri import format_host
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport import worker_link as wl
+from sipsilo.transport.tcp import bind_streams
 from sipsilo.transport.udp import bind_udp
 from sipsilo.workers.auth_link import AuthTable
 from sipsilo.workers.keys import worker_for
@@ -52,6 +59,10 @@ log = logging.getLogger("sipsilo.supervisor")
 
 SPEC_ENV = "SIPSILO_WORKER"
 START_TIMEOUT = 30.0
+# A worker that dies is replaced, unless more than MAX_RESTARTS died within
+# RESTART_WINDOW seconds: then the server stops (exit 1) for its process manager.
+MAX_RESTARTS = 3
+RESTART_WINDOW = 60.0
 # Stats that every worker reports alike (a database count, the replicated
 # location table): shown once, not added up.
 _SHARED_STATS = frozenset({"msilo:stored_rows", "usrloc:registered_contacts"})
@@ -95,6 +106,11 @@ class Supervisor:
         self._all_ready = asyncio.Event()
         self._handed_over = False  # the workers have their sockets
         self._transports: list[asyncio.BaseTransport] = []
+        self._streams: list[list[socket.socket]] = []  # per stream listener, one per worker
+        self._deaths: list[float] = []  # when workers died lately (monotonic)
+        # The location table as the workers replicate it (registrar.replicated),
+        # for a worker started in place of one that died.
+        self.location = None if config.registrar.db_url else ReplicatedLocation(lambda _: None)
         self.control: ControlServer | None = None
         # One authentication replay/failure table for every worker, unless Redis
         # holds it for every instance (workers.auth_link).
@@ -143,12 +159,21 @@ class Supervisor:
         # Bound only now, with every worker ready: whoever waits for the port
         # (a service manager, a benchmark) never sends into a server that is
         # still starting. Each worker gets the sockets over its link.
-        for addr in cfg.server.listen:
+        udp = [a for a in cfg.server.listen if a.proto == "udp"]
+        streams = [a for a in cfg.server.listen if a.proto != "udp"]
+        for addr in udp:
             self._socks.append(bind_udp(addr.host, addr.port))
-        fds = [s.fileno() for s in self._socks]
-        for link in self._links:
-            wl.send_sockets(link, fds)
+        # Stream listeners: one SO_REUSEPORT socket per worker, which accepts
+        # its own connections (transport.tcp.bind_streams); not read here.
+        # Kept open here: a worker started in place of one that died takes over
+        # its sockets, and connections that arrived meanwhile wait in them.
+        self._streams = [bind_streams(a.host, a.port, self.n, a.proto) for a in streams]
+        for i in range(self.n):
+            self._send_sockets(i)
         self._handed_over = True
+        ports = [(a, s.getsockname()[1]) for a, s in zip(udp, self._socks, strict=True)]
+        ports += [(a, socks[0].getsockname()[1])
+                  for a, socks in zip(streams, self._streams, strict=True)]
         for i, sock in enumerate(self._socks):
             transport, _ = await loop.create_datagram_endpoint(
                 lambda i=i: _Reader(self, i), sock=sock)  # type: ignore[misc]
@@ -161,10 +186,15 @@ class Supervisor:
         except OSError as exc:
             log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
         await self.ops.start()  # HTTP endpoint, SIGHUP
-        listening = ", ".join(f"udp:{format_host(a.host)}:{s.getsockname()[1]}"
-                              for a, s in zip(cfg.server.listen, self._socks, strict=True))
+        listening = ", ".join(f"{a.proto}:{format_host(a.host)}:{port}" for a, port in ports)
         log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
                  __version__, listening, self.n, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
+
+    def _send_sockets(self, index: int) -> None:
+        """Worker *index*'s listening sockets: every UDP one, its own stream ones."""
+        fds = [s.fileno() for s in self._socks]
+        wl.send_sockets(self._links[index], fds + [socks[index].fileno()
+                                                   for socks in self._streams])
 
     def _spawn(
         self, index: int, ours: socket.socket, theirs: socket.socket
@@ -222,6 +252,13 @@ class Supervisor:
                 for j, reliable in enumerate(self._reliable):
                     if j != index:
                         reliable.send(frame)
+                if self.location is not None:
+                    try:
+                        self.location.apply(frame[1:])
+                    except Exception:
+                        log.exception("location change not kept for a restarted worker")
+            elif kind == wl.READY and self._handed_over:
+                self._restarted(index)
             elif kind == wl.READY:
                 self._ready.add(index)
                 if len(self._ready) == self.n:
@@ -240,10 +277,40 @@ class Supervisor:
             code: int | None = self._procs[index].wait(0.5)
         except subprocess.TimeoutExpired:
             code = None
-        log.error("worker %d exited unexpectedly (status %s); stopping the server",
-                  index, code if code is not None else "unknown")
-        self.failed = True
-        self.stopping.set()
+        status = code if code is not None else "unknown"
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
+        if not self._handed_over or len(self._deaths) > MAX_RESTARTS:
+            # Dying at start-up, or again and again: not something a new
+            # process cures; the process manager sees the exit status.
+            log.error("worker %d exited unexpectedly (status %s); stopping the server",
+                      index, status)
+            self.failed = True
+            self.stopping.set()
+            return
+        log.error("worker %d exited unexpectedly (status %s); starting a new one", index, status)
+        self._reliable[index].close()
+        self._links[index].close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        wl.tune(ours)
+        self._links[index] = ours
+        self._reliable[index] = wl.ReliableFrames(ours)
+        self._procs[index] = self._spawn(index, ours, theirs)
+        theirs.close()
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._from_worker, index)
+
+    def _restarted(self, index: int) -> None:
+        """A worker started in place of a dead one is ready: the location table
+        as it stands, then its sockets."""
+        if self.location is not None:
+            for change in self.location.snapshot(time.time()):
+                self._reliable[index].send(bytes((wl.LOCATION,)) + change)
+        try:
+            self._send_sockets(index)
+        except OSError as exc:
+            log.error("worker %d did not get its sockets: %s", index, exc)
+            return
+        log.info("worker %d restarted", index)
 
     # ------------------------------------------------------------- shut-down
     async def stop(self) -> None:
@@ -288,6 +355,9 @@ class Supervisor:
             transport.close()
         for sock in self._socks:
             sock.close()
+        for socks in self._streams:
+            for sock in socks:
+                sock.close()
         if self.dropped:
             log.info("%d datagrams were dropped because a worker fell behind", self.dropped)
 

@@ -40,9 +40,10 @@ def context_from_link() -> tuple[Config, WorkerContext]:
         raise SystemExit("sipsilo.worker_main is started by `sipsilo serve`, not by hand")
     link = socket.socket(fileno=int(fd))
     spec = json.loads(read_spec(link))
-    config = Config.model_validate_json(spec["config"]).model_copy(
-        update={"data_dir": Path(spec["data_dir"])}
-    )
+    # Validated with its data dir: relative paths (the TLS certificate) are
+    # checked against it, as in the supervisor.
+    config = Config.model_validate({**json.loads(spec["config"]),
+                                    "data_dir": Path(spec["data_dir"])})
     ctx = WorkerContext(
         index=int(spec["index"]),
         workers=int(spec["workers"]),

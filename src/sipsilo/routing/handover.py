@@ -1,0 +1,121 @@
+"""Reaching a connection another process holds: the flow owner.
+
+A TCP, TLS or WebSocket connection lives in the one process that accepted it.
+With several workers, bob's REGISTER over TCP may arrive at worker 1 while a
+MESSAGE for him arrives at worker 2 (over UDP, or another connection). Every
+worker has bob's binding (registrar.replicated), but only worker 1 can write
+to his connection, so the binding's ``Flow`` names its *owner*: the SIP URI
+of worker 1's private listener (TCP on an ephemeral loopback port). Worker 2
+relays the MESSAGE to that URI as an ordinary proxy hop, with one Route entry
+on top that names the flow and is signed with the server secret, the way a
+Path entry (RFC 3327) names the edge proxy that holds a client's flow:
+
+    Route: <sip:127.0.0.1:41234;transport=tcp;lr;flow=<flow>.<mac>>
+
+Worker 1 checks the signature, takes the entry off and relays the request
+over the connection, statefully: the phone's answer comes back to worker 2,
+whose proxy transaction ends as with one process (200 to the sender; a 408,
+a closed connection or any other failure goes to the failure route, which
+stores the MESSAGE and answers 202). A connection closed meanwhile is
+answered 430 Flow Failed (RFC 5626 §5.3).
+
+The hop is SIP on purpose: the same Route entry reaches a worker of another
+instance once bindings say which instance holds them (the owner URI is then
+that instance's reachable internal listener) with nothing but a different
+address. The signature binds the flow (transport, peer address, connection
+number) so a local process that can reach the loopback port cannot have us
+write into an arbitrary connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+
+from sipsilo.flow import STREAMS, Flow, Target
+from sipsilo.sip.errors import ParseError
+from sipsilo.sip.message import Request
+from sipsilo.sip.uri import SipUri
+
+_MAC_HEX = 24  # 96 bits
+
+
+class BadHandover(Exception):
+    """A flow Route entry naming us whose signature or contents do not check."""
+
+
+class FlowOwner:
+    """This process's side of the hand-over: stamping flows, reaching other owners,
+    and recognising requests handed to us."""
+
+    def __init__(self, secret: bytes, uri: str | None = None) -> None:
+        self._key = hashlib.sha256(b"sipsilo flow owner\0" + secret).digest()
+        # "sip:127.0.0.1:PORT;transport=tcp" once the private listener runs;
+        # None: one process, nobody else can hold a connection.
+        self.uri = uri
+        self._host_port: tuple[str, int] | None = None
+
+    def listen(self, host: str, port: int) -> None:
+        self.uri = f"sip:{host}:{port};transport=tcp"
+        self._host_port = (host, port)
+
+    def stamp(self, flow: Flow) -> Flow:
+        """The flow as bindings keep it: a stream flow names this process as owner."""
+        if self.uri is None or flow.transport not in STREAMS or flow.owner == self.uri:
+            return flow
+        return dataclasses.replace(flow, owner=self.uri)
+
+    def elsewhere(self, flow: Flow) -> bool:
+        return flow.owner is not None and flow.owner != self.uri
+
+    def target(self, flow: Flow) -> Target | None:
+        """Where to send a request for *flow*, owned by another process: its
+        owner's listener, with the signed Route entry naming the flow."""
+        assert flow.owner is not None
+        try:
+            owner = SipUri.parse(flow.owner)
+        except ParseError:
+            return None
+        if owner.port is None:
+            return None
+        token = self._token(flow)
+        return Target("tcp", owner.host, owner.port, route=f"<{flow.owner};lr;flow={token}>")
+
+    def _token(self, flow: Flow) -> str:
+        text = f"{flow.transport}|{flow.conn_id}|{flow.remote[0]}|{flow.remote[1]}"
+        body = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        return f"{body}.{self._mac(body)}"
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
+
+    def taken(self, request: Request, arrived_on: tuple[str, int]) -> Target | None:
+        """The flow a request handed to us must go out on, with its Route entry
+        removed; None when it is no hand-over. Raises BadHandover for an entry
+        that names our listener but does not check (or did not come in on it)."""
+        if self._host_port is None or "flow=" not in (request.headers.get("Route") or ""):
+            return None
+        routes = request.routes
+        if not routes:
+            return None
+        uri = routes[0].uri
+        if not isinstance(uri, SipUri) or uri.param("flow") is None:
+            return None
+        if (uri.host, uri.port) != self._host_port:
+            return None
+        if arrived_on != self._host_port:
+            raise BadHandover("a flow Route entry on a public listener")
+        token = uri.param("flow") or ""
+        body, _, mac = token.partition(".")
+        if not hmac.compare_digest(mac, self._mac(body)):
+            raise BadHandover("bad flow signature")
+        try:
+            text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+            transport, conn_id, host, port = text.split("|")
+            target = Target(transport, host, int(port), conn_id=int(conn_id))
+        except ValueError:
+            raise BadHandover("bad flow token") from None
+        request.headers.pop_first_value("Route")
+        return target

@@ -1,0 +1,100 @@
+"""The flow owner hand-over (routing.handover), without sockets: what a
+sending worker puts on the request and what the owning worker accepts."""
+
+from __future__ import annotations
+
+import pytest
+from tests.fakes import request
+
+from sipsilo.flow import Flow, Target
+from sipsilo.routing.handover import BadHandover, FlowOwner
+from sipsilo.sip.message import Request
+from sipsilo.sip.parser import parse_message
+
+SECRET = b"s" * 32
+BOB_TCP = Flow("tcp", ("127.0.0.1", 5060), ("198.51.100.9", 40000), conn_id=17)
+OWNER = ("127.0.0.1", 41001)
+
+
+def _owner() -> FlowOwner:
+    owner = FlowOwner(SECRET)
+    owner.listen(*OWNER)
+    return owner
+
+
+def _sender() -> FlowOwner:
+    sender = FlowOwner(SECRET)
+    sender.listen("127.0.0.1", 41002)
+    return sender
+
+
+def _handed(route: str | None) -> Request:
+    extra = f"Route: {route}\r\n" if route else ""
+    message = parse_message(request(uri="sip:bob@198.51.100.9:40000;transport=tcp", extra=extra))
+    assert isinstance(message, Request)
+    return message
+
+
+def test_one_process_stamps_nothing_and_hands_nothing_over() -> None:
+    alone = FlowOwner(SECRET)
+    assert alone.stamp(BOB_TCP) is BOB_TCP
+    assert not alone.elsewhere(BOB_TCP)
+
+
+def test_a_stream_flow_names_its_owner_udp_stays_anyones() -> None:
+    owner = _owner()
+    stamped = owner.stamp(BOB_TCP)
+    assert stamped.owner == "sip:127.0.0.1:41001;transport=tcp"
+    assert not owner.elsewhere(stamped)
+    udp = Flow("udp", ("127.0.0.1", 5060), ("198.51.100.9", 5062))
+    assert owner.stamp(udp) is udp
+    assert _sender().elsewhere(stamped)
+
+
+def test_the_owner_takes_a_request_routed_to_it_and_finds_the_flow() -> None:
+    target = _sender().target(_owner().stamp(BOB_TCP))
+    assert target is not None and (target.transport, target.host, target.port) == \
+        ("tcp", *OWNER)
+    assert target.route is not None and target.route.startswith(
+        "<sip:127.0.0.1:41001;transport=tcp;lr;flow=")
+    req = _handed(target.route)
+    taken = _owner().taken(req, OWNER)
+    assert taken == Target("tcp", "198.51.100.9", 40000, conn_id=17)
+    assert req.headers.get("Route") is None  # taken off before it goes on
+
+
+def test_requests_without_a_flow_route_are_no_hand_over() -> None:
+    assert _owner().taken(_handed(None), OWNER) is None
+    assert _owner().taken(_handed("<sip:127.0.0.1:41001;lr>"), OWNER) is None
+    # a flow entry for another owner is not ours to take
+    other = _sender().target(_sender().stamp(BOB_TCP))
+    assert other is not None
+    assert _owner().taken(_handed(other.route), OWNER) is None
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda r: r.replace("flow=", "flow=x"),             # another flow, same signature
+    lambda r: r[:-3] + ("0" if r[-3] != "0" else "1") + r[-2:],  # signature changed
+])
+def test_a_forged_flow_entry_is_refused(tamper: object) -> None:
+    target = _sender().target(_owner().stamp(BOB_TCP))
+    assert target is not None and target.route is not None
+    assert callable(tamper)
+    with pytest.raises(BadHandover):
+        _owner().taken(_handed(tamper(target.route)), OWNER)
+
+
+def test_another_secret_cannot_sign_for_us() -> None:
+    stranger = FlowOwner(b"x" * 32)
+    stranger.listen("127.0.0.1", 41002)
+    target = stranger.target(_owner().stamp(BOB_TCP))
+    assert target is not None
+    with pytest.raises(BadHandover):
+        _owner().taken(_handed(target.route), OWNER)
+
+
+def test_a_flow_entry_on_a_public_listener_is_refused() -> None:
+    target = _sender().target(_owner().stamp(BOB_TCP))
+    assert target is not None
+    with pytest.raises(BadHandover):
+        _owner().taken(_handed(target.route), ("127.0.0.1", 5060))
