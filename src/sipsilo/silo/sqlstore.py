@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .cluster import claimed_elsewhere_sql
 from .schema import LATEST_VERSION, MigrationError, check_identifier, current_version, migrate
 from .sqlbase import Conn, Pool, Row, StoreUnavailable, run_txn
 from .store import (
@@ -283,6 +284,12 @@ class SqlSiloStore(SiloStore):
         rows = await self._rows(
             f"SELECT COUNT(*) FROM {self.table} WHERE src_addr = %s", (src_addr,))
         return int(rows[0][0])
+
+    async def claimed_elsewhere(self, username: str, domain: str, owner: str, now: int
+                                ) -> bool:
+        rows = await self._rows(claimed_elsewhere_sql(self.table),
+                                (username, domain, owner, int(now)))
+        return bool(rows)
 
     async def count_for(self, username: str, domain: str, now: int) -> int:
         rows = await self._rows(

@@ -171,6 +171,13 @@ class SiloStore(ABC):
     async def count_for(self, username: str, domain: str, now: int) -> int:
         """Unexpired deliverable messages (``snd_time = 0``) of the account."""
 
+    async def claimed_elsewhere(self, username: str, domain: str, owner: str, now: int
+                                ) -> bool:
+        """Is another process (another instance) delivering the account's stored
+        messages now: an unexpired claim on one of them by an owner not *owner*?
+        Only a database shared by instances can say; this store's answer: no."""
+        return False
+
     @abstractmethod
     async def count_from(self, src_addr: str) -> int:
         """Rows stored from one sender (``src_addr``), expired or not: an index-only
