@@ -14,6 +14,7 @@ says clearly what is missing, before every package exists):
 * ``silo delete ID`` → ``sipsilo.silo.admin.delete_message(config, id)``
 * ``silo purge --expired | AOR | --all`` →
   ``sipsilo.silo.admin.purge(config, aor=None, expired=False)``
+* ``cluster status`` → ``sipsilo.silo.cluster.cluster_status(config)``
 * ``db init`` / ``db migrate`` → ``sipsilo.silo.admin.db_init(config)`` / ``db_migrate(config)``
 
 Those functions may be plain or ``async``. ``show_message`` returns a dict or
@@ -336,6 +337,28 @@ def location_remove(config: Config, aor: str) -> None:
 def stats(config: Config) -> None:
     """Counters of the running server."""
     _control(config, {"cmd": "stats"})
+
+
+@main.group()
+def cluster() -> None:
+    """Instances sharing one database (docs/scaling.md)."""
+
+
+@cluster.command("status")
+@config_options
+def cluster_status(config: Config) -> None:
+    """Live instances (heartbeat rows), their bindings and delivery claims."""
+    rows = _call("sipsilo.silo.cluster", "cluster_status", config)
+    if _json_wanted() or not rows:
+        _emit(list(rows or ()), "no live instances")
+        return
+    table = [("INSTANCE", "HOP", "UP", "SEEN", "BINDINGS", "CLAIMS")] + [
+        (r["instance"], r["hop"] or "-", f"{r['up_seconds']}s", f"{r['seen_seconds_ago']}s",
+         str(r["bindings"]), str(r["claims"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip())
 
 
 @main.group()

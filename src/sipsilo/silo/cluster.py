@@ -33,6 +33,8 @@ from sipsilo.silo.schema import check_identifier
 from sipsilo.silo.sqlbase import Conn, Pool, SqlDialect, run_txn
 
 INSTANCES_TABLE = "sipsilo_instances"
+# registrar.sql_location.DEFAULT_TABLE (silo does not import registrar)
+LOCATION_TABLE = "sipsilo_location"
 
 
 def create_sql(dialect: SqlDialect) -> str:
@@ -146,3 +148,36 @@ def status_rows(instances: list[InstanceRow], bindings: dict[str, int],
              "seen_seconds_ago": round(max(0.0, now - row.seen_at), 1),
              "bindings": bindings.get(row.name, 0), "claims": claims.get(row.name, 0)}
             for row in instances]
+
+
+async def cluster_status(config: Any) -> list[dict[str, Any]]:
+    """``sipsilo cluster status``: the live processes on ``[registrar] db_url``,
+    their bindings, and their claims in the silo of ``[msilo] db_url``."""
+    from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
+
+    if not config.registrar.db_url:
+        raise ValueError("registrar.db_url is not set: bindings are in each server's "
+                         "memory, there is no cluster to show")
+    location = open_pool(parse_sql_url(str(config.registrar.db_url), config.data_dir), 1, 2)
+    silo = open_pool(parse_sql_url(str(config.msilo.db_url), config.data_dir), 1, 2)
+    now = time.time()
+    try:
+        try:
+            await location.open()
+            await silo.open()
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"registrar.db_url / msilo.db_url: {exc}") from None
+        await run_txn(location, lambda c: c.execute(create_sql(location.dialect)), txn=False)
+        live = await live_instances(location, now, config.cluster.stale_after)
+        try:
+            bindings = await bindings_per_process(location, LOCATION_TABLE, now)
+        except Exception:  # no location table yet: no server ever ran on it
+            bindings = {}
+        try:
+            claims = await claims_per_owner(silo, config.msilo.db_table, int(now))
+        except Exception:
+            claims = {}
+    finally:
+        await location.close()
+        await silo.close()
+    return status_rows(live, bindings, claims, now)
