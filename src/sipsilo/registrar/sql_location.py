@@ -162,10 +162,13 @@ class SqlLocationService(LocationService):
         """A table made before the owner column (issue 16) gets it."""
         try:
             await conn.fetch(f"SELECT owner FROM {self.table} WHERE 1 = 0")
-        except StoreUnavailable:
-            raise
-        except Exception:  # no such column (outside a transaction: nothing to undo)
-            await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN owner VARCHAR(255)")
+        except Exception as missing:  # (outside a transaction: nothing to undo)
+            # Drivers word "no such column" differently (SQLite's even reads as
+            # unavailable): add it, and if that fails too, the first error is the one.
+            try:
+                await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN owner VARCHAR(255)")
+            except Exception:
+                raise missing from None
 
     async def aclose(self) -> None:
         await self.pool.close()
