@@ -13,33 +13,22 @@ Loopback only; a temporary data dir.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sipbench.local_server import serving
+
+from sipsilo.control.client import ask
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def ask(path: Path, cmd: str) -> dict[str, object]:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(path))
-        s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return dict(json.loads(data)["result"])
 
 
 def options(port: int, n: int) -> bytes:
@@ -49,6 +38,22 @@ def options(port: int, n: int) -> bytes:
             f"Call-ID: bal-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
 
 
+def one_round(port: int, data: Path, workers: int, connections: int, r: int) -> list[int]:
+    conns = []
+    for n in range(connections):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(options(port, r * 100000 + n))
+        conns.append(c)
+    for c in conns:  # every one answered: accepted and read
+        c.settimeout(5)
+        c.recv(65536)
+    counts = [int(ask(data / f"sipsilo.ctl.{i}", {"cmd": "stats"})["tcp:open_connections"])
+              for i in range(workers)]
+    for c in conns:
+        c.close()
+    return counts
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -56,44 +61,16 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        log = open(data / "server.log", "wb")  # noqa: SIM115 - the child's
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sipsilo", "serve", "--data-dir", tmp,
-             "--set", f"server.listen=tcp:127.0.0.1:{port}",
-             "--set", f"server.workers={args.workers}",
-             "--set", "server.tcp_max_connections_per_ip=0"],
-            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        try:
-            deadline = time.monotonic() + 30
-            while b"listening on" not in (data / "server.log").read_bytes():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    print((data / "server.log").read_text(), file=sys.stderr)
-                    return 1
-                time.sleep(0.05)
-            shares = []
-            for r in range(args.rounds):
-                conns = []
-                for n in range(args.connections):
-                    c = socket.create_connection(("127.0.0.1", port))
-                    c.sendall(options(port, r * 100000 + n))
-                    conns.append(c)
-                for c in conns:  # every one answered: accepted and read
-                    c.settimeout(5)
-                    c.recv(65536)
-                counts = [int(ask(data / f"sipsilo.ctl.{i}", "stats")["tcp:open_connections"])
-                          for i in range(args.workers)]
-                shares.append(max(counts) / max(sum(counts), 1))
-                print(f"round {r + 1}: connections per worker {counts}")
-                for c in conns:
-                    c.close()
-                time.sleep(1.0)
-            print(f"largest share of one worker: mean {sum(shares) / len(shares):.1%}, "
-                  f"worst {max(shares):.1%} (even: {1 / args.workers:.1%})")
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with serving(f"server.listen=tcp:127.0.0.1:{port}", f"server.workers={args.workers}",
+                 "server.tcp_max_connections_per_ip=0") as (_, data):
+        shares = []
+        for r in range(args.rounds):
+            counts = one_round(port, data, args.workers, args.connections, r)
+            shares.append(max(counts) / max(sum(counts), 1))
+            print(f"round {r + 1}: connections per worker {counts}")
+            time.sleep(1.0)
+    print(f"largest share of one worker: mean {sum(shares) / len(shares):.1%}, "
+          f"worst {max(shares):.1%} (even: {1 / args.workers:.1%})")
     return 0
 
 

@@ -13,13 +13,15 @@ the completed transactions have gone (timer J, 32 s). Loopback only.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sipbench.local_server import serving
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "store_distinct.xml"
 
@@ -68,42 +70,29 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=35.0, help="seconds after the load")
     args = ap.parse_args()
     port, uac = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - the child's
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sipsilo", "serve", "--data-dir", tmp,
-             "--set", f'server.listen=["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]',
-             "--set", f"server.workers={args.workers}", "--set", "server.log_level=warning"],
-            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        try:
-            deadline = time.monotonic() + 30
-            while not any(f"{port}" in c for c in open("/proc/net/udp").read().split("\n")
-                          if f":{port:04X} " in c) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(2.0)
-            idle, parts = total_mb(proc.pid)
-            print(f"idle: {idle:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)})")
-            sipp = subprocess.Popen(
-                ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-i", "127.0.0.1",
-                 "-p", str(uac), "-nostdin", "-m", str(args.count), "-r", str(args.rate),
-                 "-rp", "1s", "-l", "20000", "-timeout", f"{args.count // args.rate + 30}s",
-                 "-key", "user_prefix", "mem", "-key", "from_user", "load",
-                 "-key", "contact_port", "9", "-t", args.transport[0] + "1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            peak = 0.0
-            while sipp.poll() is None:
-                peak = max(peak, total_mb(proc.pid)[0])
-                time.sleep(0.2)
-            after, parts = total_mb(proc.pid)
-            print(f"SIPp exit {sipp.returncode}; peak under load: {peak:.1f} MB; "
-                  f"just after: {after:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)})")
-            time.sleep(args.settle)
-            settled, parts = total_mb(proc.pid)
-            print(f"{args.settle:.0f} s later: {settled:.1f} MB "
-                  f"({', '.join(f'{p:.1f}' for p in parts)})")
-        finally:
-            proc.terminate()
-            proc.wait(60)
+    with serving(f'server.listen=["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]',
+                 f"server.workers={args.workers}") as (proc, _):
+        time.sleep(2.0)
+        idle, parts = total_mb(proc.pid)
+        print(f"idle: {idle:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)})")
+        sipp = subprocess.Popen(
+            ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-i", "127.0.0.1",
+             "-p", str(uac), "-nostdin", "-m", str(args.count), "-r", str(args.rate),
+             "-rp", "1s", "-l", "20000", "-timeout", f"{args.count // args.rate + 30}s",
+             "-key", "user_prefix", "mem", "-key", "from_user", "load",
+             "-key", "contact_port", "9", "-t", args.transport[0] + "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = 0.0
+        while sipp.poll() is None:
+            peak = max(peak, total_mb(proc.pid)[0])
+            time.sleep(0.2)
+        after, parts = total_mb(proc.pid)
+        print(f"SIPp exit {sipp.returncode}; peak under load: {peak:.1f} MB; "
+              f"just after: {after:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)})")
+        time.sleep(args.settle)
+        settled, parts = total_mb(proc.pid)
+        print(f"{args.settle:.0f} s later: {settled:.1f} MB "
+              f"({', '.join(f'{p:.1f}' for p in parts)})")
     return 0
 
 

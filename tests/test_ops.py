@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from sipsilo.config import ConfigError, load_config
 from sipsilo.http.api import Api, HttpSetupError, load_token, location_key, message_view
 from sipsilo.http.server import HttpRequest
 from sipsilo.metrics import Counters, Histogram, merge_histograms
-from sipsilo.ops.logs import JsonFormatter, setup_logging
+from sipsilo.ops.logs import JsonFormatter, flush_logging, setup_logging, stop_logging
 from sipsilo.ops.prometheus import exposition
 from sipsilo.ops.reload import applied_config, changed_keys, not_reloadable
 from sipsilo.ops.snapshot import merge
@@ -111,13 +112,38 @@ def test_setup_logging_replaces_its_own_handler(monkeypatch: pytest.MonkeyPatch)
         setup_logging("warning", "json")
         ours = [h for h in root.handlers if getattr(h, "_sipsilo_handler", False)]
         assert len(ours) == 1 and root.level == logging.WARNING
-        logging.getLogger("sipsilo.t").warning("hello")
+        logging.getLogger("sipsilo.t").warning("hello")  # a warning is written at once
         assert json.loads(buf.getvalue().splitlines()[-1])["event"] == "hello"
+        logging.getLogger("sipsilo.t").info("not at warning")
+        logging.getLogger("sipsilo.t").error("last words")
+        stop_logging()  # what is queued is written, not dropped
+        assert json.loads(buf.getvalue().splitlines()[-1])["event"] == "last words"
+        assert "not at warning" not in buf.getvalue()
+        assert not [h for h in root.handlers if getattr(h, "_sipsilo_handler", False)]
     finally:
-        for h in list(root.handlers):
-            if getattr(h, "_sipsilo_handler", False):
-                root.removeHandler(h)
+        stop_logging()
         root.setLevel(saved[0])
+
+
+def test_a_burst_of_lines_is_written_whole_and_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved = root.level
+    buf = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buf)
+    try:
+        setup_logging("info", "text", "w2")
+        log = logging.getLogger("sipsilo.route")
+        for i in range(5000):
+            log.info("stored message %d", i)
+        flush_logging()
+        lines = buf.getvalue().splitlines()
+        assert [int(line.rsplit(" ", 1)[1]) for line in lines] == list(range(5000))
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO w2 sipsilo.route: "
+                            r"stored message 0", lines[0]), lines[0]
+    finally:
+        stop_logging()
+        root.setLevel(saved)
 
 
 class _Backend:

@@ -7,7 +7,12 @@ retransmissions, TCP connections) on an ephemeral loopback listener, so it
 behaves on the wire like any user agent and needs no code of its own for SIP.
 
 Transports are named as in ``[server] listen``, and the client offers every one the
-server can listen on (TLS and WebSocket come with their listeners).
+server can listen on: udp, tcp, tls, and WebSocket (ws, wss; RFC 7118). A stream
+transport is one connection the agent opens at the start, with the same TLS and
+WebSocket layers the server's own connections have; everything, requests to the
+phone included, travels over it. A WebSocket phone registers a Contact on a
+made-up ``.invalid`` host (RFC 7118 §5.2): it can only be reached over that
+connection, never dialled.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,11 +39,15 @@ from sipsilo.sip.uri import SipUri, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
+from sipsilo.transport.layer import Inbound, Layer, LayerError
 from sipsilo.transport.manager import ListenSpec, Transports
+from sipsilo.transport.tls import TlsLayer
+from sipsilo.transport.ws_client import WebSocketClientLayer
 
-#: What ``--transport`` accepts. TLS and WebSocket listeners exist, but this client
-#: does not open such connections yet (it would need a CA option and the TLS/WS layers).
-TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
+#: What ``--transport`` accepts: every transport the server listens on.
+TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls", "ws", "wss")
+SECURE: frozenset[str] = frozenset({"tls", "wss"})
+WEBSOCKET: frozenset[str] = frozenset({"ws", "wss"})
 
 
 class AgentError(Exception):
@@ -74,14 +85,78 @@ class Incoming:
     body: bytes
 
 
+def tls_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
+    """The context for a tls/wss connection: the server verified (chain and name)
+    against ``ca`` or the system's CAs; with ``insecure``, not verified at all."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif ca is None:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, ValueError):  # before OSError: SSLError is one
+            raise AgentError(f"--ca {ca}: no CA certificate in it "
+                             "(expected PEM, -----BEGIN CERTIFICATE-----)") from None
+        except OSError as exc:
+            raise AgentError(f"--ca {ca}: cannot read it: "
+                             f"{(exc.strerror or str(exc)).lower()}") from None
+    return ctx
+
+
+class _Watched(Layer):
+    """A connection's layers, keeping why they gave up: the connection only logs it,
+    and the user must read it (an untrusted certificate, a refused upgrade)."""
+
+    def __init__(self, inner: Layer, failures: list[str]) -> None:
+        self._inner = inner
+        self._failures = failures
+
+    @property
+    def ready(self) -> bool:
+        return self._inner.ready
+
+    def start(self) -> bytes:
+        return self._inner.start()
+
+    def inbound(self, data: bytes) -> Inbound:
+        try:
+            got = self._inner.inbound(data)
+        except LayerError as exc:
+            self._failures.append(str(exc))
+            raise
+        if got.error:
+            self._failures.append(got.error)
+        return got
+
+    def outbound(self, message: bytes) -> bytes:
+        return self._inner.outbound(message)
+
+
 class UserAgent:
     """One stack on a loopback listener, talking to one server."""
 
-    def __init__(self, server: Target, timers: TimerConfig, user_agent: str | None) -> None:
+    def __init__(self, server: Target, timers: TimerConfig, user_agent: str | None, *,
+                 tls: ssl.SSLContext | None = None, origin: str | None = None) -> None:
         if server.transport not in TRANSPORTS:
             raise AgentError(f"transport {server.transport} is not supported by this client")
+        if server.transport in SECURE and tls is None:
+            tls = tls_context(None, False)
         self.server = server
         self.user_agent = user_agent
+        self._tls = tls
+        self._origin = origin
+        self._failures: list[str] = []
+        # RFC 7118 §5.2: a WebSocket client's Contact host is made up; it is reached
+        # over its connection only.
+        self._ws_host = f"{new_tag()}.invalid" if server.transport in WEBSOCKET else None
+        # The stack's warnings ("closing tls connection ...") would repeat, worse, what
+        # the user is told in one line; without a handler they would go to stderr.
+        if not logging.getLogger("sipsilo").hasHandlers():
+            logging.getLogger("sipsilo").addHandler(logging.NullHandler())
         self.on_message: Callable[[Incoming], None] | None = None
         # Loopback toward a server on this machine (nothing else can reach the phone),
         # every address toward another one.
@@ -90,8 +165,11 @@ class UserAgent:
             local = "::1" if family6 else "127.0.0.1"
         else:
             local = "::" if family6 else "0.0.0.0"
+        # Stream transports: the connection we open carries everything both ways; the
+        # listener is only our address for Via (a TCP one: we serve no TLS or upgrades).
+        listen = "udp" if server.transport == "udp" else "tcp"
         self.stack = SipStack(
-            lambda stack: Transports([ListenSpec(server.transport, local, 0)],
+            lambda stack: Transports([ListenSpec(listen, local, 0)],
                                      stack.receive, stack.on_framing_error, 262144),
             timers, self._on_request)
         self.transports = self.stack.transports
@@ -103,13 +181,47 @@ class UserAgent:
         if self.server.reliable:
             # Connect first: "connection refused" is the one thing a user must hear
             # about at once, not as a synthetic 503 after the request.
+            s = self.server
             try:
-                conn = await self.transports.tcp.connect(self.server.host, self.server.port)
+                conn = await self.transports.tcp.connect(s.host, s.port, s.transport,
+                                                         self._layers())
             except (ConnectionError, OSError) as exc:
-                raise AgentError(f"cannot reach the server at {self.server}: "
+                if self._failures:
+                    raise AgentError(f"no {s.transport} connection to the server at {s}: "
+                                     f"{self._failures[0]}{self._hint()}") from None
+                raise AgentError(f"cannot reach the server at {s}: "
                                  f"{_cause(exc)} (is it running?)") from None
             self._conn_id = conn.id
         return self
+
+    def _layers(self) -> Callable[[], Layer] | None:
+        """What a new connection to the server gets between socket and SIP."""
+        s = self.server
+        if s.transport == "tcp":
+            return None
+        name = s.server_name or s.host
+        authority = f"{format_host(name)}:{s.port}"
+        tls, origin, failures = self._tls, self._origin, self._failures
+
+        def make() -> Layer:
+            ws = (WebSocketClientLayer(authority, origin=origin)
+                  if s.transport in WEBSOCKET else None)
+            if s.transport == "ws":
+                assert ws is not None
+                return _Watched(ws, failures)
+            assert tls is not None
+            return _Watched(TlsLayer(tls, server_side=False, server_hostname=name, inner=ws),
+                            failures)
+
+        return make
+
+    def _hint(self) -> str:
+        """What to do about an untrusted certificate (not about a name mismatch:
+        that one needs the name the certificate was made for)."""
+        why = self._failures[0].lower()
+        if "certificate" in why and "mismatch" not in why:
+            return " (give the CA that signed the server's certificate with --ca FILE)"
+        return ""
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stack.aclose()
@@ -117,8 +229,11 @@ class UserAgent:
 
     @property
     def contact(self) -> str:
-        proto, host, port = self.transports.bound()[0]
+        _, host, port = self.transports.bound()[0]
+        proto = self.server.transport
         param = "" if proto == "udp" else f";transport={proto}"
+        if self._ws_host is not None:
+            return f"{self._ws_host}{param}"
         return f"{format_host(host)}:{port}{param}"
 
     def _target(self) -> Target:
@@ -179,6 +294,8 @@ class UserAgent:
 def _cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if isinstance(exc, TimeoutError):
+        return "no answer to the connection attempt"
     if isinstance(exc, OSError) and exc.errno:
         # asyncio words it "Connect call failed (...)"; the errno's text is the news.
         return os.strerror(exc.errno).lower()

@@ -27,7 +27,7 @@ from sipsilo.config import Config, ConfigError
 from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
 from sipsilo.metrics import Counters
-from sipsilo.ops.logs import setup_logging
+from sipsilo.ops.logs import flush_logging, setup_logging
 from sipsilo.ops.reload import ReloadHook
 from sipsilo.proxy.relay import Relay
 from sipsilo.proxy.route_token import RouteKeys
@@ -57,6 +57,9 @@ from sipsilo.workers.keys import tag_for
 from sipsilo.workers.supervisor import worker_control_path
 
 if TYPE_CHECKING:
+    from sipsilo.push.service import PushService
+    from sipsilo.push.store import PushStore
+    from sipsilo.silo.store import SiloStore
     from sipsilo.workers.worker import WorkerContext
 
 log = logging.getLogger("sipsilo")
@@ -71,16 +74,21 @@ def run(config: Config, worker: WorkerContext | None = None) -> int:
     """
     setup_logging(config.server.log_level, config.server.log_format,
                   "" if worker is None else worker.name)
-    if worker is None and config.server.workers > 1:
-        from sipsilo.workers.supervisor import supervise
+    try:
+        if worker is None and config.server.workers > 1:
+            from sipsilo.workers.supervisor import supervise
 
-        return event_loop.run(supervise(config))
-    # A SIP server makes many short-lived objects per request and few
-    # long-lived cycles: collect the young generation less often, and keep
-    # the objects built at start-up out of every collection.
-    gc.set_threshold(20000, 20, 50)
-    event_loop.run(serve(config, worker))
-    return 0
+            return event_loop.run(supervise(config))
+        # A SIP server makes many short-lived objects per request and few
+        # long-lived cycles: collect the young generation less often, and keep
+        # the objects built at start-up out of every collection.
+        gc.set_threshold(20000, 20, 50)
+        event_loop.run(serve(config, worker))
+        return 0
+    finally:
+        # Logging is written by a thread: every line out before the caller prints
+        # an error line or the process exits.
+        flush_logging()
 
 
 class Server:
@@ -194,6 +202,9 @@ class Server:
             handover=FlowOwner(load_secret(cfg.data_dir)),
         )
         self.relay.stamp = self.services.stamp_response
+        self._claim_owner = owner
+        self.services.push_store, self.services.push = await _start_push(
+            cfg, self.store, self.counters)
         # Before the transports start: no request is routed while auth is undecided.
         # Workers without Redis share the supervisor's replay and failure tables.
         shared = LinkState(link) if link is not None and cfg.cluster.redis_url is None else None
@@ -246,6 +257,8 @@ class Server:
         ]
         if self.heartbeat is not None:
             self._jobs.append(asyncio.create_task(self._heartbeat()))
+        if self.services.push_store is not None and cfg.msilo.reminder:
+            self._jobs.append(asyncio.create_task(self._reminder_timer()))
         gc.collect()
         gc.freeze()
         if worker is not None:
@@ -314,6 +327,12 @@ class Server:
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
+        push = getattr(getattr(self, "services", None), "push", None)
+        if push is not None:
+            await push.aclose()
+        push_store = getattr(getattr(self, "services", None), "push_store", None)
+        if push_store is not None:
+            await push_store.close()
         for name in ("delivery", "services", "stack", "control"):
             component = getattr(self, name, None)
             if component is not None:
@@ -378,6 +397,19 @@ class Server:
                 await self.heartbeat.beat()
             except StoreError as exc:
                 log.warning("heartbeat not written: %s", exc)
+
+    async def _reminder_timer(self) -> None:
+        """Reminders due are sent every check_time (as Kamailio's msilo timer does)."""
+        from sipsilo.routing.reminders import send_due
+
+        store = self.services.push_store
+        assert store is not None
+        while True:
+            await asyncio.sleep(self.config.msilo.check_time)
+            try:
+                await send_due(self.services, store, self._claim_owner)
+            except Exception as exc:
+                log.warning("sending reminders failed: %s", exc)
 
     async def _msilo_timer(self) -> None:
         """msilo's timer: every check_time; purge expired every clean_period ticks."""
@@ -474,3 +506,31 @@ async def _start_heartbeat(location: LocationService, name: str, hop: str | None
         log.warning("heartbeat table not available: %s", exc)
         return None
     return beat
+
+
+async def _start_push(cfg: Config, store: SiloStore, counters: Counters
+                      ) -> tuple[PushStore | None, PushService | None]:
+    """The SQL of push targets and reminders when either is configured (in the message
+    store's database), and the push service when a pusher is configured ([push])."""
+    from sipsilo.push.service import PushService
+    from sipsilo.push.store import PushStore
+
+    pc = cfg.push
+    pushing = bool(pc.webhook_url or pc.vapid_private_key or pc.fcm_credentials
+                   or pc.apns_key_file)
+    if not pushing and not cfg.msilo.reminder:
+        return None, None
+    sql = PushStore(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir, pc.keep_days)
+    try:
+        await sql.open()
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(f"msilo.db_url (push targets): {exc}") from None
+    if not pushing:
+        return sql, None
+
+    async def waiting(user: str, domain: str) -> int:
+        return await store.count_for(user, domain, int(time.time()))
+
+    service = PushService(pc, sql, waiting, counters, cfg.data_dir)
+    await service.open()
+    return sql, service

@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from sipsilo import __version__
+from sipsilo.config_push import PushConfig, PushKeyError
 from sipsilo.config_toml import dump_sections
 from sipsilo.config_values import (
     ListenAddress,
@@ -258,6 +259,8 @@ class MsiloConfig(_Section):
     foreign_store_burst: Annotated[int, Field(ge=1)] = 100
     max_body: Annotated[int, Field(ge=1)] = 65536
     outbound_proxy: SipUriStr = None
+    # From of reminders (m_store(..., send_at=...)); unset: no reminders (Kamailio's).
+    reminder: SipUriStr = None
     notify_offline: bool = True
     claim_ttl: Seconds = 60
     # Connections per pool for MySQL/PostgreSQL (the message store's, and the
@@ -521,6 +524,7 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     websocket: WebsocketConfig = Field(default_factory=WebsocketConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
     # Not a TOML key (load_config rejects it in files): --data-dir, absolute.
     data_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     # What load_config read this from, for reload() on SIGHUP.
@@ -548,6 +552,10 @@ class Config(_Section):
                 client_context(settings)
         except TlsSetupError as exc:
             raise KeyedValueError(exc.key, str(exc)) from None
+        try:
+            self.push.resolve(self.data_dir)
+        except PushKeyError as exc:
+            raise KeyedValueError(f"push.{exc.key}", str(exc)) from None
         return self
 
     def uses_tls(self) -> bool:

@@ -23,6 +23,11 @@ MSILO_COUNTERS = ("stored_messages", "dumped_messages", "failed_messages", "expi
                   "refused_messages", "duplicate_messages")
 # Outcomes of the "user is offline" notice (sent = handed to the transaction layer).
 NOTICE_COUNTERS = ("notices_sent", "notices_failed")
+# Push notifications (sipsilo.push): sent, failed (removed included), targets removed
+# because the provider called the token dead.
+PUSH_COUNTERS = ("push_sent", "push_failed", "push_removed",
+                 # reminders (Kamailio's names): sent at their time, or kept for REGISTER
+                 "dumped_reminders", "failed_reminders")
 
 # Seconds from the route's store() call to the committed row (group commit included).
 STORE_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -56,7 +61,7 @@ class Histogram:
 class Counters:
     def __init__(self) -> None:
         self._values: Counter[str] = Counter(
-            {name: 0 for name in (*MSILO_COUNTERS, *NOTICE_COUNTERS)})
+            {name: 0 for name in (*MSILO_COUNTERS, *NOTICE_COUNTERS, *PUSH_COUNTERS)})
         self.histograms = {name: Histogram(bounds) for name, bounds in HISTOGRAMS.items()}
 
     def inc(self, name: str, by: int = 1) -> None:

@@ -160,14 +160,14 @@ def test_log_lines_tell_timeout_from_refusal(
                                " failure", server.log()))
     ok(server.cli("silo", "purge", "--all"))
     assert ok(send(server, "udp", "--to", BOB, "mute")) == "202 Accepted\n"
-    assert ("recipient's phone did not answer in time (timeout): message stored for the next"
-            " REGISTER (202)") in server.log()
+    wait_for(lambda: ("recipient's phone did not answer in time (timeout): message stored for"
+                      " the next REGISTER (202)") in server.log())
 
     # a phone that refuses MESSAGE (carol's: bob's mute one would time out beside it)
     ua = start_ua(server, code=415, reason="Unsupported Media Type")
     register(server, ua.port, user="carol", expires=60)
     assert ok(send(server, "udp", "--to", "carol@127.0.0.1", "refused")) == "202 Accepted\n"
     ua.finish(timeout=15)
-    assert ("recipient's phone refused it with 415 Unsupported Media Type: message stored for"
-            " the next REGISTER (202)") in server.log()
+    wait_for(lambda: ("recipient's phone refused it with 415 Unsupported Media Type: message"
+                      " stored for the next REGISTER (202)") in server.log())
     assert "MSILO" not in server.log()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from tests.integration.harness import ServerProcess
+from tests.integration.silo_helpers import wait_for
 from tests.integration.sipwire import read_reply, status_line, tcp_exchange, udp_exchange
 
 SECOND_IP = "127.0.0.2"  # another loopback source: another client
@@ -111,7 +112,7 @@ def test_slowloris_is_cut_at_the_message_deadline_and_frees_the_slots(
     assert len(closed_after) == len(attackers), (closed_after, server.log()[-2000:])
     assert max(closed_after.values()) < deadline + 2.5, closed_after
     assert admitted_after is not None and admitted_after < deadline + 3.5
-    assert "no complete message within 2 s" in server.log()
+    wait_for(lambda: "no complete message within 2 s" in server.log())
     stats = server.cli("stats").stdout
     line = next(x for x in stats.splitlines() if "tcp:deadline_closed_connections" in x)
     assert int(line.split()[-1]) == len(attackers), stats

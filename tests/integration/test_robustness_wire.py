@@ -13,6 +13,7 @@ import zlib
 import pytest
 
 from tests.integration.harness import ServerProcess
+from tests.integration.silo_helpers import wait_for
 from tests.integration.sipwire import status_line, tcp_exchange, udp_exchange
 
 TRANSPORTS = ["udp", "tcp"]
@@ -122,7 +123,8 @@ def test_stray_ack_with_bad_route_is_dropped(server: ServerProcess, transport: s
     data = raw(server.port, "ACK", f"sip:bob@{server.uri_host}", call_id=f"ack-{transport}",
                extra="Route: <sip:%zz@127.0.0.1;lr>")
     assert exchange(server, data, transport, wait=0.5) == b""
-    assert "ACK from" in server.log() and "dropped: Bad URI in Route header" in server.log()
+    wait_for(lambda: "ACK from" in server.log()
+             and "dropped: Bad URI in Route header" in server.log())
     assert_healthy(server)
 
 
@@ -154,7 +156,8 @@ def test_contacts_pointing_at_the_server_get_482_not_a_forking_storm(
             if not answer.startswith("SIP/2.0 1"):
                 finals.append(answer)
     assert finals == ["SIP/2.0 482 Loop Detected"]
-    assert server.log().count(f"not relaying {method}") == 2  # both contacts, once each
+    # both contacts, once each
+    wait_for(lambda: server.log().count(f"not relaying {method}") == 2)
     assert_healthy(server)
 
 

@@ -409,7 +409,8 @@ def test_a_stalled_handshake_is_closed_by_the_first_message_deadline(
         raw.close()
     assert time.monotonic() - started < 8
     # One summary line for both (tls and ws share the stream connections' deadline).
-    assert "closed 2 tcp connections (2 no complete message within 2 s)" in secure.server.log()
+    wait_for(lambda: "closed 2 tcp connections (2 no complete message within 2 s)"
+             in secure.server.log())
 
 
 def test_offline_notice_reaches_a_web_sender_over_its_websocket(

@@ -38,7 +38,7 @@ def test_seed_route_stores_and_dumps_in_order(seed_server: ServerProcess) -> Non
     got = ua.received()
     assert [m.body.split(b"] ", 1)[1] for m in got] == [r["body"] for r in rows]
     wait_for(lambda: server.rows() == [], 5)
-    assert "REGISTER received -> dumping messages with MSILO" in server.log()
+    wait_for(lambda: "REGISTER received -> dumping messages with MSILO" in server.log())
 
 
 def test_seed_route_stores_via_failure_route_on_415(seed_server: ServerProcess) -> None:
@@ -52,7 +52,7 @@ def test_seed_route_stores_via_failure_route_on_415(seed_server: ServerProcess) 
     rows = server.rows()
     assert [(r["username"], r["body"]) for r in rows] == [("bob", b"needs the silo\r\n")]
     assert stats(server)["msilo:stored_messages"] == 1
-    assert "MSILO:the downstream UA doesn't support MESSAGEs" in server.log()
+    wait_for(lambda: "MSILO:the downstream UA doesn't support MESSAGEs" in server.log())
 
 
 def test_seed_route_answers_what_it_cannot_store(seed_server: ServerProcess) -> None:

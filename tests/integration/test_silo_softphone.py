@@ -114,4 +114,4 @@ def test_baresip_over_tls_receives_offline_messages(make_server: MakeServer,
     assert first in out and second in out, out.decode(errors="replace")
     assert out.index(first) < out.index(second)
     wait_for(lambda: server.rows() == [], 5)
-    assert "(from tls:127.0.0.1:" in server.log()
+    wait_for(lambda: "(from tls:127.0.0.1:" in server.log())

@@ -206,8 +206,8 @@ def test_port_in_use_is_one_line_and_leaves_no_worker_behind(tmp_path: Path) -> 
 
 # ---------------------------------------------------------------- every transport
 
-def _every_transport(make_server: MakeServer, data_dir: Path) -> tuple[ServerProcess,
-                                                                        dict[str, int], Path]:
+def _every_transport(make_server: MakeServer, data_dir: Path, **settings: object
+                     ) -> tuple[ServerProcess, dict[str, int], Path]:
     certs = make_certs(data_dir)
     ports: dict[str, int] = {}
     for kind in ("udp", "tcp", "tls", "ws"):
@@ -215,7 +215,7 @@ def _every_transport(make_server: MakeServer, data_dir: Path) -> tuple[ServerPro
     server = make_server(data_dir=data_dir, port=ports["udp"], **{
         "server.workers": 2, "msilo.add_date": 0,
         "server.listen": [f"{kind}:127.0.0.1:{port}" for kind, port in ports.items()],
-        "tls.certificate": "cert.pem", "tls.private_key": "key.pem",
+        "tls.certificate": "cert.pem", "tls.private_key": "key.pem", **settings,
     })
     return server, ports, certs.ca
 
@@ -224,19 +224,21 @@ def _taken_over(server: ServerProcess) -> int:
     return int(stats(server).get("msilo:taken_over", 0))
 
 
-def _bob_at_the_other_worker(server: ServerProcess, ports: dict[str, int]) -> SecureClient:
-    """bob registered over one TCP connection held by the worker that does NOT
-    get his UDP requests (workers.keys: bob's go to worker 0): reconnect until
-    the kernel puts his connection there, which the hand-over counter shows."""
+def _at_the_other_worker(server: ServerProcess, ports: dict[str, int], user: str = "bob",
+                         kind: str = "tcp") -> SecureClient:
+    """*user* registered over one connection held by the worker that does NOT
+    get his UDP requests (workers.keys: bob's go to worker 0, carol's to 1):
+    reconnect until the kernel puts his connection there, which the hand-over
+    counter shows."""
     for attempt in range(16):
-        bob = SecureClient("tcp", ports["tcp"])
-        assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+        phone = SecureClient(kind, ports[kind])
+        assert (phone.register(user, DOMAIN) or "").startswith("SIP/2.0 200")
         before = _taken_over(server)
-        assert _live_udp(ports["udp"], bob, f"probe {attempt}") == "SIP/2.0 200 OK"
+        assert _live_udp(ports["udp"], phone, f"probe {attempt}", user) == "SIP/2.0 200 OK"
         if _taken_over(server) > before:
-            return bob
-        bob.register("bob", DOMAIN, expires=0)
-        bob.close()
+            return phone
+        phone.register(user, DOMAIN, expires=0)
+        phone.close()
     raise AssertionError("16 connections in a row went to one worker")
 
 
@@ -258,7 +260,7 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
     bob.close()
 
     # Live: bob's connection is held by the worker his UDP requests do not go to.
-    bob = _bob_at_the_other_worker(server, ports)
+    bob = _at_the_other_worker(server, ports)
     before = _taken_over(server)
     assert _live_udp(ports["udp"], bob, "live udp") == "SIP/2.0 200 OK"
     assert _taken_over(server) == before + 1
@@ -270,6 +272,10 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
         assert (_final(sender) or "").startswith("SIP/2.0 200")
         sender.close()
     assert _taken_over(server) > before + 1
+    # A web client (WebSocket, outbound-style): reached only over its connection.
+    carol = _at_the_other_worker(server, ports, "carol", "ws")
+    assert _live_udp(ports["udp"], carol, "live for the web", "carol") == "SIP/2.0 200 OK"
+    carol.close()
 
     # bob's connection closes: a MESSAGE handed over to its owner now fails
     # there (430), and the sending worker stores it (202) for his next REGISTER.
@@ -283,12 +289,35 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
     wait_for(lambda: server.rows() == [], 5)
 
 
-def _live_udp(port: int, phone: SecureClient, body: str) -> str | None:
-    """A MESSAGE for bob over UDP while his phone answers it; the sender's final."""
+def _live_udp(port: int, phone: SecureClient, body: str, user: str = "bob") -> str | None:
+    """A MESSAGE for *user* over UDP while his phone answers it; the sender's final."""
     with ThreadPoolExecutor(1) as pool:
-        sent = pool.submit(udp_message, port, "bob", body)
+        sent = pool.submit(udp_message, port, user, body)
         assert phone.receive_messages(1) == [body]
         return sent.result()
+
+
+def test_the_hand_over_is_not_held_to_the_per_source_cap(make_server: MakeServer,
+                                                          tmp_path: Path) -> None:
+    """The workers connect to each other from 127.0.0.1, as local clients do: a
+    full per-address cap for 127.0.0.1 must not stop the hand-over."""
+    server, ports, _ = _every_transport(make_server, tmp_path / "cap", **{
+        "server.tcp_max_connections_per_ip": 1, "server.tcp_message_timeout": 120})
+    for _ in range(16):  # bob's connection at worker 1 (his UDP requests go to 0)
+        bob = SecureClient("tcp", ports["tcp"])
+        assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+        if _per_worker(server, "tcp:open_connections") == [0, 1]:
+            break
+        bob.register("bob", DOMAIN, expires=0)
+        bob.close()
+        wait_for(lambda: stats(server)["tcp:open_connections"] == 0, 5)
+    assert _per_worker(server, "tcp:open_connections") == [0, 1]
+    idle = [socket.create_connection(("127.0.0.1", ports["tcp"])) for _ in range(8)]
+    wait_for(lambda: _per_worker(server, "tcp:open_connections") == [1, 2], 5)  # caps full
+    assert _live_udp(ports["udp"], bob, "through a full cap") == "SIP/2.0 200 OK"
+    assert _per_worker(server, "msilo:taken_over") == [0, 1]
+    for conn in idle:
+        conn.close()
 
 
 def _final(client: SecureClient) -> str | None:
@@ -311,7 +340,7 @@ def _per_worker(server: ServerProcess, key: str) -> list[int]:
             data = b""
             while not data.endswith(b"\n"):
                 data += sock.recv(65536)
-        out.append(int(json.loads(data)["result"][key]))
+        out.append(int(json.loads(data)["result"].get(key, 0)))
     return out
 
 

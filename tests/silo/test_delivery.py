@@ -93,6 +93,39 @@ def test_permanent_rejection_skips_the_message_and_keeps_it(tmp_path: Path) -> N
     asyncio.run(main())
 
 
+def test_a_new_contact_registered_during_a_failing_run_gets_the_messages(
+        tmp_path: Path) -> None:
+    """A phone that re-registers (woken by a push, from a new address) while the dump
+    to its old contact times out is delivered to at once, not at its next REGISTER."""
+    async def main() -> None:
+        store, _ = await _setup(tmp_path, 2)
+        woken = DeliveryTarget(SipUri.parse("sip:bob@127.0.0.1:5100"),
+                               Target("udp", "127.0.0.1", 5100))
+        engine: DeliveryEngine
+
+        async def during(n: int) -> None:
+            if n == 0:
+                engine.kick("bob", "example.com", woken)
+
+        ua = UA(lambda n: 408 if n == 0 else 200, during)
+        targets: list[int] = []
+        send = ua.send
+
+        async def tracking(request: Request, target: Target) -> Response:
+            targets.append(target.port)
+            return await send(request, target)
+
+        engine = DeliveryEngine(store, tracking, "A", Counters())
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        assert targets == [5099, 5100, 5100]
+        assert await store.list() == []
+        await engine.aclose()
+        await store.close()
+
+    asyncio.run(main())
+
+
 def test_temporary_failure_ends_the_dump_in_order(tmp_path: Path) -> None:
     async def main() -> None:
         store, ids = await _setup(tmp_path, 3)

@@ -27,6 +27,7 @@ LIMITS = StreamLimits(max_connections=10, max_connections_per_ip=2, idle_timeout
 class Conn:
     remote: tuple[str, int] = ("192.0.2.1", 5060)
     inbound: bool = True
+    per_source: bool = True
     last_active: float = 0.0
     pinned_until: float = 0.0
     spoke: bool = False
@@ -64,6 +65,9 @@ def test_caps_count_unregistered_connections_and_the_source_only_for_accepted_on
     assert admission(Conn(), LIMITS, 10, lambda: 0) == "10 connections open"
     assert admission(Conn(), LIMITS, 3, lambda: 2) == "2 connections open from that address"
     assert admission(Conn(inbound=False), LIMITS, 3, lambda: 2) is None
+    # a worker's private listener: the other workers connect from 127.0.0.1 too
+    assert admission(Conn(per_source=False), LIMITS, 3, lambda: 2) is None
+    assert admission(Conn(per_source=False), LIMITS, 10, lambda: 0) == "10 connections open"
     no_cap = StreamLimits(max_connections_per_ip=0)
     assert admission(Conn(), no_cap, 3, lambda: 1000) is None
 

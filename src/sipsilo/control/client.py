@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
@@ -14,7 +15,11 @@ class ControlError(Exception):
 
 
 def request(config: Config, message: dict[str, Any], timeout: float = 5.0) -> Any:
-    path = config.control_socket_path()
+    return ask(config.control_socket_path(), message, timeout)
+
+
+def ask(path: str | os.PathLike[str], message: dict[str, Any], timeout: float = 5.0) -> Any:
+    """One command on the control socket at *path* (a worker's own: `<socket>.<n>`)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))  # OSError here: the server is not running

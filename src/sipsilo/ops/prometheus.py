@@ -31,6 +31,11 @@ _MSILO = {
     "expired_messages": "stored messages purged unsent because they expired",
     "notices_sent": "'user is offline' notices sent to senders",
     "notices_failed": "'user is offline' notices that could not be sent",
+    "push_sent": "push notifications the provider accepted",
+    "push_failed": "push notifications that failed (timeouts and dead tokens included)",
+    "push_removed": "push targets removed because the provider called the token dead",
+    "dumped_reminders": "reminders delivered at their send time",
+    "failed_reminders": "reminders not delivered at their time (kept for the next REGISTER)",
 }
 _HISTOGRAMS = {
     "store_commit_seconds": "time from storing a MESSAGE to its committed row",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from sipsilo.auth.policy import consume_credentials
 from sipsilo.proxy.relay import Branch
+from sipsilo.push.store import target_of_contact
 from sipsilo.registrar.binding import Binding
 from sipsilo.silo.compose import (
     NOT_STORED_TYPES,
@@ -216,10 +217,27 @@ class RouteContext:
                      b.remaining(now), b.flow.transport, *b.flow.remote)
         for b in result.removed:
             log.info("unregistered %s at %s", b.aor, b.contact)
+        if svc.push is not None and result.ok and (result.added or result.removed):
+            await self._push_registered(result.added or result.removed)
         if not result.ok:
             log.info("REGISTER for %s refused: %s %s", self.request.to.uri,
                      response.status, response.reason)
         return result.ok
+
+    async def _push_registered(self, bindings: list[Binding]) -> None:
+        """Tell the push service: a new interval, and the RFC 8599 target if any."""
+        assert self.services.push is not None
+        target = None
+        for b in bindings:
+            try:
+                uri_params = SipUri.parse(b.contact).params
+            except ParseError:
+                uri_params = ()
+            target = target_of_contact(b.aor, uri_params, b.params) or target
+        try:
+            await self.services.push.registered(bindings[0].aor, target)
+        except StoreError as exc:
+            log.warning("push target of %s not saved: %s", bindings[0].aor, exc)
 
     async def lookup(self, table: str = "location") -> bool:
         """Find the R-URI user's contacts; True (and branches set) if online."""
@@ -235,14 +253,16 @@ class RouteContext:
         return True
 
     # ---------------------------------------------------------------- silo
-    async def m_store(self, mode: str = "0", next_hop: str | None = None) -> bool:
+    async def m_store(self, mode: str = "0", next_hop: str | None = None,
+                      send_at: float | None = None) -> bool:
         """Store the MESSAGE for its owner (see the seed's m_store modes).
 
         Returns True once the row is committed. A request that cannot be
         stored for a reason the sender must hear (no body, bad type, too
         large, mailbox full) is answered here with that 4xx and False is
         returned; a storage failure returns False unanswered, for the route's
-        503.
+        503. *send_at* (POSIX seconds, with ``[msilo] reminder`` set) stores a
+        reminder: sent to the user's contact at that time, not dumped before.
         """
         svc = self.services
         req = self.request
@@ -303,13 +323,23 @@ class RouteContext:
         svc.quota.stored(row)
         svc.counters.inc("stored_messages")
         svc.counters.observe("store_commit_seconds", time.perf_counter() - started)
-        log.info("stored message %s for %s@%s from %s (%s, %d bytes, expires in %d s)",
-                 row_id, row.username, row.domain, row.src_addr, row.ctype, len(row.body),
-                 row.exp_time - row.inc_time,
-                 extra={"call_id": req.call_id, "user": f"{row.username}@{row.domain}",
-                        "message_id": row_id})
+        if log.isEnabledFor(logging.INFO):  # one line per message: short, and only built when shown
+            log.info("stored message %s for %s@%s from %s (%d bytes)", row_id, row.username,
+                     row.domain, row.src_addr, len(row.body),
+                     extra={"call_id": req.call_id, "user": f"{row.username}@{row.domain}",
+                            "message_id": row_id})
+        if send_at is not None and svc.config.msilo.reminder and svc.push_store is not None:
+            try:
+                await svc.push_store.set_send_time(row_id, max(1, int(send_at)))
+            except StoreError as exc:  # stays an ordinary stored message
+                log.warning("message %s: reminder time not set: %s", row_id, exc)
+            else:
+                log.info("message %s is a reminder for %s", row_id, time.ctime(send_at))
+                return True
         svc.after_store(req, next_hop, self.auth_identity, self.flow)
         binding = self._kick_after_store
+        if svc.push is not None and binding is None:
+            svc.push.stored(owner.aor(), row.username, row.domain, row.src_addr)
         if binding is not None:
             # Queued behind stored messages: the dump delivers it in its turn.
             self._kick_after_store = None

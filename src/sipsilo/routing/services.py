@@ -22,6 +22,8 @@ from sipsilo.flow import CLIENT_OPENED, Flow, Target
 from sipsilo.metrics import Counters
 from sipsilo.proxy.relay import Relay
 from sipsilo.proxy.route_token import DOWN, RouteKeys, route_targets, target_of
+from sipsilo.push.service import PushService
+from sipsilo.push.store import PushStore
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
@@ -63,6 +65,10 @@ class Services:
     # Which process holds a binding's connection, and how to reach it there
     # (routing.handover); with one process nobody else holds one.
     handover: FlowOwner = field(default_factory=lambda: FlowOwner(secrets.token_bytes(32)))
+    # [push]: wakes sleeping phones (sipsilo.push); None when no pusher is configured.
+    push: PushService | None = None
+    # The SQL of push targets and reminders; None when neither is configured.
+    push_store: PushStore | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     # The storage limits of [msilo] (silo.limits), per process.
     quota: StoreQuota = field(init=False)

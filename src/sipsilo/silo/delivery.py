@@ -178,7 +178,14 @@ class DeliveryEngine:
                         worker.again = False
                         continue
                     return
+                target = worker.target
                 if not await self._deliver(batch, worker):
+                    if worker.again and worker.target is not target and not self._stopping:
+                        # The phone registered again (a new contact) while this
+                        # run failed on the old one: the woken phone must not
+                        # wait for yet another REGISTER.
+                        worker.again = False
+                        continue
                     return
         finally:
             await self._confirmed(worker)
@@ -213,11 +220,11 @@ class DeliveryEngine:
                     self._counters.inc("dumped_messages")
                     self._counters.observe("silo_wait_seconds", self._clock() - msg.inc_time)
                     delivered.append(msg.id)
-                    log.info("delivered message %s for %s@%s to %s (%s %s)", msg.id,
-                             msg.username, msg.domain, target.request_uri, response.status,
-                             response.reason,
-                             extra={"call_id": msg.callid or None, "message_id": msg.id,
-                                    "user": f"{msg.username}@{msg.domain}"})
+                    if log.isEnabledFor(logging.INFO):  # built only when shown
+                        log.info("delivered message %s for %s@%s to %s (%s)", msg.id,
+                                 msg.username, msg.domain, target.request_uri, response.status,
+                                 extra={"call_id": msg.callid or None, "message_id": msg.id,
+                                        "user": f"{msg.username}@{msg.domain}"})
                     continue
                 self._counters.inc("failed_messages")
                 if is_temporary(response.status):

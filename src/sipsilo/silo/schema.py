@@ -206,6 +206,28 @@ def full_ddl(table: str = "silo", dialect: Dialect = "sqlite") -> list[str]:
         *create_index_sql(table, dialect),
         sipsilo_version_table_sql(dialect),
         *(sql for _, sql in v2_index_sql(table, dialect)),
+        *push_table_sql(table, dialect),
+    ]
+
+
+def push_table_name(table: str) -> str:
+    """The push-target table of silo table *table* (its SQL: ``sipsilo.push.store``)."""
+    return f"{table}_push"
+
+
+def push_table_sql(table: str, dialect: str) -> list[str]:
+    """DDL of the push-target table: the last RFC 8599 push target of each AoR.
+    Idempotent, and only a primary key, so no dialect lacks the IF NOT EXISTS it needs."""
+    t = push_table_name(check_identifier(table))
+    return [
+        f"CREATE TABLE IF NOT EXISTS {t} (\n"
+        "    aor VARCHAR(255) PRIMARY KEY NOT NULL,\n"
+        "    provider VARCHAR(32) NOT NULL,\n"
+        "    prid TEXT NOT NULL,\n"
+        "    param TEXT NOT NULL,\n"
+        "    purr TEXT NOT NULL,\n"
+        "    updated_at BIGINT NOT NULL\n"
+        + (")" + _table_options("mysql") if dialect == "mysql" else ")")
     ]
 
 
@@ -360,6 +382,12 @@ def _v3_sqlite_ids_never_reused(ctx: MigrationContext) -> None:
         ctx.execute(sql)
 
 
+def _v4_push_targets(ctx: MigrationContext) -> None:
+    """The push-target table of push notifications (``sipsilo.push``)."""
+    for sql in push_table_sql(ctx.table, ctx.dialect):
+        ctx.execute(sql)
+
+
 #: Ordered; append new steps here.  A step runs once, in the runner's transaction, and the
 #: runner records its version in the same transaction.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -367,6 +395,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "unique message key (idempotent store) and sender index", _v2_message_key),
     Migration(3, "SQLite: message ids are never reused (AUTOINCREMENT)",
               _v3_sqlite_ids_never_reused),
+    Migration(4, "push targets: the last RFC 8599 push target of each AoR", _v4_push_targets),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -139,7 +139,10 @@ class Transports:
                 raise ValueError(f"unsupported transport {spec.proto!r}")
         if private:
             host, port = private if isinstance(private, tuple) else ("127.0.0.1", 0)
-            self.private = TcpListener(host, port, self.tcp, "tcp")
+            # The other workers' connections come from 127.0.0.1 like any local
+            # client's (and the other instances' from a few addresses): the
+            # per-source cap must not cut them off.
+            self.private = TcpListener(host, port, self.tcp, "tcp", per_source=False)
             await self.private.start()
             self.tcp_listeners.append(self.private)
 

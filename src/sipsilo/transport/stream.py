@@ -62,6 +62,9 @@ class StreamConn(Protocol):
 
     remote: tuple[str, int]
     inbound: bool  # accepted from a peer (False: one we opened)
+    # counted against the per-source cap (not on a worker's private listener,
+    # where the other workers' connections come from: routing.handover)
+    per_source: bool
     last_active: float  # monotonic time of the last byte in or out
     pinned_until: float  # a registered flow: exempt from the limits until then
     spoke: bool  # a complete message has arrived on it
@@ -101,7 +104,7 @@ def admission(
     if unpinned_total >= limits.max_connections:
         return f"{limits.max_connections} connections open"
     per_ip = limits.max_connections_per_ip
-    if conn.inbound and per_ip > 0 and unpinned_from_source() >= per_ip:
+    if conn.inbound and conn.per_source and per_ip > 0 and unpinned_from_source() >= per_ip:
         return f"{per_ip} connections open from that address"
     return None
 

@@ -55,7 +55,7 @@ _ids = itertools.count(1)
 class TcpConnection(asyncio.Protocol):
     def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None,
                  transport: str = "tcp", layer: Layer | None = None,
-                 *, inbound: bool = False) -> None:
+                 *, inbound: bool = False, per_source: bool = True) -> None:
         self.id = next(_ids)
         self.transport = transport  # "tcp", "tls", "ws" or "wss"
         self._layer = layer
@@ -67,6 +67,7 @@ class TcpConnection(asyncio.Protocol):
         self.remote: tuple[str, int] = ("", 0)
         self.closed = asyncio.get_event_loop().create_future()
         self.inbound = inbound
+        self.per_source = per_source
         self.last_active = time.monotonic()
         self.pinned_until = 0.0  # a registered flow: not idle-closed before this
         self.spoke = False  # a complete SIP message has arrived on it
@@ -347,7 +348,7 @@ class TcpRegistry:
 class TcpListener:
     def __init__(self, host: str, port: int, registry: TcpRegistry, transport: str = "tcp",
                  layer: Callable[[], Layer] | None = None,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, per_source: bool = True) -> None:
         self.host = host
         self.port = port
         self.transport = transport
@@ -355,6 +356,7 @@ class TcpListener:
         self._layer = layer
         # A listening socket bound elsewhere (a worker's, from its supervisor).
         self._sock = sock
+        self._per_source = per_source  # False: a worker's private listener
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -375,7 +377,7 @@ class TcpListener:
     def _accept(self) -> TcpConnection:
         layer = None if self._layer is None else self._layer()
         return TcpConnection(self._registry, (self.host, self.port), self.transport, layer,
-                             inbound=True)
+                             inbound=True, per_source=self._per_source)
 
     def close(self) -> None:
         if self._server is not None:

@@ -170,6 +170,11 @@ class TlsLayer(Layer):
         except (ssl.SSLError, ssl.CertificateError) as exc:
             raise LayerError(f"TLS handshake failed: {_reason(exc)}") from None
         self._handshaken = True
+        if self._inner is not None:
+            # A client's WebSocket upgrade request goes inside the tunnel, first.
+            opening = self._inner.start()
+            if opening:
+                self._ssl.write(opening)
         for data in self._queued:
             self._ssl.write(data)
         self._queued.clear()

@@ -1,21 +1,26 @@
 """`sipsilo serve` with ``[server] workers`` > 1: one supervisor, N worker processes.
 
 One Python process handles about 2,500 stored MESSAGEs a second; a machine
-has more cores than that. The supervisor binds the UDP listeners, starts the
+has more cores than that. The supervisor binds the listeners, starts the
 workers (each a complete sipsilo: stack, routing, silo, delivery) and then only
 moves datagrams: it reads each one, picks its worker with workers.keys (by
 user for requests, by the worker's mark in the Via branch for responses) and
 passes it over that worker's socket pair. Workers send straight out of the
-same listening sockets, which they inherit.
+same listening sockets, which they inherit. Stream listeners (TCP, TLS, WS,
+WSS) are one SO_REUSEPORT socket per worker, which the worker accepts on
+itself: the supervisor never sees a connection.
 
 It also answers the control channel (`sipsilo stats`, `sipsilo location
 list`) by asking every worker and adding up, and it stops the workers in
 order: on SIGTERM every worker gets SIGTERM and finishes what it is doing
 (its deliveries in flight still receive their 2xx through this process);
 the sockets close when the last worker has gone. A worker that dies on its
-own takes the others down with it and the supervisor exits with status 1:
-its users' state (registrations, claims) lived there, and a process manager
-restarting the whole server is the honest recovery.
+own is replaced by a new process with the same number, which gets the
+location table (the supervisor keeps a copy of the replicated one) and the
+same sockets; its connections are lost, and their users register again. A
+worker dying at start-up or again and again (MAX_RESTARTS within
+RESTART_WINDOW) takes the others down with it and the supervisor exits with
+status 1, for the process manager.
 """
 
 from __future__ import annotations
