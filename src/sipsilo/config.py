@@ -408,6 +408,8 @@ def _check_redis_url(value: str) -> str:
 
 
 def _check_instance_id(value: str) -> str:
+    if len(value) > 60:
+        raise ValueError(f"an instance id has at most 60 characters (got {len(value)})")
     if any(c.isspace() or not c.isprintable() for c in value):
         raise ValueError(f"an instance id has no white space (got {quote(value)})")
     return value
@@ -453,7 +455,6 @@ class ClusterConfig(_Section):
     # the data dir>, stable across restarts, so a restarted instance takes back
     # its own delivery claims at once.
     instance_id: Annotated[str | None, BeforeValidator(_empty_to_none),
-                           Field(min_length=1, max_length=60),
                            AfterValidator(lambda v: None if v is None
                                           else _check_instance_id(v))] = None
     # "host:port" other instances reach this one's internal hop listener at (TCP;

@@ -77,13 +77,21 @@ def test_counts_by_process_and_claims_elsewhere(url: str) -> None:
             assert await claims_per_owner(pool, table, 1000) == {"inst0/w0": 2}
             assert await claims_per_owner(pool, table, 2000) == {}  # lapsed
             if url.startswith("sqlite"):  # one process's file: nobody else to ask
-                assert not await store.claimed_elsewhere("bob", "example.com", "x", 1000)
+                assert not await store.pending_elsewhere("bob", "example.com", "x", 1000)
             else:
-                assert await store.claimed_elsewhere("bob", "example.com", "inst1", 1000)
-                assert not await store.claimed_elsewhere("bob", "example.com", "inst0/w0",
+                # m2 is stored and not tried yet: on its way for everybody
+                assert await store.pending_elsewhere("bob", "example.com", "inst0/w0", 1000)
+                assert await store.pending_elsewhere("bob", "example.com", "inst1", 1000)
+                assert not await store.pending_elsewhere("eve", "example.com", "inst1", 1000)
+                third = await store.claim_batch("bob", "example.com", "inst0/w0", 1000, 60, 1)
+                assert len(third) == 1
+                # all three claimed by inst0/w0: pending for others, not for it
+                assert await store.pending_elsewhere("bob", "example.com", "inst1", 1000)
+                assert not await store.pending_elsewhere("bob", "example.com", "inst0/w0",
                                                          1000)
-                assert not await store.claimed_elsewhere("bob", "example.com", "inst1", 2000)
-                assert not await store.claimed_elsewhere("eve", "example.com", "inst1", 1000)
+                # given back after a failed try: left for the next REGISTER
+                await store.release_many([m.id for m in claimed + third], "inst0/w0")
+                assert not await store.pending_elsewhere("bob", "example.com", "inst1", 1000)
             loc = f"loc_{table}"
             async with pool.acquire() as c:
                 await c.execute(f"CREATE TABLE {loc} (instance VARCHAR(128),"

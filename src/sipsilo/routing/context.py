@@ -397,8 +397,9 @@ class RouteContext:
         not turn every later live message into a stored one. Typing
         indications (never stored) are always relayed. Call it after a
         successful lookup(). With instances on one database (``[registrar]
-        db_url``) a dump by another instance counts too: an unexpired claim of
-        another owner on one of the user's rows (one SELECT per live MESSAGE).
+        db_url``) the database is asked too (silo.cluster.pending_elsewhere_sql:
+        a row claimed by another process, or stored and not tried yet; one
+        SELECT per live MESSAGE).
         """
         svc = self.services
         uri = self.original_uri
@@ -413,7 +414,7 @@ class RouteContext:
             # Instances on one database: another one may be dumping to this
             # user; only the silo's claims can say (silo.cluster).
             try:
-                pending = await svc.store.claimed_elsewhere(
+                pending = await svc.store.pending_elsewhere(
                     user, domain, svc.delivery.owner, int(time.time()))
             except StoreError as exc:
                 log.warning("cannot check deliveries of %s@%s elsewhere: %s", user, domain, exc)

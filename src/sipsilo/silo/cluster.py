@@ -14,8 +14,8 @@ through it, and nothing else:
 * **Counts for the status:** live bindings per process (the location table's
   ``instance`` column starts with the process name, then ``|``) and delivery
   claims per claim owner (the silo's ``claim_owner``).
-* **Ordering across instances:** is another process delivering this user's
-  stored messages right now (an unexpired claim that is not ours)? Then a live
+* **Ordering across instances:** is one of this user's stored messages on its
+  way (claimed by another process, or stored and not tried yet)? Then a live
   MESSAGE is stored behind them, as the local ``DeliveryEngine.busy`` check does
   within one process.
 
@@ -131,13 +131,16 @@ async def claims_per_owner(pool: Pool, silo_table: str, now: int) -> dict[str, i
     return {str(owner): int(count) for owner, count in rows}
 
 
-def claimed_elsewhere_sql(silo_table: str) -> str:
-    """Arguments: username, domain, our claim owner, now. A row: another process
-    holds an unexpired claim on one of the user's stored messages."""
+def pending_elsewhere_sql(silo_table: str) -> str:
+    """Arguments: username, domain, now, our claim owner, now. A row: one of the
+    user's stored messages is on its way: claimed (unexpired) by another process,
+    or stored and not tried yet (``attempts = 0``: a dump is about to take it).
+    Rows tried and given back (a phone that refused them) do not count: they wait
+    for the next REGISTER and must not turn every live MESSAGE into a stored one."""
     t = check_identifier(silo_table)
     return (f"SELECT id FROM {t} WHERE username = %s AND domain = %s AND snd_time = 0"
-            " AND claim_owner IS NOT NULL AND claim_owner <> %s AND claim_until >= %s"
-            " LIMIT 1")
+            " AND exp_time > %s AND (attempts = 0 OR (claim_owner IS NOT NULL"
+            " AND claim_owner <> %s AND claim_until >= %s)) LIMIT 1")
 
 
 def status_rows(instances: list[InstanceRow], bindings: dict[str, int],

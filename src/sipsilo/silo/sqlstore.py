@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .cluster import claimed_elsewhere_sql
+from .cluster import pending_elsewhere_sql
 from .schema import LATEST_VERSION, MigrationError, check_identifier, current_version, migrate
 from .sqlbase import Conn, Pool, Row, StoreUnavailable, run_txn
 from .store import (
@@ -285,10 +285,10 @@ class SqlSiloStore(SiloStore):
             f"SELECT COUNT(*) FROM {self.table} WHERE src_addr = %s", (src_addr,))
         return int(rows[0][0])
 
-    async def claimed_elsewhere(self, username: str, domain: str, owner: str, now: int
+    async def pending_elsewhere(self, username: str, domain: str, owner: str, now: int
                                 ) -> bool:
-        rows = await self._rows(claimed_elsewhere_sql(self.table),
-                                (username, domain, owner, int(now)))
+        rows = await self._rows(pending_elsewhere_sql(self.table),
+                                (username, domain, int(now), owner, int(now)))
         return bool(rows)
 
     async def count_for(self, username: str, domain: str, now: int) -> int:

@@ -171,11 +171,12 @@ class SiloStore(ABC):
     async def count_for(self, username: str, domain: str, now: int) -> int:
         """Unexpired deliverable messages (``snd_time = 0``) of the account."""
 
-    async def claimed_elsewhere(self, username: str, domain: str, owner: str, now: int
+    async def pending_elsewhere(self, username: str, domain: str, owner: str, now: int
                                 ) -> bool:
-        """Is another process (another instance) delivering the account's stored
-        messages now: an unexpired claim on one of them by an owner not *owner*?
-        Only a database shared by instances can say; this store's answer: no."""
+        """Is one of the account's stored messages on its way through another
+        process (another instance): claimed by an owner not *owner*, or stored
+        and not tried yet? Only a database shared by instances can say; this
+        store's answer: no."""
         return False
 
     @abstractmethod
