@@ -451,7 +451,9 @@ def verdict(report: Report, server: Server) -> dict[str, Any]:
 # -- setup ------------------------------------------------------------------------
 
 def pg_cleanup(tables: list[str]) -> None:
-    from sipsilo.silo.sqlbase import StoreError, open_pool, parse_sql_url, run_txn
+    from sipsilo.db.base import open_pool, run_txn
+    from sipsilo.db.errors import StoreError
+    from sipsilo.db.url import parse_db_url as parse_sql_url
 
     async def go() -> None:
         pool = open_pool(parse_sql_url(PG_URL), 1, 1)

@@ -364,3 +364,19 @@ def test_cluster_identity_and_hop_address() -> None:
 def test_bad_cluster_settings_name_the_key(setting: str, words: str) -> None:
     err = error_of(setting)
     assert setting.split("=")[0] in err and words in err, err
+
+
+def test_database_urls_follow_the_data_dir_of_a_copy(tmp_path: Path) -> None:
+    """A worker gets the configuration as JSON and its data dir set afterwards: the
+    SQLite files it opens must be those under that data dir, not under its cwd."""
+    config = load_config(None, ["registrar.db_url=sqlite:///loc.db"], env={},
+                         data_dir=str(tmp_path / "a"))
+    assert config.msilo_db.path == str(tmp_path / "a" / "sipsilo.db")
+    assert config.msilo_db.key == "msilo.db_url"
+    worker = Config.model_validate_json(config.model_dump_json()).model_copy(
+        update={"data_dir": tmp_path / "b"})
+    assert worker.msilo_db.path == str(tmp_path / "b" / "sipsilo.db")
+    assert worker.silo_db_path() == str(tmp_path / "b" / "sipsilo.db")
+    assert worker.registrar_db is not None
+    assert worker.registrar_db.path == str(tmp_path / "b" / "loc.db")
+    assert worker.registrar_db.key == "registrar.db_url"

@@ -35,7 +35,7 @@ from sipsilo.sip.errors import ParseError
 from sipsilo.sip.headers import Headers
 from sipsilo.sip.ids import new_call_id, new_tag
 from sipsilo.sip.message import Request, Response
-from sipsilo.sip.uri import SipUri, format_host
+from sipsilo.sip.uri import SipUri, format_host, parse_aor
 from sipsilo.stack.core import SipStack
 from sipsilo.stack.handles import ServerTransaction
 from sipsilo.transaction.timers import TimerConfig
@@ -56,11 +56,8 @@ class AgentError(Exception):
 
 def sip_uri(text: str, what: str) -> SipUri:
     """``bob@host`` or ``sip:bob@host`` as a SIP URI with a user part."""
-    value = text.strip()
-    if not value.lower().startswith(("sip:", "sips:")):
-        value = "sip:" + value
     try:
-        uri = SipUri.parse(value)
+        uri = parse_aor(text)
     except ParseError:
         raise AgentError(f"{what}: not a SIP address {text!r} (expected user@host)") from None
     if not uri.user:

@@ -24,8 +24,9 @@ from sipsilo import __version__
 from sipsilo.auth import start_auth
 from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config, ConfigError
-from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer
+from sipsilo.db.errors import StoreError, StoreUnavailable
+from sipsilo.db.url import mask_url
 from sipsilo.metrics import Counters
 from sipsilo.ops.logs import flush_logging, setup_logging
 from sipsilo.ops.reload import ReloadHook
@@ -39,11 +40,9 @@ from sipsilo.routing.dispatch import Dispatcher
 from sipsilo.routing.handover import FlowOwner
 from sipsilo.routing.loader import load_route
 from sipsilo.routing.services import Services
-from sipsilo.silo.admin import open_store
+from sipsilo.silo.backend import open_configured
 from sipsilo.silo.cluster import Heartbeat
 from sipsilo.silo.delivery import DeliveryEngine
-from sipsilo.silo.sqlbase import StoreUnavailable
-from sipsilo.silo.store import StoreError
 from sipsilo.sip.uri import canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
@@ -115,12 +114,9 @@ class Server:
         if worker is not None:
             link = worker.link = WorkerLink(worker.link_sock, self._orphaned)
         route = load_route(cfg.server.route)
-        self.store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
-                                pool_min=cfg.msilo.db_pool_min, pool_max=cfg.msilo.db_pool_max)
-        try:
-            await self.store.open()
-        except StoreUnavailable as exc:  # one line naming the key, not a traceback
-            raise StoreUnavailable(f"msilo.db_url: {exc}") from None
+        # A database that cannot be reached is one line naming the key, not a traceback.
+        self.store = await open_configured(cfg.msilo_db, cfg.msilo.db_table,
+                                           cfg.msilo.db_pool_min, cfg.msilo.db_pool_max)
         # This process's name among the instances on one database: delivery
         # claims, heartbeat row, bindings (silo.cluster). Stable across restarts
         # of this instance (host, data dir, SIP port, unless [cluster]

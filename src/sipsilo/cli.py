@@ -1,21 +1,23 @@
 """The ``sipsilo`` command line.
 
-Commands and the functions they call (imported lazily, so the CLI works, and
-says clearly what is missing, before every package exists):
+Commands and the functions they call (imported inside the command, so that
+starting the CLI loads no database driver; the server and the control client are
+looked up by name, and a build without them says so in one line):
 
 * ``serve`` → ``sipsilo.app.run(config)``
 * ``check-config FILE [--check-db]`` → prints the effective configuration as TOML;
-  with ``--check-db`` also ``sipsilo.silo.admin.check_db(config)`` (connects)
+  with ``--check-db`` also ``sipsilo.admin.silo.check_db(config)`` (connects)
 * ``location list [AOR]`` → ``sipsilo.control.client.request(config,
   {"cmd": "location.list", "aor": AOR or None})``
 * ``stats`` → ``sipsilo.control.client.request(config, {"cmd": "stats"})``
-* ``silo list [AOR]`` → ``sipsilo.silo.admin.list_messages(config, aor)``
-* ``silo show ID`` → ``sipsilo.silo.admin.show_message(config, id)``
-* ``silo delete ID`` → ``sipsilo.silo.admin.delete_message(config, id)``
+* ``silo list [AOR]`` → ``sipsilo.admin.silo.list_messages(config, aor)``
+* ``silo show ID`` → ``sipsilo.admin.silo.show_message(config, id)``
+* ``silo delete ID`` → ``sipsilo.admin.silo.delete_message(config, id)``
 * ``silo purge --expired | AOR | --all`` →
-  ``sipsilo.silo.admin.purge(config, aor=None, expired=False)``
+  ``sipsilo.admin.silo.purge(config, aor=None, expired=False)``
 * ``cluster status`` → ``sipsilo.silo.cluster.cluster_status(config)``
-* ``db init`` / ``db migrate`` → ``sipsilo.silo.admin.db_init(config)`` / ``db_migrate(config)``
+* ``db init`` / ``db migrate`` → ``sipsilo.admin.silo.db_init(config)`` / ``db_migrate(config)``
+* ``user add|passwd|remove|list`` → ``sipsilo.admin.users.user_add(config, aor, password)``...
 
 Those functions may be plain or ``async``. ``show_message`` returns a dict or
 None (no such message), ``delete_message`` a bool, ``purge`` the number deleted,
@@ -306,7 +308,9 @@ def check_config(file: str, sets: tuple[str, ...], data_dir: str | None, check_d
     if check_db:
         # Opt-in: validating a file must keep working where the database is not reachable
         # (a CI job, a laptop); the results go to stderr so stdout stays loadable TOML.
-        for line in _call("sipsilo.silo.admin", "check_db", config):
+        from sipsilo.admin import silo as silo_admin
+
+        for line in _run(silo_admin.check_db, config):
             click.echo(line, err=True)
 
 
@@ -371,7 +375,9 @@ def silo() -> None:
 @config_options
 def silo_list(config: Config, aor: str | None) -> None:
     """List stored messages, all or for one AOR."""
-    rows = _call("sipsilo.silo.admin", "list_messages", config, aor)
+    from sipsilo.admin.silo import list_messages
+
+    rows = _run(list_messages, config, aor)
     if _json_wanted() or not rows:
         _emit(list(rows or ()), f"no messages waiting{f' for {aor}' if aor else ''}")
     else:
@@ -383,7 +389,9 @@ def silo_list(config: Config, aor: str | None) -> None:
 @config_options
 def silo_show(config: Config, message_id: int) -> None:
     """Show one stored message."""
-    message = _call("sipsilo.silo.admin", "show_message", config, message_id)
+    from sipsilo.admin.silo import show_message
+
+    message = _run(show_message, config, message_id)
     if message is None:
         raise CliError(f"no stored message {message_id}")
     _emit(message)
@@ -394,7 +402,9 @@ def silo_show(config: Config, message_id: int) -> None:
 @config_options
 def silo_delete(config: Config, message_id: int) -> None:
     """Delete one stored message."""
-    deleted = _call("sipsilo.silo.admin", "delete_message", config, message_id)
+    from sipsilo.admin.silo import delete_message
+
+    deleted = _run(delete_message, config, message_id)
     if deleted is False:
         raise CliError(f"no stored message {message_id}")
     click.echo(f"deleted message {message_id}")
@@ -410,7 +420,9 @@ def silo_purge(config: Config, aor: str | None, expired: bool, purge_all: bool) 
     if [aor is not None, expired, purge_all].count(True) != 1:
         # Deleting everything must be asked for explicitly, never a default.
         raise click.UsageError("give exactly one of AOR, --expired or --all")
-    count = _call("sipsilo.silo.admin", "purge", config, aor=aor, expired=expired)
+    from sipsilo.admin.silo import purge
+
+    count = _run(purge, config, aor=aor, expired=expired)
     if isinstance(count, int):
         click.echo(f"purged {count} message{'s' if count != 1 else ''}")
     else:
@@ -426,7 +438,9 @@ def db() -> None:
 @config_options
 def db_init(config: Config) -> None:
     """Create the message table (idempotent)."""
-    version = _call("sipsilo.silo.admin", "db_init", config)
+    from sipsilo.admin.silo import db_init
+
+    version = _run(db_init, config)
     if isinstance(version, int):
         click.echo(f"message store ready, schema version {version}")
     else:
@@ -437,7 +451,9 @@ def db_init(config: Config) -> None:
 @config_options
 def db_migrate(config: Config) -> None:
     """Bring an existing message table up to date."""
-    versions = _call("sipsilo.silo.admin", "db_migrate", config)
+    from sipsilo.admin.silo import db_migrate
+
+    versions = _run(db_migrate, config)
     if isinstance(versions, tuple) and len(versions) == 2:
         before, after = versions
         click.echo(f"schema version {after}" + (" (unchanged)" if before == after
@@ -476,7 +492,9 @@ _password_stdin_option = click.option(
 def user_add(config: Config, aor: str, password_stdin: bool) -> None:
     """Add a user; the password is asked twice (no echo) or read with --password-stdin."""
     password = _read_password(password_stdin)
-    _emit(_call("sipsilo.auth.admin", "user_add", config, aor, password))
+    from sipsilo.admin.users import user_add
+
+    _emit(_run(user_add, config, aor, password))
 
 
 @user.command("passwd")
@@ -486,7 +504,9 @@ def user_add(config: Config, aor: str, password_stdin: bool) -> None:
 def user_passwd(config: Config, aor: str, password_stdin: bool) -> None:
     """Change a user's password."""
     password = _read_password(password_stdin)
-    _emit(_call("sipsilo.auth.admin", "user_passwd", config, aor, password))
+    from sipsilo.admin.users import user_passwd
+
+    _emit(_run(user_passwd, config, aor, password))
 
 
 @user.command("remove")
@@ -494,14 +514,18 @@ def user_passwd(config: Config, aor: str, password_stdin: bool) -> None:
 @config_options
 def user_remove(config: Config, aor: str) -> None:
     """Remove a user."""
-    _emit(_call("sipsilo.auth.admin", "user_remove", config, aor))
+    from sipsilo.admin.users import user_remove
+
+    _emit(_run(user_remove, config, aor))
 
 
 @user.command("list")
 @config_options
 def user_list(config: Config) -> None:
     """List users (and which password hashes they have)."""
-    _emit(_call("sipsilo.auth.admin", "user_list", config), "no users")
+    from sipsilo.admin.users import user_list
+
+    _emit(_run(user_list, config), "no users")
 
 
 # --- a client to try the server with ----------------------------------------------

@@ -15,7 +15,7 @@ since TOML, the environment and the command line have no null.
 from __future__ import annotations
 
 import difflib
-import ipaddress
+import functools
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -26,7 +26,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -39,21 +38,34 @@ from pydantic_core import ErrorDetails
 
 from sipsilo import __version__
 from sipsilo.config_push import PushConfig, PushKeyError
+from sipsilo.config_sections import (
+    AuthConfig,
+    ClusterConfig,
+    HttpConfig,
+    Seconds,
+    TlsConfig,
+    WebsocketConfig,
+    _check_table_name,
+    _empty_to_none,
+    _lower,
+    _one_to_list,
+    _Section,
+)
 from sipsilo.config_toml import dump_sections
 from sipsilo.config_values import (
     ListenAddress,
     _parse_port,
     _split_hostport,
-    check_db_url,
     check_sip_uri,
-    mask_url,
     normalise_host,
     parse_cli_value,
     parse_listen,
     quote,
-    sqlite_path,
 )
-from sipsilo.transport.tls import TlsSettings, TlsSetupError, client_context, server_context
+from sipsilo.db.errors import StoreConfigError
+from sipsilo.db.url import DbUrl as ParsedDbUrl
+from sipsilo.db.url import parse_db_url, sqlite_path
+from sipsilo.transport.tls import TlsSetupError, client_context, server_context
 
 __all__ = [
     "SECTIONS",
@@ -99,23 +111,9 @@ class KeyedValueError(ValueError):
 # --- field types --------------------------------------------------------------
 
 
-def _empty_to_none(value: Any) -> Any:
-    return None if value == "" else value
-
-
 def _bool_to_int(value: Any) -> Any:
     # Kamailio's 0/1 parameters; "use_contact = true" is an obvious enough intent.
     return int(value) if isinstance(value, bool) else value
-
-
-def _one_to_list(value: Any) -> Any:
-    # A lone string is a one-item list: SIPSILO_SERVER__LISTEN=udp:0.0.0.0:5060 reads
-    # better than a quoted TOML array in a shell.
-    return [value] if isinstance(value, str) else value
-
-
-def _lower(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
 
 
 def _check_route(value: str) -> str:
@@ -140,34 +138,38 @@ def _check_advertise(value: str) -> str:
     return value.strip()
 
 
-def _check_table_name(value: str) -> str:
-    # The table name is spliced into SQL text (it cannot be a bound parameter),
-    # so only plain identifiers are allowed.
-    if not value.isidentifier() or not value.isascii():
-        raise ValueError(f"not a valid table name {quote(value)}")
-    return value
-
-
 Listen = Annotated[ListenAddress, PlainValidator(parse_listen), PlainSerializer(str)]
 Host = Annotated[str, AfterValidator(normalise_host)]
 Flag01 = Annotated[int, BeforeValidator(_bool_to_int), Field(ge=0, le=1)]
 SipUriStr = Annotated[str | None, BeforeValidator(_empty_to_none),
                       AfterValidator(lambda v: None if v is None else check_sip_uri(v))]
-DbUrl = Annotated[str, AfterValidator(check_db_url)]
+
+
+def _check_db_url(value: str) -> str:
+    """Refuse a ``db_url`` the store could not use, now rather than at its first use."""
+    try:
+        parse_db_url(value)
+    except StoreConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+@functools.lru_cache(maxsize=32)
+def _database(raw: str, key: str, data_dir: Path) -> ParsedDbUrl:
+    """A ``db_url`` parsed (once per URL, key and data dir: a configuration copied with
+    another data dir, as a worker's is, gets its own), with the key for error lines."""
+    return parse_db_url(raw, key, data_dir)
+
+
+DbUrl = Annotated[str, AfterValidator(_check_db_url)]
 OptDbUrl = Annotated[str | None, BeforeValidator(_empty_to_none),
-                     AfterValidator(lambda v: None if v is None else check_db_url(v))]
-Seconds = Annotated[int, Field(ge=1)]
+                     AfterValidator(lambda v: None if v is None else _check_db_url(v))]
 TimerSeconds = Annotated[float, Field(gt=0, le=3600)]
 
 _DEFAULT_LISTEN = (ListenAddress("udp", "127.0.0.1", 5060), ListenAddress("tcp", "127.0.0.1", 5060))
 # What "myself" includes for a wildcard listen address: without enumerating
 # interfaces we can only vouch for loopback; set [server] domains for the rest.
 _WILDCARD_SELF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-
-
-class _Section(BaseModel):
-    # strict: "60" in a TOML file is a string and an error, not silently an int.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 AUTO_WORKERS_MAX = 4
@@ -275,10 +277,6 @@ class MsiloConfig(_Section):
                                   f"({self.db_pool_min} > {self.db_pool_max})")
         return self
 
-    def sqlite_path(self, data_dir: str | Path | None = None) -> str | None:
-        """The SQLite file of ``db_url`` (":memory:" for memory), None if not SQLite."""
-        return sqlite_path(self.db_url, data_dir)
-
 
 class RegistrarConfig(_Section):
     default_expires: Seconds = 3600
@@ -318,197 +316,6 @@ class ProxyConfig(_Section):
 
 class ControlConfig(_Section):
     socket: Annotated[str, Field(min_length=1)] = "sipsilo.ctl"
-
-
-def _check_http_listen(value: str) -> str:
-    host, port = _split_hostport(value.strip())
-    if port is None:
-        raise ValueError(f'expected "host:port", e.g. "127.0.0.1:9060" (got {quote(value)})')
-    _parse_port(port)
-    normalise_host(host)
-    return value.strip()
-
-
-class HttpConfig(_Section):
-    """The HTTP endpoint: /metrics, /health, /ready and the admin API (sipsilo.http)."""
-
-    listen: Annotated[str | None, BeforeValidator(_empty_to_none),
-                      AfterValidator(lambda v: None if v is None else _check_http_listen(v))] = None
-    # The bearer token of /api/v1/ is read from this file (relative: to the data dir).
-    admin_token_file: Annotated[str | None, BeforeValidator(_empty_to_none)] = None
-
-    def address(self) -> tuple[str, int] | None:
-        if self.listen is None:
-            return None
-        host, port = _split_hostport(self.listen)
-        return normalise_host(host), _parse_port(port or "")
-
-
-def _check_cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError:
-        raise ValueError(f"not a network in CIDR notation {quote(value)}") from None
-
-
-DigestAlgorithm = Literal["SHA-256", "MD5"]
-# MD5 only by default: every client we measured registers with it (README, Security).
-# baresip 1.0.0 refuses a 401 that has any SHA-256 challenge in it, even after an MD5
-# one; SIPp 3.6, sipsak 0.9.8 and JsSIP refuse one whose *first* challenge is SHA-256.
-_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("MD5",)
-
-
-def _check_auth_enabled(value: Any) -> Literal["auto"] | bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() == "auto":
-        return "auto"
-    raise ValueError(f'expected true, false or "auto" (got {quote(value)})')
-
-
-def _check_realm(value: str) -> str:
-    # Spliced into a quoted-string of the challenge; a quote or backslash there
-    # would need escaping every client gets wrong.
-    if not value or any(c in value for c in '"\\\r\n'):
-        raise ValueError(f"bad realm {quote(value)}")
-    return value
-
-
-class AuthConfig(_Section):
-    """Digest authentication (RFC 3261 §22) of local users against the subscriber table."""
-
-    # "auto": on when the subscriber table has users (at start-up, and looked at again
-    # once a second while off, so that a user added to a running server counts).
-    enabled: Annotated[Literal["auto"] | bool, PlainValidator(_check_auth_enabled)] = "auto"
-    realm: Annotated[str | None, BeforeValidator(_empty_to_none),
-                     AfterValidator(lambda v: None if v is None else _check_realm(v))] = None
-    trusted: Annotated[list[Annotated[str, AfterValidator(_check_cidr)]],
-                       BeforeValidator(_one_to_list)] = Field(default_factory=list)
-    nonce_expires: Annotated[int, Field(ge=10, le=86400)] = 300
-    max_failures: Annotated[int, Field(ge=0)] = 5   # 0: never block
-    block_time: Seconds = 60
-    algorithms: Annotated[list[DigestAlgorithm], BeforeValidator(_one_to_list),
-                          Field(min_length=1)] = Field(default_factory=lambda: [*_ALGORITHMS])
-    db_table: Annotated[str, AfterValidator(_check_table_name)] = "subscriber"
-
-    @field_validator("algorithms")
-    @classmethod
-    def _no_duplicate_algorithms(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("duplicate algorithm")
-        return value
-
-
-def _check_redis_url(value: str) -> str:
-    scheme = value.partition("://")[0].lower() if "://" in value else ""
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported Redis URL {quote(mask_url(value))} (expected "
-                         "redis://[:password@]host[:port][/db], rediss://... or unix:///path)")
-    return value
-
-
-def _check_instance_id(value: str) -> str:
-    if len(value) > 60:
-        raise ValueError(f"an instance id has at most 60 characters (got {len(value)})")
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise ValueError(f"an instance id has no white space (got {quote(value)})")
-    return value
-
-
-def parse_hop_address(value: str) -> tuple[str, int]:
-    """[cluster] advertise: "host:port", port 0 allowed (any free port)."""
-    text = value.strip()
-    host, port = _split_hostport(text)
-    if port is None:
-        raise ValueError(f"expected host:port (port 0: any free port), got {quote(value)}")
-    number = 0 if port == "0" else _parse_port(port)
-    host = normalise_host(host)
-    if host in ("0.0.0.0", "::"):
-        raise ValueError(f"other instances cannot reach {quote(value)}: name an address of "
-                         "this host")
-    return host, number
-
-
-def _check_hop_address(value: str) -> str:
-    parse_hop_address(value)
-    return value.strip()
-
-
-def _check_redis_prefix(value: str) -> str:
-    if any(c.isspace() for c in value):
-        raise ValueError(f"a key prefix has no white space (got {quote(value)})")
-    return value
-
-
-class ClusterConfig(_Section):
-    """State that several processes of one deployment (workers, instances) share."""
-
-    # Digest replay (nonce-count) and failure-blocking state in this Redis; unset: in
-    # the supervisor for its workers, in each process's memory otherwise.
-    redis_url: Annotated[str | None, BeforeValidator(_empty_to_none),
-                         AfterValidator(lambda v: None if v is None else _check_redis_url(v))
-                         ] = None
-    redis_prefix: Annotated[str, Field(min_length=1, max_length=100),
-                            AfterValidator(_check_redis_prefix)] = "sipsilo:"
-    # This instance's name among the instances on one database (heartbeat rows,
-    # `sipsilo cluster status`, delivery claims). Unset: hostname:port:<hash of
-    # the data dir>, stable across restarts, so a restarted instance takes back
-    # its own delivery claims at once.
-    instance_id: Annotated[str | None, BeforeValidator(_empty_to_none),
-                           AfterValidator(lambda v: None if v is None
-                                          else _check_instance_id(v))] = None
-    # "host:port" other instances reach this one's internal hop listener at (TCP;
-    # the flow owner hand-over, docs/scaling.md): bound here, and recorded with
-    # every binding made over a connection of this instance. Port 0: any free
-    # port (the one bound is recorded); with workers, worker i uses port + i.
-    # Unset: no hop between instances; a binding is reachable elsewhere only at
-    # its Contact address.
-    advertise: Annotated[
-        str | None, BeforeValidator(_empty_to_none),
-        AfterValidator(lambda v: None if v is None else _check_hop_address(v)),
-    ] = None
-    # Heartbeat rows in the shared database (registrar.db_url): written every
-    # heartbeat_interval seconds; an instance not seen for stale_after seconds is
-    # not listed as live.
-    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    stale_after: Annotated[float, Field(gt=0, le=86400)] = 20.0
-
-    def hop_address(self) -> tuple[str, int] | None:
-        if self.advertise is None:
-            return None
-        return parse_hop_address(self.advertise)
-
-
-class TlsConfig(_Section):
-    """Certificates for tls/wss listeners and for the TLS connections we open."""
-
-    # Relative paths are relative to the data dir.
-    certificate: str = "cert.pem"  # PEM chain, our certificate first
-    private_key: str = "key.pem"
-    ca_list: str = ""  # CAs to verify peers with; empty: the system store
-    verify_client: Annotated[Literal["none", "optional", "required"],
-                             BeforeValidator(_lower)] = "none"
-    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
-
-    def settings(self, data_dir: Path) -> TlsSettings:
-        def path(value: str) -> Path | None:
-            return None if not value else data_dir / Path(value).expanduser()
-
-        return TlsSettings(path(self.certificate), path(self.private_key), path(self.ca_list),
-                           self.verify_client, self.min_version)
-
-
-def _check_origin(value: str) -> str:
-    text = value.strip().rstrip("/").lower()
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"not an origin {quote(value)} (expected e.g. https://app.example.com)")
-    return text
-
-
-class WebsocketConfig(_Section):
-    # Origin header values a ws/wss handshake may carry; empty: any.
-    allowed_origins: Annotated[list[Annotated[str, AfterValidator(_check_origin)]],
-                               BeforeValidator(_one_to_list)] = Field(default_factory=list)
 
 
 class Config(_Section):
@@ -563,15 +370,27 @@ class Config(_Section):
         """Listeners that need the server certificate."""
         return any(a.proto in ("tls", "wss") for a in self.server.listen)
 
+    @property
+    def msilo_db(self) -> ParsedDbUrl:
+        """``[msilo] db_url``: the message store's database, and the subscriber table's."""
+        return _database(self.msilo.db_url, "msilo.db_url", self.data_dir)
+
+    @property
+    def registrar_db(self) -> ParsedDbUrl | None:
+        """``[registrar] db_url``, None when bindings are kept in memory."""
+        url = self.registrar.db_url
+        return None if url is None else _database(url, "registrar.db_url", self.data_dir)
+
     def silo_db_path(self) -> str | None:
         """The msilo SQLite file resolved against the data dir; None if not SQLite."""
-        return self.msilo.sqlite_path(self.data_dir)
+        return None if self.msilo_db.is_server else self.msilo_db.path
 
     def registrar_db_path(self) -> str | None:
         """The registrar SQLite file, ":memory:" when no db_url is set, None if not SQLite."""
-        if self.registrar.db_url is None:
+        db = self.registrar_db
+        if db is None:
             return ":memory:"
-        return sqlite_path(self.registrar.db_url, self.data_dir)
+        return None if db.is_server else db.path
 
     def auth_realm(self) -> str:
         """The digest realm: ``[auth] realm``, else the first served domain."""

@@ -1,5 +1,5 @@
-"""Value-level helpers for :mod:`sipsilo.config`: listen addresses, hosts, SIP and
-database URLs, and the "TOML value if it parses, else a string" rule used for the
+"""Value-level helpers for :mod:`sipsilo.config`: listen addresses, hosts, SIP URIs, and
+the "TOML value if it parses, else a string" rule used for the
 environment and ``--set``.
 
 Everything here is pure (no I/O) so the same checks serve the file, the
@@ -15,9 +15,7 @@ import socket
 import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 # RFC 3261 §25.1 hostname: labels of alphanumerics and '-', the top label starts
 # with a letter. That rule is what rejects "1.2.3" (not an IPv4 address, and not
@@ -145,58 +143,6 @@ def check_sip_uri(value: str) -> str:
     except ValueError as exc:
         raise ValueError(f"not a SIP URI {quote(value)} ({exc})") from None
     return value
-
-
-_DB_SCHEMES = re.compile(r"^(?:sqlite|mysql|postgres|postgresql)(?:\+[a-z0-9_]+)?$")
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced, so error lines can go into logs."""
-    return re.sub(r"^([^:/]+://[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-def check_db_url(value: str) -> str:
-    """Validate the shape of an SQLAlchemy-style database URL and return it unchanged."""
-    hint = "expected sqlite:///path, mysql://user:pass@host[:port]/db or postgresql://..."
-    scheme = value.partition("://")[0].lower() if "://" in value else ""
-    if not _DB_SCHEMES.match(scheme):
-        raise ValueError(f"unsupported database URL {quote(mask_url(value))} ({hint})")
-    if scheme.startswith("sqlite"):
-        # "sqlite://" alone is SQLAlchemy's in-memory database.
-        rest = value[len(scheme) + 3 :]
-        if rest and (not rest.startswith("/") or rest == "/"):
-            raise ValueError(f"bad sqlite URL {quote(value)} (expected sqlite:///relative/path "
-                             "or sqlite:////absolute/path)")
-        return value
-    parts = urlsplit(value)
-    try:
-        parts.port  # noqa: B018 -- evaluated for its ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"bad port in database URL {quote(mask_url(value))}") from None
-    if not parts.hostname:
-        raise ValueError(f"missing host in database URL {quote(mask_url(value))} ({hint})")
-    if not parts.path.strip("/"):
-        raise ValueError(f"missing database name in URL {quote(mask_url(value))} ({hint})")
-    return value
-
-
-def sqlite_path(db_url: str, data_dir: str | Path | None = None) -> str | None:
-    """Where an ``sqlite://`` URL puts its database, or None for other databases.
-
-    Follows SQLAlchemy: ``sqlite:///rel/x.db`` is relative (here: to ``data_dir``,
-    else the working directory), ``sqlite:////abs/x.db`` is absolute, and
-    ``sqlite://`` or ``sqlite:///:memory:`` is ``":memory:"``.
-    """
-    scheme, sep, rest = db_url.partition("://")
-    if not sep or not scheme.lower().startswith("sqlite"):
-        return None
-    path = rest[1:].split("?", 1)[0] if rest else ""
-    if path in ("", ":memory:"):
-        return ":memory:"
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = Path(data_dir if data_dir is not None else Path.cwd()) / candidate
-    return str(candidate)
 
 
 def parse_cli_value(text: str) -> Any:

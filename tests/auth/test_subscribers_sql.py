@@ -14,12 +14,12 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from sipsilo.auth import admin, start_auth
+from sipsilo.admin import users as admin
+from sipsilo.auth import start_auth
 from sipsilo.auth.subscribers import (
     KAMAILIO_SUBSCRIBER_VERSION,
     SqliteSubscribers,
@@ -27,8 +27,11 @@ from sipsilo.auth.subscribers import (
     Subscribers,
     open_blocking,
 )
-from sipsilo.silo.schema import kamailio_version_table_sql
-from sipsilo.silo.sqlbase import StoreError, open_pool, parse_sql_url
+from sipsilo.config import Config, load_config
+from sipsilo.db.base import open_pool
+from sipsilo.db.errors import StoreError
+from sipsilo.db.schema import kamailio_version_table_sql
+from sipsilo.db.url import parse_db_url as parse_sql_url
 from sipsilo.sip.digest import ha1
 from tests.silo.sqlservers import server_url, sql
 
@@ -48,17 +51,10 @@ class Backend:
         else:
             self.url = server_url(dialect)
 
-    def config(self, **auth: Any) -> SimpleNamespace:
-        path = self.path if self.dialect == "sqlite" else None
-        return SimpleNamespace(
-            msilo=SimpleNamespace(db_url=self.url, db_table="silo", db_pool_max=4),
-            auth=SimpleNamespace(db_table=self.table, enabled=auth.get("enabled", "auto"),
-                                 realm=REALM),
-            cluster=SimpleNamespace(redis_url=None, redis_prefix="sipsilo:"),
-            data_dir=None,
-            silo_db_path=lambda: path,
-            auth_realm=lambda: REALM,
-        )
+    def config(self, *sets: str, data_dir: Path | None = None) -> Config:
+        return load_config(None, [f"msilo.db_url={self.url}", "msilo.db_pool_max=4",
+                                  f"auth.db_table={self.table}", f"auth.realm={REALM}", *sets],
+                           env={}, data_dir=data_dir)
 
     def open(self) -> Subscribers:
         return open_blocking(self.config())
@@ -151,10 +147,8 @@ def test_user_commands_and_db_init(backend: Backend) -> None:
 
 
 def test_start_auth_auto_follows_the_table(backend: Backend, tmp_path: Path) -> None:
-    cfg = backend.config()
-    cfg.data_dir = tmp_path
-    cfg.auth.__dict__.update(nonce_expires=30, algorithms=["SHA-256", "MD5"], trusted=[],
-                             max_failures=5, block_time=60)
+    cfg = backend.config("auth.nonce_expires=30", 'auth.algorithms=["SHA-256", "MD5"]',
+                         "auth.max_failures=5", "auth.block_time=60", data_dir=tmp_path)
 
     async def start(add: str | None = None) -> tuple[bool, Any]:
         setup = await start_auth(cfg)
@@ -179,7 +173,7 @@ def test_start_auth_auto_follows_the_table(backend: Backend, tmp_path: Path) -> 
     assert on and bob.ha1 == ha1("MD5", "bob", REALM, "secret")
     on, bob = asyncio.run(start())  # and on at the next start
     assert on and bob.ha1 == ha1("MD5", "bob", REALM, "secret")
-    cfg.auth.enabled = False
+    cfg = backend.config("auth.enabled=false", data_dir=tmp_path)
     assert asyncio.run(start()) == (False, None)
 
 
@@ -277,8 +271,7 @@ def test_a_table_that_is_not_a_subscriber_table_is_refused(backend: Backend) -> 
 
 def test_unreachable_server_is_one_line_naming_the_key() -> None:
     url = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=2"
-    cfg = SimpleNamespace(msilo=SimpleNamespace(db_url=url), auth=SimpleNamespace(
-        db_table="subscriber"), silo_db_path=lambda: None)
+    cfg = load_config(None, [f"msilo.db_url={url}"], env={})
     with pytest.raises(StoreError, match=r"^msilo\.db_url: cannot connect to postgresql://"):
         open_blocking(cfg)
 

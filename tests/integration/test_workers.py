@@ -257,21 +257,25 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
     assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
     assert bob.receive_messages(4) == [f"stored {n}" for n in range(4)]
     bob.register("bob", DOMAIN, expires=0)
-    bob.close()
+    for client in (bob, *senders):
+        client.close()
 
     # Live: bob's connection is held by the worker his UDP requests do not go to.
     bob = _at_the_other_worker(server, ports)
     before = _taken_over(server)
     assert _live_udp(ports["udp"], bob, "live udp") == "SIP/2.0 200 OK"
     assert _taken_over(server) == before + 1
-    # Several sender connections: the kernel spreads them over both workers.
-    for n in range(6):
-        sender = SecureClient("tcp", ports["tcp"])
-        sender.send(sender.message("alice", "bob", DOMAIN, f"live tcp {n}"))
-        assert bob.receive_messages(1) == [f"live tcp {n}"]
+    # Over TCP: a sender whose connection is at bob's worker, and one at the other.
+    for index, handed in ((1, 0), (0, 1)):
+        base = _per_worker(server, "tcp:open_connections")
+        sender = _connect_at(server, ports, index)
+        taken = _taken_over(server)
+        sender.send(sender.message("alice", "bob", DOMAIN, f"live tcp {index}"))
+        assert bob.receive_messages(1) == [f"live tcp {index}"]
         assert (_final(sender) or "").startswith("SIP/2.0 200")
+        assert _taken_over(server) == taken + handed
         sender.close()
-    assert _taken_over(server) > before + 1
+        wait_for(lambda b=base: _per_worker(server, "tcp:open_connections") == b, 5)
     # A web client (WebSocket, outbound-style): reached only over its connection.
     carol = _at_the_other_worker(server, ports, "carol", "ws")
     assert _live_udp(ports["udp"], carol, "live for the web", "carol") == "SIP/2.0 200 OK"
@@ -279,14 +283,31 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
 
     # bob's connection closes: a MESSAGE handed over to its owner now fails
     # there (430), and the sending worker stores it (202) for his next REGISTER.
+    base = _per_worker(server, "tcp:open_connections")
     bob.close()
-    wait_for(lambda: udp_message(ports["udp"], "bob", "while away") == "SIP/2.0 202 Accepted",
-             10, 0.5)
-    again = SecureClient("tcp", ports["tcp"])
+    wait_for(lambda: _per_worker(server, "tcp:open_connections") == [base[0], base[1] - 1], 5)
+    stored = _per_worker(server, "msilo:stored_messages")
+    assert udp_message(ports["udp"], "bob", "while away") == "SIP/2.0 202 Accepted"
+    assert stats(server)["msilo:handover_failed"] == 1
+    assert _per_worker(server, "msilo:stored_messages") == [stored[0] + 1, stored[1]]
+    # ... and worker 1 delivers it, over bob's new connection there.
+    again = _connect_at(server, ports, 1)
     assert (again.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
-    got = again.receive_messages(1)
-    assert got == ["while away"]
+    assert again.receive_messages(1) == ["while away"]
     wait_for(lambda: server.rows() == [], 5)
+
+
+def _connect_at(server: ServerProcess, ports: dict[str, int], index: int) -> SecureClient:
+    """A TCP connection that worker *index* accepted (reconnecting until it is)."""
+    before = _per_worker(server, "tcp:open_connections")
+    for _ in range(16):
+        client = SecureClient("tcp", ports["tcp"])
+        wait_for(lambda: sum(_per_worker(server, "tcp:open_connections")) == sum(before) + 1, 5)
+        if _per_worker(server, "tcp:open_connections")[index] == before[index] + 1:
+            return client
+        client.close()
+        wait_for(lambda: _per_worker(server, "tcp:open_connections") == before, 5)
+    raise AssertionError("16 connections in a row went to one worker")
 
 
 def _live_udp(port: int, phone: SecureClient, body: str, user: str = "bob") -> str | None:

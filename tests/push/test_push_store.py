@@ -12,11 +12,12 @@ import pytest
 from tests.silo.helpers import msg, run
 from tests.silo.sqlservers import drop_table, server_url, sql, unique_table
 
+from sipsilo.db.base import open_pool
+from sipsilo.db.migrate import migrate_pool
+from sipsilo.db.schema import push_table_name as table_name
+from sipsilo.db.url import parse_db_url as parse_sql_url
 from sipsilo.push.store import PushStore, PushTarget
-from sipsilo.silo.admin import open_store
-from sipsilo.silo.schema import push_table_name as table_name
-from sipsilo.silo.sqlbase import open_pool, parse_sql_url
-from sipsilo.silo.sqlstore import migrate_pool
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.store import SiloStore
 
 
@@ -99,7 +100,7 @@ def test_reminders(where: tuple[str, str]) -> None:
             assert await store.claim_due(6000, "other", 9000) == []  # claimed already
             await store.reminder_sent(first, "me")
             await store.reminder_failed(second, "me")
-            rows = await silo.list()
+            rows = await silo.list_messages()
             assert [r.id for r in rows] == [second]
             assert rows[0].snd_time == 0 and rows[0].claim_owner is None
             assert await silo.count_for("bob", "example.com", 1000) == 1  # dumped next time

@@ -7,17 +7,19 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from tests.silo.helpers import run
 from tests.silo.sqlservers import server_url, sql, unique_table
 
+from sipsilo.config import Config, load_config
+from sipsilo.db.base import open_pool
+from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.url import parse_db_url as parse_sql_url
 from sipsilo.flow import Flow
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import MemoryLocationService
 from sipsilo.registrar.sql_location import SqlLocationService, create_sql, open_location
-from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])
@@ -99,9 +101,9 @@ def test_two_instances_share_bindings_but_not_flows(where: tuple[str, str]) -> N
 
 
 def test_factory(tmp_path: Path) -> None:
-    def cfg(url: str | None) -> SimpleNamespace:
-        return SimpleNamespace(registrar=SimpleNamespace(db_url=url), data_dir=tmp_path,
-                               msilo=SimpleNamespace(db_pool_min=1, db_pool_max=2))
+    def cfg(url: str | None) -> Config:
+        return load_config(None, [f"registrar.db_url={url or ''}", "msilo.db_pool_min=1",
+                                  "msilo.db_pool_max=2"], env={}, data_dir=tmp_path)
 
     async def main() -> None:
         assert isinstance(await open_location(cfg(None)), MemoryLocationService)

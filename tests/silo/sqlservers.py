@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from sipsilo.silo.sqlbase import StoreError, open_pool, parse_sql_url, run_txn
+from sipsilo.db.base import open_pool, run_txn
+from sipsilo.db.errors import StoreError
+from sipsilo.db.url import parse_db_url as parse_sql_url
 
 URLS = {
     "mysql": os.environ.get("SIPSILO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sipsilo.silo.admin import open_store
-from sipsilo.silo.sqlbase import StoreUnavailable
+from sipsilo.db.errors import StoreUnavailable
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.sqlstore import SqlSiloStore
 from sipsilo.silo.store import NewMessage, SiloStore, StoreError
 
@@ -166,9 +166,9 @@ def test_expired_and_reminders_never_claimed_and_purged(backend: Backend) -> Non
 def test_list_get_delete_purge_account(backend: Backend) -> None:
     async def body(s: SiloStore) -> None:
         ids = [await s.store(msg(i, user=u)) for i, u in enumerate(["bob", "carol", "bob"])]
-        assert [m.id for m in await s.list("bob", "example.com")] == [ids[0], ids[2]]
-        assert [m.id for m in await s.list(limit=2)] == ids[:2]
-        assert [m.id for m in await s.list(after_id=ids[0])] == ids[1:]
+        assert [m.id for m in await s.list_messages("bob", "example.com")] == [ids[0], ids[2]]
+        assert [m.id for m in await s.list_messages(limit=2)] == ids[:2]
+        assert [m.id for m in await s.list_messages(after_id=ids[0])] == ids[1:]
         assert await s.get(ids[1]) is not None and await s.get(10**6) is None
         assert await s.delete(ids[1]) is True and await s.delete(ids[1]) is False
         assert await s.purge_account("bob", "example.com") == 2
@@ -325,7 +325,7 @@ def test_extend_claims_renews_only_rows_the_owner_holds(backend: Backend) -> Non
         await s.release_many([ids[2]], "A")
         assert await s.extend_claims(ids, "A", 2500) == ids[:2]  # ids[2], ids[3]: not A's
         assert await s.extend_claims([], "A", 2500) == []
-        rows = {m.id: m for m in await s.list()}
+        rows = {m.id: m for m in await s.list_messages()}
         assert [rows[i].claim_until for i in ids] == [2500, 2500, 0, 0]
         # renewed: at 2100 (past the first lease) B still cannot take them over
         run2 = await s.claim_batch("bob", "example.com", "B", 2100, 60, 10)
@@ -336,18 +336,16 @@ def test_extend_claims_renews_only_rows_the_owner_holds(backend: Backend) -> Non
 
 
 def test_purge_expired_runs_in_chunks(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sipsilo.silo.sqlite
-    import sipsilo.silo.sqlstore
+    import sipsilo.silo.ops
     import sipsilo.silo.store
 
-    # the statements' LIMIT (per backend) and the loop that runs them (shared)
-    monkeypatch.setattr(sipsilo.silo.sqlite, "PURGE_CHUNK", 7)
-    monkeypatch.setattr(sipsilo.silo.sqlstore, "PURGE_CHUNK", 7)
+    # the statements' LIMIT (one SQL for all backends) and the loop that runs them
+    monkeypatch.setattr(sipsilo.silo.ops, "PURGE_CHUNK", 7)
     monkeypatch.setattr(sipsilo.silo.store, "PURGE_CHUNK", 7)
 
     async def body(s: SiloStore) -> None:
         await asyncio.gather(*(s.store(msg(i, exp=1500 + i % 2 * 5000)) for i in range(40)))
-        name = "_submit" if backend.dialect == "sqlite" else "_one"
+        name = "_write"  # one statement per call on every backend
         real = getattr(s, name)
         calls = []
 

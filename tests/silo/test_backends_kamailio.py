@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 
-from sipsilo.silo import admin
-from sipsilo.silo.schema import LATEST_VERSION, full_ddl
-from sipsilo.silo.sqlbase import StoreUnavailable, parse_sql_url
+from sipsilo.admin import silo as admin
+from sipsilo.config import Config, load_config
+from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.schema import LATEST_VERSION, full_ddl
+from sipsilo.db.url import parse_db_url as parse_sql_url
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.store import StoreError
 
 from .helpers import msg, run
@@ -38,8 +40,8 @@ def target(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     asyncio.run(drop_table(url, table))
 
 
-def config(url: str, table: str) -> SimpleNamespace:
-    return SimpleNamespace(msilo=SimpleNamespace(db_url=url, db_table=table), data_dir=None)
+def config(url: str, table: str) -> Config:
+    return load_config(None, [f"msilo.db_url={url}", f"msilo.db_table={table}"], env={})
 
 
 def test_db_init_is_idempotent_and_kamailio_sees_version_8(target: tuple[str, str]) -> None:
@@ -56,7 +58,7 @@ def test_rows_written_by_us_are_read_by_kamailio(target: tuple[str, str]) -> Non
     url, table = target
 
     async def main() -> list[tuple[object, ...]]:
-        store = admin.open_store(url, table)
+        store = open_store(url, table)
         await store.open()
         try:
             await store.store(msg(1, ctype="text/plain; charset=utf-8", extra="X-A: 1\r\n"))
@@ -87,7 +89,7 @@ def test_rows_inserted_by_kamailio_are_delivered_by_us(target: tuple[str, str]) 
             await sql(url, K_INSERT.format(t=table), (
                 "bob", "example.com", "sip:bob@example.com", "sip:alice@example.com",
                 f"Kamailio {i}\r\n".encode(), "text/plain", 5000, 1000 + i, 0, "X-K: v\r\n"))
-        store = admin.open_store(url, table)
+        store = open_store(url, table)
         await store.open()
         try:
             got = await store.claim_next("bob", "example.com", "A", 2000, 60)
@@ -165,7 +167,7 @@ def test_database_outage_then_recovery(target: tuple[str, str]) -> None:
         relay = Relay(u.host, u.port)
         await relay.up()
         via = url.replace(f":{u.port}/", f":{relay.port}/")
-        store = admin.open_store(via, table, pool_min=1, pool_max=4)
+        store = open_store(via, table, pool_min=1, pool_max=4)
         await store.open()
         try:
             acked = [await store.store(msg(i)) for i in range(5)]
@@ -181,7 +183,7 @@ def test_database_outage_then_recovery(target: tuple[str, str]) -> None:
                     break
             got = await store.claim_next("bob", "example.com", "A", 2000, 60)
             assert got is not None and got.id == acked[0]
-            assert [m.id for m in await store.list()] [:len(acked)] == acked  # none lost
+            assert [m.id for m in await store.list_messages()] [:len(acked)] == acked  # none lost
         finally:
             await store.close()
             await relay.down()

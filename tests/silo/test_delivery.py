@@ -77,7 +77,7 @@ def test_permanent_rejection_skips_the_message_and_keeps_it(tmp_path: Path) -> N
         engine.kick("bob", "example.com", TARGET)
         await _wait_idle(engine)
         assert [b.rsplit(b"] ", 1)[-1] for b in ua.bodies] == [b"m0", b"m1", b"m2", b"m3"]
-        rows = await store.list()
+        rows = await store.list_messages()
         assert [r.id for r in rows] == [ids[0]]  # never deleted without a 2xx
         assert rows[0].claim_owner is None  # released when the dump ended
         assert counters.get("failed_messages") == 1
@@ -86,7 +86,7 @@ def test_permanent_rejection_skips_the_message_and_keeps_it(tmp_path: Path) -> N
         ua.answer = lambda n: 200
         engine.kick("bob", "example.com", TARGET)
         await _wait_idle(engine)
-        assert await store.list() == []
+        assert await store.list_messages() == []
         assert ua.bodies[-1].endswith(b"m0")
         await store.close()
 
@@ -119,7 +119,7 @@ def test_a_new_contact_registered_during_a_failing_run_gets_the_messages(
         engine.kick("bob", "example.com", TARGET)
         await _wait_idle(engine)
         assert targets == [5099, 5100, 5100]
-        assert await store.list() == []
+        assert await store.list_messages() == []
         await engine.aclose()
         await store.close()
 
@@ -134,7 +134,7 @@ def test_temporary_failure_ends_the_dump_in_order(tmp_path: Path) -> None:
         engine.kick("bob", "example.com", TARGET)
         await _wait_idle(engine)
         assert len(ua.bodies) == 2
-        rows = await store.list()
+        rows = await store.list_messages()
         assert [r.id for r in rows] == ids[1:]
         assert all(r.claim_owner is None for r in rows)
         await engine.aclose()
@@ -162,7 +162,7 @@ def test_leases_are_renewed_during_a_slow_dump(tmp_path: Path) -> None:
         await _wait_idle(engine)
         assert stolen == []
         assert len(ua.bodies) == 6
-        assert await store.list() == []  # confirm_many found every row still ours
+        assert await store.list_messages() == []  # confirm_many found every row still ours
         await store.close()
 
     asyncio.run(main())
@@ -187,7 +187,7 @@ def test_a_lost_lease_is_not_sent(tmp_path: Path) -> None:
         engine.kick("bob", "example.com", TARGET)
         await _wait_idle(engine)
         assert len(ua.bodies) == 1
-        assert [(r.id, r.claim_owner) for r in await store.list()] == [
+        assert [(r.id, r.claim_owner) for r in await store.list_messages()] == [
             (ids[1], "B"), (ids[2], "B")
         ]
         await store.close()
@@ -204,7 +204,7 @@ def test_no_dump_starts_once_stopping(tmp_path: Path) -> None:
         engine.kick("bob", "example.com", TARGET)
         assert not engine.active and not engine.busy("bob", "example.com")
         await engine.aclose()
-        assert ua.bodies == [] and len(await store.list()) == 1
+        assert ua.bodies == [] and len(await store.list_messages()) == 1
         await store.close()
 
     asyncio.run(main())
@@ -227,7 +227,7 @@ def test_a_running_dump_finishes_its_message_on_shutdown(tmp_path: Path) -> None
         asyncio.get_running_loop().call_soon(answered.set)
         await engine.aclose(timeout=2.0)
         assert len(ua.bodies) == 1
-        rows = await store.list()
+        rows = await store.list_messages()
         assert [r.id for r in rows] == ids[1:]  # the answered one is deleted
         assert all(r.claim_owner is None for r in rows)
         await store.close()
@@ -261,7 +261,7 @@ def test_a_message_stored_while_the_worker_is_finishing_is_not_stranded(
         engine.kick("bob", "example.com", TARGET)
         await _wait_idle(engine)
         assert [b.rsplit(b"] ", 1)[-1] for b in ua.bodies] == [b"m0", b"late"]
-        assert await store.list() == []
+        assert await store.list_messages() == []
         await store.close()
 
     asyncio.run(main())

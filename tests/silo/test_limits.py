@@ -70,7 +70,7 @@ def test_caps_on_cached_counts(tmp_path: Path) -> None:
         assert await put("dave") == 507  # alice's 3 messages: the sender cap
         # Bob's mailbox emptied by a delivery: the cached count holds until it
         # is read again.
-        for row in await store.list("bob"):
+        for row in await store.list_messages("bob"):
             await store.confirm(row.id)
         assert await put("bob") == 486  # still the count of 2 read before (cached)
         clock.now += KEY_TTL

@@ -4,40 +4,44 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from sipsilo.silo import admin
-from sipsilo.silo.schema import LATEST_VERSION
+from sipsilo.admin import silo as admin
+from sipsilo.config import Config, load_config
+from sipsilo.db.schema import LATEST_VERSION
+from sipsilo.db.url import parse_db_url
+from sipsilo.silo.backend import open_store
 from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.silo.store import StoreConfigError, StoreError
+from sipsilo.sip.uri import split_aor
 
 from .helpers import msg, opened, run
 
 
-def cfg(data_dir: Path, url: str = "sqlite:///silo.db", table: str = "silo") -> SimpleNamespace:
-    return SimpleNamespace(msilo=SimpleNamespace(db_url=url, db_table=table), data_dir=data_dir)
+def cfg(data_dir: Path, url: str = "sqlite:///silo.db", table: str = "silo") -> Config:
+    return load_config(None, [f"msilo.db_url={url}", f"msilo.db_table={table}"], env={},
+                       data_dir=data_dir)
 
 
 def test_parse_db_url(tmp_path: Path) -> None:
-    assert admin.parse_db_url("sqlite:///a/b.db", tmp_path).path == str(tmp_path / "a/b.db")
-    assert admin.parse_db_url("sqlite:////var/x.db", tmp_path).path == "/var/x.db"
-    assert admin.parse_db_url("sqlite://").path == ":memory:"
-    assert admin.parse_db_url("sqlite:///:memory:").path == ":memory:"
-    u = admin.parse_db_url("sqlite:///x.db?synchronous=normal&busy_timeout=2.5", tmp_path)
+    assert parse_db_url("sqlite:///a/b.db", data_dir=tmp_path).path == str(tmp_path / "a/b.db")
+    assert parse_db_url("sqlite:////var/x.db", data_dir=tmp_path).path == "/var/x.db"
+    assert parse_db_url("sqlite://").path == ":memory:"
+    assert parse_db_url("sqlite:///:memory:").path == ":memory:"
+    u = parse_db_url("sqlite:///x.db?synchronous=normal&busy_timeout=2.5", data_dir=tmp_path)
     assert (u.synchronous, u.busy_timeout) == ("NORMAL", 2.5)
-    with pytest.raises(StoreConfigError, match="unsupported db_url scheme") as ei:
-        admin.parse_db_url("mysql://kam:secret@db/kamailio")
+    with pytest.raises(StoreConfigError, match="unsupported database URL") as ei:
+        parse_db_url("oracle://kam:secret@db/kamailio")
     assert "secret" not in str(ei.value)
     with pytest.raises(StoreConfigError):
-        admin.open_store("oracle://u@h/db", "silo", None)
+        open_store("oracle://u@h/db", "silo", None)
     with pytest.raises(StoreConfigError):
-        admin.open_store("sqlite:///x.db", "bad name", None)
+        open_store("sqlite:///x.db", "bad name", None)
 
 
 def test_open_store_factory(tmp_path: Path) -> None:
-    store = admin.open_store("sqlite:///sub/m.db", "silo", str(tmp_path))
+    store = open_store("sqlite:///sub/m.db", "silo", str(tmp_path))
     assert isinstance(store, SqliteSiloStore)
 
     async def body() -> None:
@@ -58,12 +62,12 @@ def test_open_store_factory(tmp_path: Path) -> None:
     ],
 )
 def test_parse_aor(aor: str, expected: tuple[str, str]) -> None:
-    assert admin.parse_aor(aor) == expected
+    assert split_aor(aor) == expected
 
 
 def test_parse_aor_rejects_no_user() -> None:
     with pytest.raises(ValueError):
-        admin.parse_aor("sip:example.com")
+        split_aor("sip:example.com")
 
 
 def test_admin_commands_while_server_runs(tmp_path: Path) -> None:
@@ -95,7 +99,7 @@ def test_admin_commands_while_server_runs(tmp_path: Path) -> None:
         assert admin.purge(c, "carol@example.com", expired=True) == 1
         assert admin.purge(c, expired=True) == 1  # bob's expired one
         # The server keeps working beside the CLI and sees its changes.
-        assert [m.id for m in await s.list()] == [4, 5]
+        assert [m.id for m in await s.list_messages()] == [4, 5]
         assert admin.purge(c, "sip:carol@example.com") == 1
         await s.store(msg(6))
         assert admin.purge(c) == 2  # no filter: everything

@@ -81,7 +81,7 @@ def test_two_instances_deliver_each_once_in_order(tmp_path: Path) -> None:
 
         await asyncio.gather(worker(a, "A"), worker(b, "B"))
         assert delivered == ids
-        assert [m.username for m in await b.list()] == ["other"]
+        assert [m.username for m in await b.list_messages()] == ["other"]
         await a.close()
         await b.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sipsilo.silo.schema import LATEST_VERSION, migrate
+from sipsilo.db.schema import LATEST_VERSION, migrate
 
 from .helpers import (
     K_DELETE_EXPIRED,

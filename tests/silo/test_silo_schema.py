@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sipsilo.silo import schema
-from sipsilo.silo.schema import (
+from sipsilo.db import schema
+from sipsilo.db.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     Migration,

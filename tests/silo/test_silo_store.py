@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sipsilo.silo.sqlite import SqliteOps, SqliteSiloStore, connect
+from sipsilo.db.sqlite import connect
+from sipsilo.silo.ops import MessageOps
+from sipsilo.silo.sqlite import SqliteSiloStore
 from sipsilo.silo.store import NewMessage, StoreError, media_type
 
 from .helpers import msg, opened, raw, run
@@ -143,7 +145,7 @@ def test_expired_never_claimed_and_purged(tmp_path: Path) -> None:
         # An expired claimed row is not a blocker either: it is simply gone.
         assert await s.claim_next("dave", "example.com", "B", 700, 30) is None
         assert await s.purge_expired(700) == 3
-        ids = [m.id for m in await s.list()]
+        ids = [m.id for m in await s.list_messages()]
         assert ids == [live] and old not in ids and edge not in ids
         assert not await s.confirm(claimed_then_expired, "A")
         await s.close()
@@ -173,15 +175,15 @@ def test_list_get_delete_purge_account(tmp_path: Path) -> None:
         s = await opened(tmp_path / "m.db")
         bob = [await s.store(msg(i)) for i in range(5)]
         carol = await s.store(msg(7, user="carol"))
-        assert [m.id for m in await s.list()] == [*bob, carol]
-        assert [m.id for m in await s.list("bob", "example.com")] == bob
-        page1 = await s.list("bob", "example.com", limit=2)
-        page2 = await s.list("bob", "example.com", limit=2, after_id=page1[-1].id)
+        assert [m.id for m in await s.list_messages()] == [*bob, carol]
+        assert [m.id for m in await s.list_messages("bob", "example.com")] == bob
+        page1 = await s.list_messages("bob", "example.com", limit=2)
+        page2 = await s.list_messages("bob", "example.com", limit=2, after_id=page1[-1].id)
         assert [m.id for m in page1 + page2] == bob[:4]
         assert await s.delete(bob[0]) and not await s.delete(bob[0])
         assert await s.get(bob[0]) is None
         assert await s.purge_account("bob", "example.com") == 4
-        assert await s.count() == 1 and (await s.list())[0].id == carol
+        assert await s.count() == 1 and (await s.list_messages())[0].id == carol
         await s.close()
 
     run(body)
@@ -189,16 +191,16 @@ def test_list_get_delete_purge_account(tmp_path: Path) -> None:
 
 def test_hot_path_queries_use_indexes(tmp_path: Path) -> None:
     conn = connect(tmp_path / "m.db")
-    from sipsilo.silo.schema import migrate
+    from sipsilo.db.schema import migrate
 
     migrate(conn, "sqlite", "silo")
-    ops = SqliteOps(conn, "silo")
+    ops = MessageOps("silo", "sqlite")
     plans = {
         "count_for": (ops.sql_count_for, ("b", "d", 1)),
         "count_from": (ops.sql_count_from, ("sip:a@d",)),
         "by_key": (ops.sql_by_key, ("k",)),
-        "claim_scan": (ops.sql_claim_scan, ("b", "d", 1)),
-        "claim": (ops.sql_claim, ("o", 1, 1)),
+        "claim_scan": (ops.sql_claim_scan, ("b", "d", 1, 0)),
+        "claim": (ops.sql_claim, ("o", 1, 1, 1, 1)),
         "get": (ops.sql_get, (1,)),
         "purge_expired": (ops.sql_purge_expired, (1,)),
     }
@@ -300,7 +302,7 @@ def test_release_owner_frees_only_that_owners_claims(tmp_path: Path) -> None:
         await s.claim_batch("bob", "example.com", "A", 100, 30, 5)
         await s.claim_batch("carol", "example.com", "B", 100, 30, 5)
         assert await s.release_owner("A") == 1
-        held = {m.username: m.claim_owner for m in await s.list()}
+        held = {m.username: m.claim_owner for m in await s.list_messages()}
         assert held == {"bob": None, "carol": "B"}
         await s.close()
 

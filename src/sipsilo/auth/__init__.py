@@ -9,25 +9,27 @@
   supervisor of the workers, or Redis: :mod:`.redis_state`);
 * :mod:`.identity` is the one normalised spelling of an account;
 * :mod:`.auto` turns ``enabled = "auto"`` on once the table has users;
-* :mod:`.admin` backs ``sipsilo user add|passwd|remove|list``.
 
 :func:`start_auth` is what the app calls: it decides whether authentication is on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sipsilo.auth.auto import AutoSwitch
 from sipsilo.auth.nonce import NonceManager, load_secret
 from sipsilo.auth.policy import Authenticator, Verdict, consume_credentials
 from sipsilo.auth.shared import AuthState, StateUnavailable
 from sipsilo.auth.subscribers import SqliteSubscribers, SqlSubscribers, Subscriber, Subscribers
-from sipsilo.config_values import mask_url
-from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
+from sipsilo.db.base import open_pool
+from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.url import mask_url
+
+if TYPE_CHECKING:
+    from sipsilo.config import Config  # the server's; domain code needs no transport
 
 __all__ = ["AuthSetup", "AuthState", "Authenticator", "AutoSwitch", "NonceManager",
            "SqlSubscribers", "SqliteSubscribers", "StateUnavailable", "Subscriber", "Subscribers",
@@ -49,7 +51,7 @@ class AuthSetup:
     state: AuthState | None = None     # a shared replay/failure state, to ``aclose`` too
 
 
-async def start_auth(config: Any, shared: AuthState | None = None) -> AuthSetup:
+async def start_auth(config: Config, shared: AuthState | None = None) -> AuthSetup:
     """Open the subscriber store and decide whether authentication is on.
 
     The subscriber table is in the silo's database (``[msilo] db_url``: SQLite, MySQL/
@@ -62,24 +64,16 @@ async def start_auth(config: Any, shared: AuthState | None = None) -> AuthSetup:
     link to its supervisor), else this process's own.
     """
     cfg = config.auth
-    subscribers: Subscribers
-    path = config.silo_db_path()
-    if path is not None:
-        subscribers = SqliteSubscribers(path, cfg.db_table)
-    else:
-        url = parse_sql_url(str(config.msilo.db_url))
-        subscribers = SqlSubscribers(open_pool(url, 1, max(2, config.msilo.db_pool_max // 2)),
-                                     cfg.db_table)
+    url = config.msilo_db
+    subscribers = SqlSubscribers(open_pool(url, 1, max(2, config.msilo.db_pool_max // 2)),
+                                 cfg.db_table)
     try:
-        if isinstance(subscribers, SqlSubscribers):
-            try:
-                await subscribers.open()
-            except StoreUnavailable as exc:
-                raise StoreUnavailable(f"msilo.db_url: {exc}") from None
-            await subscribers.aensure_schema()
-        else:
-            subscribers.ensure_schema()
-        users = await _count(subscribers)
+        try:
+            await subscribers.open()
+        except StoreUnavailable as exc:
+            raise url.unavailable(exc) from None
+        await subscribers.aensure_schema()
+        users = await subscribers.acount()
     except BaseException:
         await subscribers.aclose()
         raise
@@ -106,7 +100,7 @@ async def start_auth(config: Any, shared: AuthState | None = None) -> AuthSetup:
                     "USER@DOMAIN': authentication then turns on by itself)", OFF_WARNING,
                     cfg.db_table)
         load_secret(config.data_dir)  # made now, not in the middle of a request
-        return AuthSetup(None, AutoSwitch(make, lambda: _count(subscribers)), subscribers,
+        return AuthSetup(None, AutoSwitch(make, subscribers.acount), subscribers,
                          state)
     if users == 0:
         log.warning("authentication is on but the %s table is empty: nobody can register",
@@ -117,7 +111,7 @@ async def start_auth(config: Any, shared: AuthState | None = None) -> AuthSetup:
     return AuthSetup(make(), None, subscribers, state)
 
 
-async def _redis_state(config: Any) -> AuthState | None:
+async def _redis_state(config: Config) -> AuthState | None:
     url = config.cluster.redis_url
     if url is None:
         return None
@@ -135,9 +129,3 @@ async def _redis_state(config: Any) -> AuthState | None:
     log.info("replay and failure-blocking state shared in Redis %s (keys %s*)",
              mask_url(url), config.cluster.redis_prefix)
     return state
-
-
-async def _count(subscribers: Subscribers) -> int:
-    if isinstance(subscribers, SqlSubscribers):
-        return await subscribers.acount()
-    return await asyncio.to_thread(subscribers.count)

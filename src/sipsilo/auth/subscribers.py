@@ -11,9 +11,10 @@ one (kamctl with STORE_PLAINTEXT_PW=1) is accepted and used for whatever hash is
 
 The DDL is built from the same dialect-neutral :class:`Column` descriptions as the silo
 table, for SQLite, MySQL/MariaDB and PostgreSQL alike (Kamailio's kamdbctl DDL for each,
-plus our column).  The table lives in the silo's database (``[msilo] db_url``):
-:class:`SqliteSubscribers` for a SQLite file, :class:`SqlSubscribers` for a database
-server, through the silo's driver layer (:mod:`sipsilo.silo.sqlbase`).
+plus our column).  The table lives in the silo's database (``[msilo] db_url``), reached
+through :mod:`sipsilo.db` like every store: one :class:`SqlSubscribers` over a pool of
+any of the three (:class:`SqliteSubscribers` is the same on a SQLite file, opened for
+synchronous callers).
 """
 
 from __future__ import annotations
@@ -21,27 +22,34 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import sqlite3
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from sipsilo.silo.schema import (
+from sipsilo.db.base import Pool, open_pool
+from sipsilo.db.dialects import DIALECTS
+from sipsilo.db.errors import StoreError
+from sipsilo.db.migrate import ensure_in_txn
+from sipsilo.db.schema import (
     KAMAILIO_VERSION_TABLE,
     SIPSILO_VERSION_TABLE,
     Column,
     Dialect,
     MigrationContext,
-    _table_options,
     check_identifier,
     column_ddl,
+    create_or_adopt,
     kamailio_version_table_sql,
     sipsilo_version_table_sql,
+    table_options,
 )
-from sipsilo.silo.sqlbase import Pool, SqlUrl, open_pool
-from sipsilo.silo.store import StoreError
+from sipsilo.db.sqlite import SqlitePool
+from sipsilo.db.url import DbUrl
 from sipsilo.sip.digest import ha1 as digest_ha1
+
+if TYPE_CHECKING:
+    from sipsilo.config import Config  # the server's; domain code needs no transport
 
 T = TypeVar("T")
 
@@ -64,7 +72,7 @@ COLUMNS = KAMAILIO_COLUMNS + EXTRA_COLUMNS
 
 
 def _unique_name(table: str, dialect: Dialect) -> str:
-    # Same naming rule as Kamailio's DDL (and silo.schema): per table on MySQL only.
+    # Same naming rule as Kamailio's DDL (and db.schema): per table on MySQL only.
     return "account_idx" if dialect == "mysql" else f"{table}_account_idx"
 
 
@@ -77,7 +85,7 @@ def create_table_sql(table: str, dialect: Dialect) -> str:
     cols = ",\n    ".join(column_ddl(c, dialect) for c in COLUMNS)
     return (f"CREATE TABLE IF NOT EXISTS {table} (\n    {cols},\n"
             f"    CONSTRAINT {_unique_name(table, dialect)} UNIQUE (username, domain)\n)"
-            f"{_table_options(dialect)}")
+            f"{table_options(dialect)}")
 
 
 def create_index_sql(table: str, dialect: Dialect) -> str:
@@ -97,17 +105,11 @@ def ensure_schema(ctx: MigrationContext) -> None:
     """
     ctx.execute(kamailio_version_table_sql(ctx.dialect))
     ctx.execute(sipsilo_version_table_sql(ctx.dialect))
-    existing = ctx.columns()
-    if not existing:
-        ctx.execute(create_table_sql(ctx.table, ctx.dialect))
-    else:
-        missing = [c.name for c in KAMAILIO_COLUMNS if c.name not in existing]
-        if missing:
-            raise ValueError(f"table {ctx.table!r} exists but lacks Kamailio subscriber "
-                             f"columns {missing}")
-        for col in EXTRA_COLUMNS:
-            if col.name not in existing:
-                ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    missing = create_or_adopt(ctx, create_table_sql(ctx.table, ctx.dialect),
+                              KAMAILIO_COLUMNS, EXTRA_COLUMNS)
+    if missing:
+        raise ValueError(f"table {ctx.table!r} exists but lacks Kamailio subscriber "
+                         f"columns {missing}")
     if _username_index_name(ctx.table, ctx.dialect) not in ctx.indexes():
         ctx.execute(create_index_sql(ctx.table, ctx.dialect))
     ctx.execute(f"SELECT table_version FROM {KAMAILIO_VERSION_TABLE} WHERE table_name = ?",
@@ -177,114 +179,18 @@ def exact_row(rows: Sequence[Sequence[object]], username: str, domain: str
     return None
 
 
-def _key_clause(dialect: str) -> str:
-    """``WHERE`` for one account; on MySQL also byte for byte, for writes that have no
-    :func:`exact_row` (the plain comparison stays first, for the index)."""
-    clause = "username = %s AND domain = %s"
-    if dialect == "mysql":
-        clause += (" AND CAST(username AS BINARY) = CAST(%s AS BINARY)"
-                   " AND CAST(domain AS BINARY) = CAST(%s AS BINARY)")
-    return clause
-
-
-def _key_args(dialect: str, username: str, domain: str) -> tuple[str, ...]:
-    key = (username, domain)
-    return key + key if dialect == "mysql" else key
-
-
-class SqliteSubscribers:
-    """Subscriber rows in a SQLite file; synchronous, thread-safe (one connection).
-
-    The server calls :meth:`get` through ``asyncio.to_thread``; the CLI calls it
-    directly. Writes use ``BEGIN IMMEDIATE`` and ``busy_timeout``, so they wait for a
-    running server's silo writer instead of failing.
-    """
-
-    def __init__(self, path: str, table: str = "subscriber", busy_timeout: float = 10.0) -> None:
-        self.table = check_identifier(table)
-        self.path = path
-        self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
-                                     check_same_thread=False)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def ensure_schema(self) -> None:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                ensure_schema(MigrationContext(cur, "sqlite", self.table))
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
-
-    def get(self, username: str, domain: str) -> Subscriber | None:
-        with self._lock:
-            rows = self._conn.execute(_SELECT.format(t=self.table) +
-                                      " WHERE username = ? AND domain = ?",
-                                      (username, domain)).fetchall()
-        return exact_row(rows, username, domain)
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
-
-    def list(self) -> list[Subscriber]:
-        with self._lock:
-            rows = self._conn.execute(_SELECT.format(t=self.table) +
-                                      " ORDER BY domain, username").fetchall()
-        return [_row(r) for r in rows]
-
-    def add(self, username: str, domain: str, realm: str, password: str) -> None:
-        ha1, ha1b, ha1_sha256 = hashes(username, domain, realm, password)
-        with self._lock:
-            try:
-                self._conn.execute(
-                    f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b,"
-                    " ha1_sha256) VALUES (?, ?, '', ?, ?, ?)",
-                    (username, domain, ha1, ha1b, ha1_sha256))
-            except sqlite3.IntegrityError:
-                raise ValueError(f"user {username}@{domain} exists already "
-                                 "(use 'sipsilo user passwd')") from None
-
-    def set_password(self, username: str, domain: str, realm: str, password: str) -> bool:
-        ha1, ha1b, ha1_sha256 = hashes(username, domain, realm, password)
-        with self._lock:
-            # The plaintext column is cleared: it would otherwise hold the old password.
-            cur = self._conn.execute(
-                f"UPDATE {self.table} SET password = '', ha1 = ?, ha1b = ?, ha1_sha256 = ?"
-                " WHERE username = ? AND domain = ?",
-                (ha1, ha1b, ha1_sha256, username, domain))
-            return cur.rowcount > 0
-
-    def remove(self, username: str, domain: str) -> bool:
-        with self._lock:
-            cur = self._conn.execute(
-                f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
-                (username, domain))
-            return cur.rowcount > 0
-
-
 def _exists_error(username: str, domain: str) -> ValueError:
     return ValueError(f"user {username}@{domain} exists already (use 'sipsilo user passwd')")
 
 
 class SqlSubscribers:
-    """Subscriber rows on a MySQL/MariaDB or PostgreSQL server, through a :class:`Pool`.
+    """Subscriber rows in SQLite, MySQL/MariaDB or PostgreSQL, through a :class:`Pool`.
 
     The ``a*`` methods are the async ones, run on the loop the pool was opened on.  The
-    plain-named methods (the :class:`SqliteSubscribers` interface) block: they run the
-    async one on that loop and wait, so they must be called from another thread -- the
-    authenticator calls :meth:`get` through ``asyncio.to_thread``; the CLI uses
-    :meth:`blocking`, whose loop runs in a thread of its own.
+    plain-named methods block: they run the async one on that loop and wait, so they
+    must be called from another thread -- the authenticator calls :meth:`get` through
+    ``asyncio.to_thread``; the CLI uses :meth:`blocking`, whose loop runs in a thread
+    of its own.
     """
 
     def __init__(self, pool: Pool, table: str = "subscriber") -> None:
@@ -292,24 +198,35 @@ class SqlSubscribers:
         self.pool = pool
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None  # our own loop's (blocking())
+        # One account, on MySQL also byte for byte: writes have no exact_row
+        # (see there); the plain comparison stays first, for the index.
+        dialect = DIALECTS[pool.dialect]
+        self._key = dialect.exact(("username", "domain"))
+        self._dialect = dialect
 
     @classmethod
-    def blocking(cls, url: SqlUrl, table: str = "subscriber") -> SqlSubscribers:
+    def blocking(cls, url: DbUrl, table: str = "subscriber") -> SqlSubscribers:
         """An opened store for synchronous callers: its loop runs in a daemon thread."""
+        if not url.is_server:
+            return SqliteSubscribers(url.path, table, url.busy_timeout)
+        store = cls(open_pool(url, 1, 1), table)
+        store._open_on_own_loop()
+        return store
+
+    def _open_on_own_loop(self) -> None:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="sipsilo-subscribers",
                                   daemon=True)
         thread.start()
-        store = cls(open_pool(url, 1, 1), table)
-        store._thread = thread
+        self._thread = thread
         try:
-            asyncio.run_coroutine_threadsafe(store.open(), loop).result()
+            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
+            self._thread = None
             raise
-        return store
 
     async def open(self) -> None:
         await self.pool.open()
@@ -331,7 +248,7 @@ class SqlSubscribers:
         loop.close()
         self._loop = self._thread = None
 
-    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _sync(self, coro: Coroutine[object, object, T]) -> T:
         loop = self._loop
         if loop is None:
             coro.close()
@@ -351,31 +268,13 @@ class SqlSubscribers:
         """Create or adopt the table (see :func:`ensure_schema`), serialised across
         processes by a named server lock; MySQL commits DDL implicitly, which the
         re-runnable :func:`ensure_schema` allows for."""
-        from sipsilo.silo.sqlstore import _SyncCursor
-
-        loop = asyncio.get_running_loop()
-        async with self.pool.acquire() as conn:
-            name = f"sipsilo_ddl_{self.table}"
-            await conn.lock(name)
-            try:
-                await conn.begin()
-                try:
-                    ctx = MigrationContext(_SyncCursor(conn, loop), self.pool.dialect,
-                                           self.table)
-                    await asyncio.to_thread(ensure_schema, ctx)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await conn.rollback()
-                    raise
-                await conn.commit()
-            finally:
-                with contextlib.suppress(StoreError):
-                    await conn.unlock(name)
+        await ensure_in_txn(self.pool, self.table, ensure_schema)
 
     async def aget(self, username: str, domain: str) -> Subscriber | None:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_SELECT.format(t=self.table) +
                                     " WHERE username = %s AND domain = %s", (username, domain))
+        # Not the exact comparison in SQL: exact_row also finds a case-different domain.
         return exact_row(rows, username, domain)
 
     async def acount(self) -> int:
@@ -411,8 +310,8 @@ class SqlSubscribers:
             # The plaintext column is cleared: it would otherwise hold the old password.
             n = await conn.execute(
                 f"UPDATE {self.table} SET password = '', ha1 = %s, ha1b = %s, ha1_sha256 = %s"
-                f" WHERE {_key_clause(self.pool.dialect)}",
-                (ha1, ha1b, ha1_sha256, *_key_args(self.pool.dialect, username, domain)))
+                f" WHERE {self._key}",
+                (ha1, ha1b, ha1_sha256, *self._dialect.exact_args((username, domain))))
         if n == 0 and self.pool.dialect == "mysql":
             # MySQL counts changed rows, not matched ones: the same password twice is 0.
             return await self.aget(username, domain) is not None
@@ -420,9 +319,8 @@ class SqlSubscribers:
 
     async def aremove(self, username: str, domain: str) -> bool:
         async with self.pool.acquire() as conn:
-            n = await conn.execute(
-                f"DELETE FROM {self.table} WHERE {_key_clause(self.pool.dialect)}",
-                _key_args(self.pool.dialect, username, domain))
+            n = await conn.execute(f"DELETE FROM {self.table} WHERE {self._key}",
+                                   self._dialect.exact_args((username, domain)))
         return n > 0
 
     # ------------------------------------------------------------------ blocking
@@ -449,24 +347,28 @@ class SqlSubscribers:
         return self._sync(self.aremove(username, domain))
 
 
-Subscribers = SqliteSubscribers | SqlSubscribers
+class SqliteSubscribers(SqlSubscribers):
+    """:class:`SqlSubscribers` on a SQLite file, opened for synchronous callers (the
+    CLI, tests): its pool runs on a loop in a thread of its own.  Writes wait for a
+    running server's silo writer (``busy_timeout``) instead of failing."""
+
+    def __init__(self, path: str, table: str = "subscriber", busy_timeout: float = 10.0
+                 ) -> None:
+        url = DbUrl("sqlite", f"sqlite:///{path}", "msilo.db_url", path=path,
+                    busy_timeout=busy_timeout)
+        super().__init__(SqlitePool(url), table)
+        self.path = path
+        self._open_on_own_loop()
 
 
-def open_blocking(config: Any) -> Subscribers:
+Subscribers = SqlSubscribers
+
+
+def open_blocking(config: Config) -> SqlSubscribers:
     """The configured subscriber store (``[msilo] db_url``, ``[auth] db_table``), opened
     for synchronous use (the CLI); the caller closes it.  The table is not touched."""
-    from pathlib import Path
-
-    from sipsilo.silo.sqlbase import parse_sql_url
-
-    table = config.auth.db_table
-    path = config.silo_db_path()
-    if path is not None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteSubscribers(path, table)
-    url = parse_sql_url(str(config.msilo.db_url))
+    url = config.msilo_db
     try:
-        return SqlSubscribers.blocking(url, table)
+        return SqlSubscribers.blocking(url, config.auth.db_table)
     except StoreError as e:
-        raise type(e)(f"msilo.db_url: {e}") from None
+        raise type(e)(f"{url.key}: {e}") from None

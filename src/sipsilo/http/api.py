@@ -1,7 +1,7 @@
 """What the HTTP endpoint answers: /metrics, /health, /ready and the admin API.
 
 The admin API (``/api/v1/``, bearer token) calls the same functions as the
-CLI: the message store through :mod:`sipsilo.silo.admin` (run in a thread, as
+CLI: the message store through :mod:`sipsilo.admin.silo` (run in a thread, as
 they open their own short connection like ``sipsilo silo list``), the location
 table and the statistics through the control channel's commands, answered by
 the running process (or, with several workers, by the supervisor that asks
@@ -14,18 +14,17 @@ import asyncio
 import datetime
 import hmac
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from sipsilo.admin import silo as admin
 from sipsilo.config import Config
+from sipsilo.db.errors import StoreError
 from sipsilo.http.server import HttpRequest, HttpResponse, error, json_response
 from sipsilo.ops.prometheus import CONTENT_TYPE, exposition
-from sipsilo.silo import admin
-from sipsilo.silo.store import StoreError
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import parse_aor, split_aor
 
 log = logging.getLogger("sipsilo.http")
 
@@ -95,14 +94,10 @@ def message_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def location_key(aor: str) -> str:
     """``bob@example.com`` / ``sip:bob@example.com`` -> the location table's key."""
-    text = aor if re.match(r"(?i)sips?:", aor) else f"sip:{aor}"
     try:
-        uri = SipUri.parse(text)
+        return parse_aor(aor, need_user=True).aor()
     except ParseError:
         raise ValueError(f"not an address of record (user@domain): {aor!r}") from None
-    if not uri.user:
-        raise ValueError(f"not an address of record (user@domain): {aor!r}")
-    return uri.aor()
 
 
 Route = Callable[[HttpRequest, list[str]], Awaitable[HttpResponse]]
@@ -209,7 +204,7 @@ class Api:
         message_id = int(parts[2])
         config = self.backend.config
         row = await asyncio.to_thread(admin.show_message, config, message_id)
-        if row is None or row["aor"] != "@".join(admin.parse_aor(parts[1])):
+        if row is None or row["aor"] != "@".join(split_aor(parts[1])):
             return error(404, f"no stored message {message_id} for {parts[1]}")
         if not await asyncio.to_thread(admin.delete_message, config, message_id):
             return error(404, f"no stored message {message_id} for {parts[1]}")

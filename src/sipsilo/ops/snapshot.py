@@ -13,9 +13,9 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from sipsilo.admin import silo as admin
 from sipsilo.config import Config
 from sipsilo.metrics import merge_histograms
-from sipsilo.silo import admin
 
 log = logging.getLogger("sipsilo.ops")
 
@@ -34,7 +34,7 @@ _SHARED = frozenset({"bindings", "silo_rows", "silo_oldest_seconds"})
 
 async def table_metrics(config: Config) -> dict[str, Any]:
     """Rows waiting and the age of the oldest, read on a connection of their own in a
-    thread (silo.admin, like the CLI): a scrape never waits in the store's queue nor
+    thread (admin.silo, like the CLI): a scrape never waits in the store's queue nor
     holds up a store. Empty when the database does not answer in time."""
     try:
         summary = await asyncio.wait_for(asyncio.to_thread(admin.silo_summary, config),

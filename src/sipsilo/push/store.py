@@ -12,7 +12,7 @@ out while it slept is exactly the one that needs waking. A target not refreshed 
 ``UNREGISTERED``) is removed at once.
 
 The table, ``<silo table>_push``, is created by the message store's migration 4
-(its DDL is in ``silo.schema``), and again (idempotent) when this store opens.
+(its DDL is in ``db.schema``), and again (idempotent) when this store opens.
 
 Reminders (Kamailio msilo's ``snd_time``): a row of the silo table whose ``snd_time``
 is set is not dumped on REGISTER (the store's delivery queries skip ``snd_time > 0``);
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from sipsilo.silo import sqlbase
-from sipsilo.silo.schema import push_table_name, push_table_sql
+from sipsilo.db import base as sqlbase
+from sipsilo.db.schema import push_table_name, push_table_sql
+from sipsilo.db.url import parse_db_url
 from sipsilo.silo.store import StoredMessage
 
 PN_PARAMS = ("pn-provider", "pn-prid", "pn-param", "pn-purr")
@@ -76,7 +77,7 @@ class PushStore:
         self.table = push_table_name(silo_table)
         self.silo = silo_table
         self._silo_table = silo_table
-        self._pool = sqlbase.open_pool(sqlbase.parse_sql_url(db_url, data_dir), 0, 2)
+        self._pool = sqlbase.open_pool(parse_db_url(db_url, data_dir=data_dir), 0, 2)
         self.keep = keep_days * 86400
 
     async def open(self) -> None:

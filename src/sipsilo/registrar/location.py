@@ -23,6 +23,12 @@ from sipsilo.registrar.binding import Binding, normalise_aor
 BindingList = list[Binding]
 
 
+def keyed(binding: Binding) -> Binding:
+    """*binding* with its AoR in the one spelling the tables are keyed by."""
+    key = normalise_aor(binding.aor)
+    return binding if binding.aor == key else dataclasses.replace(binding, aor=key)
+
+
 def lookup_order(binding: Binding) -> tuple[float, float]:
     """Sort key: highest q first, then most recently (re)registered first."""
     return (-binding.q, -binding.registered_at)
@@ -89,9 +95,8 @@ class MemoryLocationService(LocationService):
         return live
 
     async def save(self, binding: Binding) -> None:
-        key = normalise_aor(binding.aor)
-        if binding.aor != key:
-            binding = dataclasses.replace(binding, aor=key)
+        binding = keyed(binding)
+        key = binding.aor
         contacts = self._by_aor.setdefault(key, {})
         if binding.contact not in contacts:
             self._count += 1

@@ -14,8 +14,8 @@ its Contact URI (UDP and TCP alike), never through a flow it does not have.  A U
 behind NAT that can only be reached over its own flow should register with every
 instance it wants to be reached through, or use one instance as outbound proxy.
 
-The driver layer is the message store's (:mod:`sipsilo.silo.sqlbase`): the same URLs,
-pools and one-line connection errors.  The table is ours, not Kamailio's ``location``:
+The driver layer is the message store's (:mod:`sipsilo.db`): the same URLs, pools and
+one-line connection errors.  The table is ours, not Kamailio's ``location``:
 Kamailio's usrloc columns cannot hold a flow.
 """
 
@@ -28,24 +28,26 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sipsilo.db.base import Conn, Pool, Row, open_pool, run_txn
+from sipsilo.db.dialects import DIALECTS
+from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.schema import check_identifier
+from sipsilo.db.url import SqlDialect
 from sipsilo.flow import Flow
 from sipsilo.registrar.binding import Binding, normalise_aor
-from sipsilo.registrar.location import LocationService, MemoryLocationService, lookup_order
-from sipsilo.silo.schema import check_identifier
-from sipsilo.silo.sqlbase import (
-    Conn,
-    Pool,
-    Row,
-    SqlDialect,
-    StoreUnavailable,
-    open_pool,
-    parse_sql_url,
-    run_txn,
+from sipsilo.registrar.location import (
+    LocationService,
+    MemoryLocationService,
+    keyed,
+    lookup_order,
 )
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import SipUri, is_ip_address
+
+if TYPE_CHECKING:
+    from sipsilo.config import Config  # the server's; domain code needs no transport
 
 BindingList = list[Binding]
 
@@ -130,12 +132,7 @@ class SqlLocationService(LocationService):
         t = self.table
         marks = ", ".join(["%s"] * len(_COLS))
         head = f"INSERT INTO {t} ({', '.join(_COLS)}) VALUES ({marks})"
-        if pool.dialect == "mysql":
-            sets = ", ".join(f"{c} = VALUES({c})" for c in _COLS[1:])
-            self._sql_save = f"{head} ON DUPLICATE KEY UPDATE {sets}"
-        else:
-            sets = ", ".join(f"{c} = excluded.{c}" for c in _COLS[1:])
-            self._sql_save = f"{head} ON CONFLICT (id_hash) DO UPDATE SET {sets}"
+        self._sql_save = DIALECTS[pool.dialect].upsert(head, "id_hash", _COLS[1:])
 
     async def open(self) -> None:
         await self.pool.open()
@@ -242,10 +239,7 @@ class SqlLocationService(LocationService):
         return live
 
     async def save(self, binding: Binding) -> None:
-        key = normalise_aor(binding.aor)
-        if binding.aor != key:
-            binding = dataclasses.replace(binding, aor=key)
-        row = self._to_row(binding)
+        row = self._to_row(keyed(binding))
         await run_txn(self.pool, lambda c: c.execute(self._sql_save, row), txn=False)
 
     async def remove(self, aor: str, contact: str) -> Binding | None:
@@ -287,26 +281,22 @@ def instance_name(instance_id: str | None = None) -> str:
     return own if instance_id is None else f"{instance_id[:60]}|{own}"
 
 
-async def open_location(config: Any, instance_id: str | None = None) -> LocationService:
+async def open_location(config: Config, instance_id: str | None = None) -> LocationService:
     """The location service ``config.registrar.db_url`` asks for, opened.
 
     None: in memory.  Otherwise a :class:`SqlLocationService` with a pool sized by
     ``[msilo] db_pool_min/db_pool_max``; a connection failure raises StoreUnavailable
     naming ``registrar.db_url``.
     """
-    db_url = getattr(config.registrar, "db_url", None)
-    if not db_url:
+    url = config.registrar_db
+    if url is None:
         return MemoryLocationService()
-    url = parse_sql_url(str(db_url), getattr(config, "data_dir", None))
-    msilo = getattr(config, "msilo", None)
-    pool = open_pool(
-        url, int(getattr(msilo, "db_pool_min", 1)), int(getattr(msilo, "db_pool_max", 10))
-    )
+    pool = open_pool(url, config.msilo.db_pool_min, config.msilo.db_pool_max)
     service = SqlLocationService(pool, instance_name(instance_id))
     try:
         await service.open()
     except StoreUnavailable as e:
-        raise StoreUnavailable(f"registrar.db_url: {e}") from e
+        raise url.unavailable(e) from e
     return service
 
 

@@ -29,8 +29,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sipsilo.silo.schema import check_identifier
-from sipsilo.silo.sqlbase import Conn, Pool, SqlDialect, run_txn
+from sipsilo.db.base import Conn, Pool, open_pool, run_txn
+from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.schema import check_identifier
+from sipsilo.db.url import SqlDialect
 
 INSTANCES_TABLE = "sipsilo_instances"
 # registrar.sql_location.DEFAULT_TABLE (silo does not import registrar)
@@ -156,13 +158,11 @@ def status_rows(instances: list[InstanceRow], bindings: dict[str, int],
 async def cluster_status(config: Any) -> list[dict[str, Any]]:
     """``sipsilo cluster status``: the live processes on ``[registrar] db_url``,
     their bindings, and their claims in the silo of ``[msilo] db_url``."""
-    from sipsilo.silo.sqlbase import StoreUnavailable, open_pool, parse_sql_url
-
-    if not config.registrar.db_url:
+    if config.registrar_db is None:
         raise ValueError("registrar.db_url is not set: bindings are in each server's "
                          "memory, there is no cluster to show")
-    location = open_pool(parse_sql_url(str(config.registrar.db_url), config.data_dir), 1, 2)
-    silo = open_pool(parse_sql_url(str(config.msilo.db_url), config.data_dir), 1, 2)
+    location = open_pool(config.registrar_db, 1, 2)
+    silo = open_pool(config.msilo_db, 1, 2)
     now = time.time()
     try:
         try:

@@ -28,8 +28,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sipsilo.db.schema import KAMAILIO_COLUMNS
+
 from .compose import Refusal
-from .schema import KAMAILIO_COLUMNS
 from .store import NewMessage, SiloStore
 
 #: The smallest TEXT/BLOB of the three backends: MySQL's TEXT and BLOB, 65,535 bytes.

@@ -26,19 +26,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from sipsilo.db.errors import StoreConfigError, StoreError
+
 #: Kamailio's ``ctype`` column is VARCHAR(32).
 CTYPE_MAX = 32
 
 #: Rows deleted per statement by purge_expired.
 PURGE_CHUNK = 5000
-
-
-class StoreError(Exception):
-    """A storage operation failed (I/O error, database locked for too long, closed store)."""
-
-
-class StoreConfigError(StoreError):
-    """The store cannot be set up as configured (bad db_url, unsupported backend)."""
 
 
 def media_type(content_type: str) -> str:
@@ -209,6 +203,7 @@ class SiloStore(ABC):
     async def release(self, id: int, owner: str | None = None) -> bool:
         """Delivery failed: drop the claim, keep the row.  With *owner*, only if held by it."""
 
+    @abstractmethod
     async def claim_batch(
         self, username: str, domain: str, owner: str, now: int, claim_ttl: int, limit: int
     ) -> builtins.list[StoredMessage]:
@@ -216,24 +211,17 @@ class SiloStore(ABC):
 
         The same rule as claim_next, applied row after row: a dump claims a run
         of messages in one database round trip instead of one per message.
-        Backends override this; the default calls claim_next.
         """
-        out: builtins.list[StoredMessage] = []
-        while len(out) < limit:
-            msg = await self.claim_next(username, domain, owner, now, claim_ttl)
-            if msg is None:
-                break
-            out.append(msg)
-        return out
 
+    @abstractmethod
     async def confirm_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
         """confirm() for several rows at once (deletes batched after their 2xx)."""
-        return sum([await self.confirm(i, owner) for i in ids])
 
+    @abstractmethod
     async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
         """release() for several rows at once."""
-        return sum([await self.release(i, owner) for i in ids])
 
+    @abstractmethod
     async def extend_claims(
         self, ids: builtins.list[int], owner: str, until: int
     ) -> builtins.list[int]:
@@ -242,15 +230,13 @@ class SiloStore(ABC):
         Only rows *owner* still holds are touched: a row whose lease already lapsed
         and was taken by another instance, or that was deleted (expired, purged),
         is not in the result, and its holder must not send it any more.
-        Backends override this; the default renews nothing.
         """
-        return []
 
+    @abstractmethod
     async def release_owner(self, owner: str) -> int:
         """Drop every claim held by *owner*: a restarted instance reclaims nothing
         it held before, so its users' messages are not blocked until the lease
-        lapses. Backends override this; the default does nothing."""
-        return 0
+        lapses."""
 
     @abstractmethod
     async def purge_expired(self, now: int) -> int:
@@ -266,7 +252,7 @@ class SiloStore(ABC):
         """
 
     @abstractmethod
-    async def list(
+    async def list_messages(
         self,
         username: str | None = None,
         domain: str | None = None,
@@ -302,22 +288,6 @@ __all__ = [
     "StoredMessage",
     "media_type",
 ]
-
-
-def list_filter(
-    username: str | None, domain: str | None, after_id: int, mark: str
-) -> tuple[str, list[Any]]:
-    """The WHERE condition and arguments of ``SiloStore.list`` (placeholder *mark*:
-    ``?`` for sqlite3, ``%s`` for the server backends)."""
-    where = [f"id > {mark}"]
-    args: list[Any] = [after_id]
-    if username is not None:
-        where.append(f"username = {mark}")
-        args.append(username)
-    if domain is not None:
-        where.append(f"domain = {mark}")
-        args.append(domain)
-    return " AND ".join(where), args
 
 
 async def purge_in_chunks(chunk: Callable[[], Awaitable[int]]) -> int:

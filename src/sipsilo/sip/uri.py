@@ -396,3 +396,39 @@ def is_ip_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_aor(text: str, *, need_user: bool = False) -> SipUri:
+    """An address of record as a person types it: ``bob@host`` or ``sip:bob@host``
+    (``sips:`` too).  :class:`ParseError` when it is not a SIP URI, or with *need_user*
+    when it has no user part."""
+    value = text.strip()
+    if not re.match(r"(?i)sips?:", value):
+        value = "sip:" + value
+    uri = SipUri.parse(value)
+    if need_user and not uri.user:
+        raise ParseError(400, "no user part in the address of record")
+    return uri
+
+
+def split_aor(aor: str) -> tuple[str, str]:
+    """``sip:bob@example.com`` / ``bob@example.com`` (also ``<sips:...;params>``) ->
+    (username, domain), the key of the silo's and the subscriber table's rows.
+
+    The user part is kept as written; the domain is lower-cased and a port dropped, as
+    Kamailio's m_store keys its rows.  ValueError when there is no user@domain."""
+    s = aor.strip().strip("<>")
+    low = s.lower()
+    for prefix in ("sip:", "sips:"):
+        if low.startswith(prefix):
+            s = s[len(prefix) :]
+            break
+    s = s.split(";", 1)[0].split("?", 1)[0]
+    user, at, host = s.rpartition("@")
+    if not at or not user or not host:
+        raise ValueError(f"not an address of record (user@domain): {aor!r}")
+    if host.startswith("["):  # IPv6 reference: keep the brackets, drop a port after them
+        host = host[: host.find("]") + 1] if "]" in host else host
+    else:
+        host = host.split(":", 1)[0]
+    return user, host.lower()

@@ -41,12 +41,11 @@ from typing import Any
 from sipsilo import __version__
 from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config
-from sipsilo.config_values import mask_url
 from sipsilo.control.server import ControlServer, Handler
+from sipsilo.db.url import mask_url
 from sipsilo.ops.supervised import SupervisorOps
 from sipsilo.registrar.replicated import ReplicatedLocation
-from sipsilo.silo.admin import open_store
-from sipsilo.silo.sqlbase import StoreUnavailable
+from sipsilo.silo.backend import open_configured
 from sipsilo.sip.ids import new_token
 from sipsilo.sip.uri import format_host
 from sipsilo.transport import loop as event_loop
@@ -131,12 +130,7 @@ class Supervisor:
         cfg = self.config
         # Create or migrate the schema once, here: N workers opening a new
         # SQLite file at the same moment would race to set it up.
-        store = open_store(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir,
-                           pool_min=1, pool_max=1)
-        try:
-            await store.open()
-        except StoreUnavailable as exc:
-            raise StoreUnavailable(f"msilo.db_url: {exc}") from None
+        store = await open_configured(cfg.msilo_db, cfg.msilo.db_table, 1, 1)
         await store.close()
         loop = asyncio.get_running_loop()
         for i in range(self.n):

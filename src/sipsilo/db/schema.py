@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .errors import MigrationError
+
 Dialect = Literal["sqlite", "mysql", "postgresql"]
 DIALECTS: tuple[Dialect, ...] = ("sqlite", "mysql", "postgresql")
 
@@ -139,10 +141,10 @@ def create_table_sql(table: str, dialect: Dialect, *, if_not_exists: bool = True
     check_identifier(table)
     cols = ",\n    ".join(column_ddl(c, dialect) for c in COLUMNS)
     ine = "IF NOT EXISTS " if if_not_exists else ""
-    return f"CREATE TABLE {ine}{table} (\n    {cols}\n){_table_options(dialect)}"
+    return f"CREATE TABLE {ine}{table} (\n    {cols}\n){table_options(dialect)}"
 
 
-def _table_options(dialect: Dialect) -> str:
+def table_options(dialect: Dialect) -> str:
     # Kamailio's kamdbctl creates its MySQL database with a UTF-8 charset; say so per
     # table so a server whose default is latin1 still stores UTF-8 URIs and headers.
     # utf8mb4 rather than the 3-byte "utf8": a 4-byte character in extra_hdrs must not
@@ -168,7 +170,7 @@ def kamailio_version_table_sql(dialect: Dialect) -> str:
         "    table_name VARCHAR(32) NOT NULL,\n"
         f"    table_version {itype}{unsigned} DEFAULT 0 NOT NULL,\n"
         "    CONSTRAINT version_table_name_idx UNIQUE (table_name)\n"
-        f"){_table_options(dialect)}"
+        f"){table_options(dialect)}"
     )
 
 
@@ -178,7 +180,7 @@ def sipsilo_version_table_sql(dialect: Dialect) -> str:
         f"CREATE TABLE IF NOT EXISTS {SIPSILO_VERSION_TABLE} (\n"
         "    component VARCHAR(64) PRIMARY KEY NOT NULL,\n"
         f"    version {itype} DEFAULT 0 NOT NULL\n"
-        f"){_table_options(dialect)}"
+        f"){table_options(dialect)}"
     )
 
 
@@ -227,7 +229,7 @@ def push_table_sql(table: str, dialect: str) -> list[str]:
         "    param TEXT NOT NULL,\n"
         "    purr TEXT NOT NULL,\n"
         "    updated_at BIGINT NOT NULL\n"
-        + (")" + _table_options("mysql") if dialect == "mysql" else ")")
+        + (")" + table_options("mysql") if dialect == "mysql" else ")")
     ]
 
 
@@ -300,22 +302,34 @@ class Migration:
     apply: Callable[[MigrationContext], None]
 
 
+def create_or_adopt(ctx: MigrationContext, create_sql: str, kamailio: Sequence[Column],
+                    extra: Sequence[Column]) -> list[str]:
+    """Create ``ctx.table`` with *create_sql*, or adopt the table Kamailio created by
+    adding our *extra* columns.  Returns the Kamailio columns the existing table lacks
+    (nothing was changed then: it is not Kamailio's table, the caller says so)."""
+    existing = ctx.columns()
+    if not existing:
+        ctx.execute(create_sql)
+        return []
+    missing = [c.name for c in kamailio if c.name not in existing]
+    if missing:
+        return missing
+    for col in extra:
+        if col.name not in existing:
+            ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    return []
+
+
 def _v1_create(ctx: MigrationContext) -> None:
     """Create Kamailio's tables, or adopt a silo table Kamailio created, adding our columns."""
     ctx.execute(kamailio_version_table_sql(ctx.dialect))
-    existing = ctx.columns()
-    if not existing:
-        ctx.execute(create_table_sql(ctx.table, ctx.dialect))
-    else:
-        missing_k = [c.name for c in KAMAILIO_COLUMNS if c.name not in existing]
-        if missing_k:
-            raise MigrationError(
-                f"table {ctx.table!r} exists but lacks Kamailio columns {missing_k}: "
-                "not a Kamailio silo v8 table"
-            )
-        for col in EXTRA_COLUMNS:
-            if col.name not in existing:
-                ctx.execute(f"ALTER TABLE {ctx.table} ADD COLUMN {column_ddl(col, ctx.dialect)}")
+    missing_k = create_or_adopt(ctx, create_table_sql(ctx.table, ctx.dialect),
+                                KAMAILIO_COLUMNS, EXTRA_COLUMNS)
+    if missing_k:
+        raise MigrationError(
+            f"table {ctx.table!r} exists but lacks Kamailio columns {missing_k}: "
+            "not a Kamailio silo v8 table"
+        )
     have = ctx.indexes()
     wanted = (account_index_name(ctx.table, ctx.dialect), expiry_index_name(ctx.table, ctx.dialect))
     for name, sql in zip(wanted, create_index_sql(ctx.table, ctx.dialect), strict=True):
@@ -399,10 +413,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
-
-
-class MigrationError(Exception):
-    pass
 
 
 def component_name(table: str) -> str:

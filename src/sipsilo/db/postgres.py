@@ -16,19 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from .sqlbase import (
-    Conn,
-    Pool,
-    Row,
-    SqlDialect,
-    SqlUrl,
-    StoreConflict,
-    StoreUnavailable,
-    is_connection_error,
-    multi_row,
-    reason,
-)
-from .store import StoreError
+from .base import Conn, Pool, Row, is_connection_error, reason
+from .errors import StoreConflict, StoreError, StoreUnavailable
+from .url import DbUrl, SqlDialect
 
 
 @lru_cache(maxsize=512)
@@ -46,7 +36,7 @@ def _lock_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def _wrap(exc: BaseException, url: SqlUrl) -> StoreError:
+def _wrap(exc: BaseException, url: DbUrl) -> StoreError:
     if is_connection_error(exc) or isinstance(
         exc,
         asyncpg.PostgresConnectionError
@@ -65,7 +55,7 @@ class _PgConn(Conn):
     dialect: SqlDialect = "postgresql"
     returning = True
 
-    def __init__(self, conn: Any, url: SqlUrl) -> None:
+    def __init__(self, conn: Any, url: DbUrl) -> None:
         self._c = conn
         self._url = url
         self.broken = False
@@ -94,13 +84,8 @@ class _PgConn(Conn):
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
         return int(await self._do(self._c.fetchval(to_dollar(sql) + " RETURNING id", *args)))
 
-    async def insert_many(
-        self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
-    ) -> list[int]:
-        # One statement, one round trip; RETURNING gives the ids in VALUES order.
-        if not rows:
-            return []
-        sql, args = multi_row(prefix, row, rows)
+    async def _insert_rows(self, sql: str, args: Sequence[Any], n: int) -> list[int]:
+        # RETURNING gives the ids in VALUES order.
         rows_back = await self._do(self._c.fetch(to_dollar(sql) + " RETURNING id", *args))
         return [int(r[0]) for r in rows_back]
 
@@ -114,7 +99,7 @@ class _PgConn(Conn):
 class PostgresPool(Pool):
     dialect: SqlDialect = "postgresql"
 
-    def __init__(self, url: SqlUrl, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: DbUrl, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
         self.min_size = min_size
         self.max_size = max(1, max_size, min_size)

@@ -24,19 +24,9 @@ from typing import Any
 import asyncmy
 from asyncmy import errors as my_errors
 
-from .sqlbase import (
-    Conn,
-    Pool,
-    Row,
-    SqlDialect,
-    SqlUrl,
-    StoreConflict,
-    StoreUnavailable,
-    is_connection_error,
-    multi_row,
-    reason,
-)
-from .store import StoreError
+from .base import Conn, Pool, Row, is_connection_error, reason
+from .errors import StoreConflict, StoreError, StoreUnavailable
+from .url import DbUrl, SqlDialect
 
 # asyncmy logs every server note ("Table 'version' already exists" for each
 # CREATE TABLE IF NOT EXISTS of `db init`) at WARNING; they are expected, not news.
@@ -57,7 +47,7 @@ class _MyConn(Conn):
     dialect: SqlDialect = "mysql"
     returning = False
 
-    def __init__(self, conn: Any, url: SqlUrl) -> None:
+    def __init__(self, conn: Any, url: DbUrl) -> None:
         self._c = conn
         self._url = url
         self.broken = False  # discard this connection
@@ -94,18 +84,13 @@ class _MyConn(Conn):
         result: int = await self._run(sql, args, "id")
         return result
 
-    async def insert_many(
-        self, prefix: str, row: str, rows: Sequence[Sequence[Any]]
-    ) -> list[int]:
-        # One statement, one round trip. Its rows get consecutive ids from the
-        # first (InnoDB's "simple insert", innodb_autoinc_lock_mode 0 or 1, the
-        # default); under mode 2 the ids reported here (logged, nothing else)
-        # may be off, the rows themselves are right.
-        if not rows:
-            return []
-        sql, args = multi_row(prefix, row, rows)
+    async def _insert_rows(self, sql: str, args: Sequence[Any], n: int) -> list[int]:
+        # The rows of one statement get consecutive ids from the first (InnoDB's
+        # "simple insert", innodb_autoinc_lock_mode 0 or 1, the default); under
+        # mode 2 the ids reported here (logged, nothing else) may be off, the rows
+        # themselves are right.
         first: int = await self._run(sql, args, "id")
-        return [first + i for i in range(len(rows))]
+        return [first + i for i in range(n)]
 
     async def lock(self, name: str) -> None:
         rows = await self.fetch("SELECT GET_LOCK(%s, 60)", (name[:64],))
@@ -119,7 +104,7 @@ class _MyConn(Conn):
 class MysqlPool(Pool):
     dialect: SqlDialect = "mysql"
 
-    def __init__(self, url: SqlUrl, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: DbUrl, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
         self.min_size = min_size
         self.max_size = max(1, max_size, min_size)

@@ -2,7 +2,8 @@
 
 The table is in the silo's database (``[msilo] db_url``: a SQLite file, MySQL/MariaDB or
 PostgreSQL) and is created (or a Kamailio one adopted) on first use. Works while servers
-run on the same database (SQLite: WAL and busy_timeout, as the silo admin commands); a
+run on the same database (SQLite: WAL and busy_timeout, as the silo admin commands,
+:mod:`sipsilo.admin.silo`); a
 running server reads each user at each authentication, so a new password or a removed
 user counts at once, and with "auto" the first user turns authentication on within a
 second (:mod:`sipsilo.auth.auto`). An AoR is stored in its one normalised spelling
@@ -15,17 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sipsilo.auth.identity import Identity
 from sipsilo.auth.subscribers import Subscribers, open_blocking
-from sipsilo.silo.admin import parse_aor
+from sipsilo.config import Config
+from sipsilo.sip.uri import split_aor
 
 __all__ = ["subscribers_init", "user_add", "user_list", "user_passwd", "user_remove"]
 
 
 @contextmanager
-def _open(config: Any) -> Iterator[Subscribers]:
+def _open(config: Config) -> Iterator[Subscribers]:
     store = open_blocking(config)
     try:
         store.ensure_schema()
@@ -34,7 +35,7 @@ def _open(config: Any) -> Iterator[Subscribers]:
         store.close()
 
 
-def subscribers_init(config: Any) -> str:
+def subscribers_init(config: Config) -> str:
     """Create the subscriber table (or adopt Kamailio's); idempotent (``sipsilo db init``)."""
     with _open(config) as store:
         return store.table
@@ -42,7 +43,7 @@ def subscribers_init(config: Any) -> str:
 
 def _account(aor: str) -> tuple[str, str]:
     """(user, domain) of an AoR as the server looks it up."""
-    who = Identity.of(*parse_aor(aor))
+    who = Identity.of(*split_aor(aor))
     return who.user, who.domain
 
 
@@ -51,7 +52,7 @@ def _check_password(password: str) -> None:
         raise ValueError("empty password")
 
 
-def user_add(config: Any, aor: str, password: str) -> str:
+def user_add(config: Config, aor: str, password: str) -> str:
     user, domain = _account(aor)
     _check_password(password)
     with _open(config) as store:
@@ -63,7 +64,7 @@ def user_add(config: Any, aor: str, password: str) -> str:
     return f"added {user}@{domain} (realm {config.auth_realm()}){note}"
 
 
-def user_passwd(config: Any, aor: str, password: str) -> str:
+def user_passwd(config: Config, aor: str, password: str) -> str:
     user, domain = _account(aor)
     _check_password(password)
     with _open(config) as store:
@@ -72,7 +73,7 @@ def user_passwd(config: Any, aor: str, password: str) -> str:
     return f"password of {user}@{domain} changed"
 
 
-def user_remove(config: Any, aor: str) -> str:
+def user_remove(config: Config, aor: str) -> str:
     user, domain = _account(aor)
     with _open(config) as store:
         if not store.remove(user, domain):
@@ -80,7 +81,7 @@ def user_remove(config: Any, aor: str) -> str:
     return f"removed {user}@{domain}"
 
 
-def user_list(config: Any) -> list[str]:
+def user_list(config: Config) -> list[str]:
     """One line per user: ``user@domain`` and which hashes it has (never the hashes)."""
     out = []
     with _open(config) as store:
