@@ -345,6 +345,27 @@ def test_connection_hygiene_limits() -> None:
     assert "server.tcp_max_connections_per_ip" in error_of("server.tcp_max_connections_per_ip=-1")
 
 
+def test_cluster_identity_and_hop_address() -> None:
+    c = load("cluster.instance_id=sip1", "cluster.advertise=10.0.0.11:5070")
+    assert c.cluster.instance_id == "sip1"
+    assert c.cluster.hop_address() == ("10.0.0.11", 5070)
+    assert load("cluster.advertise=127.0.0.1:0").cluster.hop_address() == ("127.0.0.1", 0)
+    assert load().cluster.hop_address() is None and load().cluster.instance_id is None
+    assert (load().cluster.heartbeat_interval, load().cluster.stale_after) == (5.0, 20.0)
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("cluster.advertise=10.0.0.11", "expected host:port"),
+    ("cluster.advertise=0.0.0.0:5070", "other instances cannot reach"),
+    ("cluster.advertise=10.0.0.11:70000", "bad port"),
+    ('cluster.instance_id="a b"', "no white space"),
+    ("cluster.heartbeat_interval=0", "greater than 0"),
+])
+def test_bad_cluster_settings_name_the_key(setting: str, words: str) -> None:
+    err = error_of(setting)
+    assert setting.split("=")[0] in err and words in err, err
+
+
 def test_database_urls_follow_the_data_dir_of_a_copy(tmp_path: Path) -> None:
     """A worker gets the configuration as JSON and its data dir set afterwards: the
     SQLite files it opens must be those under that data dir, not under its cwd."""

@@ -15,6 +15,7 @@ import gc
 import hashlib
 import logging
 import math
+import secrets
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from sipsilo.auth import start_auth
 from sipsilo.auth.nonce import load_secret
 from sipsilo.config import Config, ConfigError
 from sipsilo.control.server import ControlServer
-from sipsilo.db.errors import StoreUnavailable
+from sipsilo.db.errors import StoreError, StoreUnavailable
 from sipsilo.db.url import mask_url
 from sipsilo.metrics import Counters
 from sipsilo.ops.logs import flush_logging, setup_logging
@@ -34,12 +35,13 @@ from sipsilo.proxy.route_token import RouteKeys
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
 from sipsilo.registrar.replicated import ReplicatedLocation
-from sipsilo.registrar.sql_location import open_location
+from sipsilo.registrar.sql_location import SqlLocationService, open_location
 from sipsilo.routing.dispatch import Dispatcher
 from sipsilo.routing.handover import FlowOwner
 from sipsilo.routing.loader import load_route
 from sipsilo.routing.services import Services
 from sipsilo.silo.backend import open_configured
+from sipsilo.silo.cluster import Heartbeat
 from sipsilo.silo.delivery import DeliveryEngine
 from sipsilo.sip.uri import canonical_host, format_host
 from sipsilo.stack.core import SipStack
@@ -102,6 +104,8 @@ class Server:
         # (sipsilo.ops.reload); a listener holding files (TLS certificates) adds one.
         self.reload_hooks: list[ReloadHook] = []
         self.http: Any = None  # (HttpServer, Api) when [http] listen is set
+        # This process's row among the instances on one database (silo.cluster).
+        self.heartbeat: Heartbeat | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -113,13 +117,24 @@ class Server:
         # A database that cannot be reached is one line naming the key, not a traceback.
         self.store = await open_configured(cfg.msilo_db, cfg.msilo.db_table,
                                            cfg.msilo.db_pool_min, cfg.msilo.db_pool_max)
+        # This process's name among the instances on one database: delivery
+        # claims, heartbeat row, bindings (silo.cluster). Stable across restarts
+        # of this instance (host, data dir, SIP port, unless [cluster]
+        # instance_id says otherwise): after a crash it takes back what it held
+        # at once instead of leaving the users' messages blocked until the
+        # leases lapse.
+        first = cfg.server.listen[0]
+        place = hashlib.sha1(str(cfg.data_dir).encode()).hexdigest()[:8]
+        owner = cfg.cluster.instance_id or f"{socket.gethostname()[:40]}:{first.port}:{place}"
+        if worker is not None:
+            owner += f"/{worker.name}"
         if link is not None and not cfg.registrar.db_url:
             # Every worker holds every binding: see registrar.replicated.
             replicated = ReplicatedLocation(link.publish_location)
             link.on_location = replicated.apply
             self.location: LocationService = replicated
         else:
-            self.location = await open_location(cfg)
+            self.location = await open_location(cfg, owner)
         domains = {canonical_host(d) for d in cfg.server.effective_domains()}
         self.registrar = Registrar(
             self.location,
@@ -166,14 +181,6 @@ class Server:
             branch_tag="" if worker is None else tag_for(worker.index),
         )
         self.transports = self.stack.transports
-        # The claim owner is stable across restarts of this instance (host, data
-        # dir, SIP port): after a crash it takes back what it held at once
-        # instead of leaving the users' messages blocked until the leases lapse.
-        first = cfg.server.listen[0]
-        place = hashlib.sha1(str(cfg.data_dir).encode()).hexdigest()[:8]
-        owner = f"{socket.gethostname()[:40]}:{first.port}:{place}"
-        if worker is not None:
-            owner += f"/{worker.name}"
         # A claim must outlive the longest delivery attempt (fr_timer), or a
         # second instance could retake a message that is still in flight.
         claim_ttl = max(cfg.msilo.claim_ttl, 2 * math.ceil(cfg.tm.fr_timer) + 10)
@@ -207,11 +214,19 @@ class Server:
             # worker got here, and hands them over.
             self.transports.share_sockets(link.handshake())
         # With workers and stream listeners: a private listener the other
-        # workers hand requests for our connections to (routing.handover).
+        # workers hand requests for our connections to (routing.handover); with
+        # [cluster] advertise, on that address, for the other instances too.
+        hop = cfg.cluster.hop_address()
+        if hop is not None and hop[1] and worker is not None:
+            hop = (hop[0], hop[1] + worker.index)
+        streams = any(a.proto != "udp" for a in cfg.server.listen)
         await self.transports.start(
-            private=worker is not None and any(a.proto != "udp" for a in cfg.server.listen))
+            private=hop if hop is not None and streams else worker is not None and streams)
         if self.transports.private is not None:
-            self.services.handover.listen("127.0.0.1", self.transports.private.port)
+            self.services.handover.listen(
+                self.transports.private.host, self.transports.private.port,
+                tag=secrets.token_hex(4) if hop is not None else None)
+        self.heartbeat = await _start_heartbeat(self.location, owner, self.services.handover.uri)
         if link is not None:
             link.start(self.transports.udp)
         released = await self.store.release_owner(owner)
@@ -236,6 +251,8 @@ class Server:
             asyncio.create_task(self._expire_bindings()),
             asyncio.create_task(self._msilo_timer()),
         ]
+        if self.heartbeat is not None:
+            self._jobs.append(asyncio.create_task(self._heartbeat()))
         if self.services.push_store is not None and cfg.msilo.reminder:
             self._jobs.append(asyncio.create_task(self._reminder_timer()))
         gc.collect()
@@ -318,6 +335,11 @@ class Server:
                 await component.aclose()
         if hasattr(self, "store"):
             await self.store.close()
+        if self.heartbeat is not None:
+            try:
+                await self.heartbeat.leave()
+            except StoreError as exc:
+                log.warning("heartbeat row not removed: %s", exc)
         close_location = getattr(getattr(self, "location", None), "aclose", None)
         if close_location is not None:  # a SQL location service's pool
             await close_location()
@@ -361,6 +383,16 @@ class Server:
                     log.info("binding %s of %s expired", binding.contact, binding.aor)
             except Exception:
                 log.exception("binding expiry failed")
+
+    async def _heartbeat(self) -> None:
+        """This process's row in the shared database, every heartbeat_interval."""
+        assert self.heartbeat is not None
+        while True:
+            await asyncio.sleep(self.config.cluster.heartbeat_interval)
+            try:
+                await self.heartbeat.beat()
+            except StoreError as exc:
+                log.warning("heartbeat not written: %s", exc)
 
     async def _reminder_timer(self) -> None:
         """Reminders due are sent every check_time (as Kamailio's msilo timer does)."""
@@ -456,6 +488,20 @@ async def serve(config: Config, worker: WorkerContext | None = None) -> None:
         await server.stopping.wait()
     finally:
         await server.stop()
+
+
+async def _start_heartbeat(location: LocationService, name: str, hop: str | None
+                           ) -> Heartbeat | None:
+    """The heartbeat row (silo.cluster) when bindings live in a shared database."""
+    if not isinstance(location, SqlLocationService):
+        return None
+    beat = Heartbeat(location.pool, name, hop, __version__)
+    try:
+        await beat.open()
+    except StoreError as exc:
+        log.warning("heartbeat table not available: %s", exc)
+        return None
+    return beat
 
 
 async def _start_push(cfg: Config, store: SiloStore, counters: Counters

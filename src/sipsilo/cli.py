@@ -15,6 +15,7 @@ looked up by name, and a build without them says so in one line):
 * ``silo delete ID`` → ``sipsilo.admin.silo.delete_message(config, id)``
 * ``silo purge --expired | AOR | --all`` →
   ``sipsilo.admin.silo.purge(config, aor=None, expired=False)``
+* ``cluster status`` → ``sipsilo.silo.cluster.cluster_status(config)``
 * ``db init`` / ``db migrate`` → ``sipsilo.admin.silo.db_init(config)`` / ``db_migrate(config)``
 * ``user add|passwd|remove|list`` → ``sipsilo.admin.users.user_add(config, aor, password)``...
 
@@ -340,6 +341,28 @@ def location_remove(config: Config, aor: str) -> None:
 def stats(config: Config) -> None:
     """Counters of the running server."""
     _control(config, {"cmd": "stats"})
+
+
+@main.group()
+def cluster() -> None:
+    """Instances sharing one database (docs/scaling.md)."""
+
+
+@cluster.command("status")
+@config_options
+def cluster_status(config: Config) -> None:
+    """Live instances (heartbeat rows), their bindings and delivery claims."""
+    rows = _call("sipsilo.silo.cluster", "cluster_status", config)
+    if _json_wanted() or not rows:
+        _emit(list(rows or ()), "no live instances")
+        return
+    table = [("INSTANCE", "HOP", "UP", "SEEN", "BINDINGS", "CLAIMS")] + [
+        (r["instance"], r["hop"] or "-", f"{r['up_seconds']}s", f"{r['seen_seconds_ago']}s",
+         str(r["bindings"]), str(r["claims"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip())
 
 
 @main.group()

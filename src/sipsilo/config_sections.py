@@ -143,6 +143,33 @@ def _check_redis_url(value: str) -> str:
     return value
 
 
+def _check_instance_id(value: str) -> str:
+    if len(value) > 60:
+        raise ValueError(f"an instance id has at most 60 characters (got {len(value)})")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"an instance id has no white space (got {quote(value)})")
+    return value
+
+
+def parse_hop_address(value: str) -> tuple[str, int]:
+    """[cluster] advertise: "host:port", port 0 allowed (any free port)."""
+    text = value.strip()
+    host, port = _split_hostport(text)
+    if port is None:
+        raise ValueError(f"expected host:port (port 0: any free port), got {quote(value)}")
+    number = 0 if port == "0" else _parse_port(port)
+    host = normalise_host(host)
+    if host in ("0.0.0.0", "::"):
+        raise ValueError(f"other instances cannot reach {quote(value)}: name an address of "
+                         "this host")
+    return host, number
+
+
+def _check_hop_address(value: str) -> str:
+    parse_hop_address(value)
+    return value.strip()
+
+
 def _check_redis_prefix(value: str) -> str:
     if any(c.isspace() for c in value):
         raise ValueError(f"a key prefix has no white space (got {quote(value)})")
@@ -159,6 +186,33 @@ class ClusterConfig(_Section):
                          ] = None
     redis_prefix: Annotated[str, Field(min_length=1, max_length=100),
                             AfterValidator(_check_redis_prefix)] = "sipsilo:"
+    # This instance's name among the instances on one database (heartbeat rows,
+    # `sipsilo cluster status`, delivery claims). Unset: hostname:port:<hash of
+    # the data dir>, stable across restarts, so a restarted instance takes back
+    # its own delivery claims at once.
+    instance_id: Annotated[str | None, BeforeValidator(_empty_to_none),
+                           AfterValidator(lambda v: None if v is None
+                                          else _check_instance_id(v))] = None
+    # "host:port" other instances reach this one's internal hop listener at (TCP;
+    # the flow owner hand-over, docs/scaling.md): bound here, and recorded with
+    # every binding made over a connection of this instance. Port 0: any free
+    # port (the one bound is recorded); with workers, worker i uses port + i.
+    # Unset: no hop between instances; a binding is reachable elsewhere only at
+    # its Contact address.
+    advertise: Annotated[
+        str | None, BeforeValidator(_empty_to_none),
+        AfterValidator(lambda v: None if v is None else _check_hop_address(v)),
+    ] = None
+    # Heartbeat rows in the shared database (registrar.db_url): written every
+    # heartbeat_interval seconds; an instance not seen for stale_after seconds is
+    # not listed as live.
+    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    stale_after: Annotated[float, Field(gt=0, le=86400)] = 20.0
+
+    def hop_address(self) -> tuple[str, int] | None:
+        if self.advertise is None:
+            return None
+        return parse_hop_address(self.advertise)
 
 
 class TlsConfig(_Section):

@@ -40,6 +40,16 @@ def pg_db() -> Iterator[str]:
     asyncio.run(drop_database("postgresql", name))
 
 
+@pytest.fixture(params=["postgresql", "mysql"])
+def shared_db(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL, then MariaDB, server, for several
+    instances at once; dropped afterwards."""
+    server_url(request.param)  # skip (or fail under CI) when the server is down
+    url, name = asyncio.run(create_database(request.param))
+    yield url
+    asyncio.run(drop_database(request.param, name))
+
+
 @pytest.fixture
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server()

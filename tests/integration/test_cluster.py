@@ -11,25 +11,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from sipsilo.silo.delivery import CLAIM_BATCH
 from tests.integration.harness import ServerProcess
 from tests.integration.silo_helpers import register, send_message, start_ua, wait_for
-from tests.silo.sqlservers import create_database, drop_database, server_url, sql
+from tests.silo.sqlservers import sql
 
 MakeServer = Callable[..., ServerProcess]
-
-
-@pytest.fixture(params=["postgresql", "mysql"])
-def shared_db(request: pytest.FixtureRequest) -> Iterator[str]:
-    server_url(request.param)  # skip (or fail under CI) when the server is down
-    url, name = asyncio.run(create_database(request.param))
-    yield url
-    asyncio.run(drop_database(request.param, name))
 
 
 def settings(url: str) -> dict[str, Any]:

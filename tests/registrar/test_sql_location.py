@@ -4,6 +4,7 @@ and bindings shared between two instances (a MESSAGE at A finds bob registered a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sipsilo.db.url import parse_db_url as parse_sql_url
 from sipsilo.flow import Flow
 from sipsilo.registrar.binding import Binding
 from sipsilo.registrar.location import MemoryLocationService
-from sipsilo.registrar.sql_location import SqlLocationService, open_location
+from sipsilo.registrar.sql_location import SqlLocationService, create_sql, open_location
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])
@@ -113,5 +114,54 @@ def test_factory(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable, match=r"^registrar\.db_url: cannot connect to "
                            r"postgresql://u:\*\*\*@127\.0\.0\.1:1/db: Connection refused$"):
             await open_location(cfg("postgresql://u:pw@127.0.0.1:1/db"))
+
+    run(main)
+
+
+def test_a_binding_with_an_owner_hop_keeps_its_flow_for_other_instances(
+        where: tuple[str, str]) -> None:
+    """Issue 16: another instance relays to the owner's hop, which needs the flow's
+    connection number and peer address (routing.handover signs them)."""
+    async def main() -> None:
+        a, b = await instance(*where, "A"), await instance(*where, "B")
+        try:
+            hop = "sip:10.0.0.2:5070;transport=tcp;o=ab12"
+            owned = binding("sip:bob@x.invalid;transport=tcp", transport="tcp", conn_id=13,
+                            reg_id=1)
+            owned = dataclasses.replace(owned, flow=Flow(
+                "tcp", ("127.0.0.1", 5060), ("192.0.2.9", 40000), 13, hop))
+            await b.save(owned)
+            seen = await a.lookup("sip:bob@example.com", 1000)
+            assert [x.flow for x in seen] == [owned.flow]
+            assert await b.lookup("sip:bob@example.com", 1000) == [owned]
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    run(main)
+
+
+def test_a_table_made_before_the_owner_column_gets_it(where: tuple[str, str]) -> None:
+    async def main() -> None:
+        url, table = where
+        pool = open_pool(parse_sql_url(url), 1, 1)
+        await pool.open()
+        try:
+            old = [s.replace(",\n        owner VARCHAR(255)", "")
+                   for s in create_sql(table, pool.dialect)]
+            old = [s.replace(",\n    owner VARCHAR(255)", "") for s in old]
+            assert all("owner" not in s for s in old)
+            async with pool.acquire() as conn:
+                for s in old:
+                    await conn.execute(s)
+        finally:
+            await pool.close()
+        loc = await instance(url, table, "A")
+        try:
+            b1 = binding("sip:bob@192.0.2.1:5070")
+            await loc.save(b1)
+            assert await loc.lookup("sip:bob@example.com", 1000) == [b1]
+        finally:
+            await loc.aclose()
 
     run(main)

@@ -7,7 +7,7 @@ import pytest
 from tests.fakes import request
 
 from sipsilo.flow import Flow, Target
-from sipsilo.routing.handover import BadHandover, FlowOwner
+from sipsilo.routing.handover import BadHandover, FlowOwner, StaleFlow
 from sipsilo.sip.message import Request
 from sipsilo.sip.parser import parse_message
 
@@ -98,3 +98,22 @@ def test_a_flow_entry_on_a_public_listener_is_refused() -> None:
     assert target is not None
     with pytest.raises(BadHandover):
         _owner().taken(_handed(target.route), ("127.0.0.1", 5060))
+
+
+def test_between_instances_the_owner_uri_names_the_process() -> None:
+    """A fixed hop address outlives a process: a flow signed for an earlier one
+    on it is stale (430), never written to a new connection."""
+    earlier = FlowOwner(SECRET)
+    earlier.listen("10.0.0.1", 5070, tag="aaaa")
+    now = FlowOwner(SECRET)
+    now.listen("10.0.0.1", 5070, tag="bbbb")
+    stamped = earlier.stamp(BOB_TCP)
+    assert stamped.owner == "sip:10.0.0.1:5070;transport=tcp;o=aaaa"
+    assert now.elsewhere(stamped)
+    target = _sender().target(stamped)
+    assert target is not None and target.route is not None
+    assert (target.host, target.port) == ("10.0.0.1", 5070)
+    with pytest.raises(StaleFlow):
+        now.taken(_handed(target.route), ("10.0.0.1", 5070))
+    taken = earlier.taken(_handed(target.route), ("10.0.0.1", 5070))
+    assert taken == Target("tcp", "198.51.100.9", 40000, conn_id=17)

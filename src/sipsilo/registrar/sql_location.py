@@ -53,11 +53,11 @@ BindingList = list[Binding]
 
 DEFAULT_TABLE = "sipsilo_location"
 
-# Column order of every SELECT and INSERT below (id_hash first, instance last).
+# Column order of every SELECT and INSERT below (id_hash first, owner last).
 _COLS = (
     "id_hash", "aor", "contact", "params", "expires_at", "call_id", "cseq", "transport",
     "local_host", "local_port", "remote_host", "remote_port", "conn_id", "q", "user_agent",
-    "methods", "instance_id", "reg_id", "registered_at", "instance",
+    "methods", "instance_id", "reg_id", "registered_at", "instance", "owner",
 )
 _SELECT = ", ".join(_COLS[1:])
 
@@ -88,7 +88,10 @@ def create_sql(table: str, dialect: SqlDialect) -> list[str]:
         "instance_id TEXT",
         "reg_id BIGINT",
         f"registered_at {dbl} NOT NULL",
-        "instance VARCHAR(128) NOT NULL",  # the sipsilo instance that owns the flow
+        "instance VARCHAR(128) NOT NULL",  # the sipsilo process that owns the flow
+        # The flow owner's hop URI (routing.handover): how another instance reaches
+        # the process holding the connection; NULL: not reachable that way.
+        "owner VARCHAR(255)",
     ]
     if dialect == "mysql":  # MySQL has no CREATE INDEX IF NOT EXISTS: inline them
         cols += ["INDEX aor_idx (aor)", "INDEX expires_idx (expires_at)"]
@@ -145,11 +148,24 @@ class SqlLocationService(LocationService):
                 await conn.lock(f"sipsilo_ddl_{self.table}")
                 try:
                     await create(conn)
+                    await self._add_owner_column(conn)
                 finally:
                     await conn.unlock(f"sipsilo_ddl_{self.table}")
         except BaseException:
             await self.pool.close()
             raise
+
+    async def _add_owner_column(self, conn: Conn) -> None:
+        """A table made before the owner column (issue 16) gets it."""
+        try:
+            await conn.fetch(f"SELECT owner FROM {self.table} WHERE 1 = 0")
+        except Exception as missing:  # (outside a transaction: nothing to undo)
+            # Drivers word "no such column" differently (SQLite's even reads as
+            # unavailable): add it, and if that fails too, the first error is the one.
+            try:
+                await conn.execute(f"ALTER TABLE {self.table} ADD COLUMN owner VARCHAR(255)")
+            except Exception:
+                raise missing from None
 
     async def aclose(self) -> None:
         await self.pool.close()
@@ -163,20 +179,22 @@ class SqlLocationService(LocationService):
             float(b.expires_at), b.call_id, int(b.cseq), f.transport, f.local[0],
             int(f.local[1]), f.remote[0], int(f.remote[1]), f.conn_id, float(b.q),
             b.user_agent, None if b.methods is None else json.dumps(sorted(b.methods)),
-            b.instance_id, b.reg_id, float(b.registered_at), self.instance,
+            b.instance_id, b.reg_id, float(b.registered_at), self.instance, f.owner,
         )
 
     def _from_row(self, r: Row) -> Binding:
         (aor, contact, params, expires_at, call_id, cseq, transport, local_host, local_port,
          remote_host, remote_port, conn_id, q, user_agent, methods, instance_id, reg_id,
-         registered_at, instance) = r
+         registered_at, instance, owner) = r
         flow = Flow(
             transport,
             (local_host, int(local_port)),
             (remote_host, int(remote_port)),
             None if conn_id is None else int(conn_id),
+            owner or None,
         )
-        if instance != self.instance:
+        if instance != self.instance and not flow.owner:
+            # No hop to the process holding the connection: reach the Contact.
             flow = _foreign_flow(flow, contact)
         return Binding(
             aor=aor,
@@ -254,12 +272,16 @@ class SqlLocationService(LocationService):
         return found
 
 
-def instance_name() -> str:
-    """This process's owner name: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+def instance_name(instance_id: str | None = None) -> str:
+    """This process's name in the ``instance`` column: the cluster instance id when
+    known (``sipsilo cluster status`` counts bindings by it, the part before "|"),
+    then host, pid and a random part (pids are reused; a connection number means
+    something only in the very process that wrote it)."""
+    own = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+    return own if instance_id is None else f"{instance_id[:60]}|{own}"
 
 
-async def open_location(config: Config) -> LocationService:
+async def open_location(config: Config, instance_id: str | None = None) -> LocationService:
     """The location service ``config.registrar.db_url`` asks for, opened.
 
     None: in memory.  Otherwise a :class:`SqlLocationService` with a pool sized by
@@ -270,7 +292,7 @@ async def open_location(config: Config) -> LocationService:
     if url is None:
         return MemoryLocationService()
     pool = open_pool(url, config.msilo.db_pool_min, config.msilo.db_pool_max)
-    service = SqlLocationService(pool, instance_name())
+    service = SqlLocationService(pool, instance_name(instance_id))
     try:
         await service.open()
     except StoreUnavailable as e:

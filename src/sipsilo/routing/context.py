@@ -396,7 +396,10 @@ class RouteContext:
         refused) do not count: they are retried at the next REGISTER and must
         not turn every later live message into a stored one. Typing
         indications (never stored) are always relayed. Call it after a
-        successful lookup().
+        successful lookup(). With instances on one database (``[registrar]
+        db_url``) the database is asked too (silo.cluster.pending_elsewhere_sql:
+        a row claimed by another process, or stored and not tried yet; one
+        SELECT per live MESSAGE).
         """
         svc = self.services
         uri = self.original_uri
@@ -405,7 +408,16 @@ class RouteContext:
         ctype = self.request.content_type
         if ctype is not None and media_type(ctype) in NOT_STORED_TYPES:
             return False
-        pending = svc.delivery.busy(uri.user, canonical_host(uri.host))
+        user, domain = uri.user, canonical_host(uri.host)
+        pending = svc.delivery.busy(user, domain)
+        if not pending and svc.config.registrar.db_url:
+            # Instances on one database: another one may be dumping to this
+            # user; only the silo's claims can say (silo.cluster).
+            try:
+                pending = await svc.store.pending_elsewhere(
+                    user, domain, svc.delivery.owner, int(time.time()))
+            except StoreError as exc:
+                log.warning("cannot check deliveries of %s@%s elsewhere: %s", user, domain, exc)
         if pending:
             self._kick_after_store = next((b for b in self.branches if _takes_message(b)), None)
         return pending

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from sipsilo.flow import Flow, Target
 from sipsilo.proxy.relay import Branch
 from sipsilo.routing.context import RouteContext, strip_own_routes
-from sipsilo.routing.handover import BadHandover
+from sipsilo.routing.handover import BadHandover, StaleFlow
 from sipsilo.routing.services import Services
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.ids import new_branch
@@ -44,6 +44,10 @@ class Dispatcher:
         except (BadHandover, ParseError) as exc:
             log.warning("%s from %s refused: %s", tx.request.method, tx.flow, exc)
             tx.reply(403, "Forbidden")
+            return
+        except StaleFlow:
+            self.services.counters.inc("handover_failed")
+            tx.reply(430, "Flow Failed")
             return
         if handed is not None:
             await self._handed_over(tx, handed)

@@ -37,13 +37,18 @@ import hmac
 from sipsilo.flow import STREAMS, Flow, Target
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request
-from sipsilo.sip.uri import SipUri
+from sipsilo.sip.uri import SipUri, format_host
 
 _MAC_HEX = 24  # 96 bits
 
 
 class BadHandover(Exception):
     """A flow Route entry naming us whose signature or contents do not check."""
+
+
+class StaleFlow(Exception):
+    """A flow Route entry for a connection of an earlier process on our address
+    (restarted instance): that connection is gone, 430 Flow Failed."""
 
 
 class FlowOwner:
@@ -56,10 +61,17 @@ class FlowOwner:
         # None: one process, nobody else can hold a connection.
         self.uri = uri
         self._host_port: tuple[str, int] | None = None
+        self._tag: str | None = None
 
-    def listen(self, host: str, port: int) -> None:
-        self.uri = f"sip:{host}:{port};transport=tcp"
+    def listen(self, host: str, port: int, tag: str | None = None) -> None:
+        """Our listener is up at host:port. *tag* (between instances, where the
+        address is fixed and outlives a process) tells this process's flows from
+        those of an earlier one on the same address: it is part of the owner URI."""
+        self.uri = f"sip:{format_host(host)}:{port};transport=tcp"
+        if tag is not None:
+            self.uri += f";o={tag}"
         self._host_port = (host, port)
+        self._tag = tag
 
     def stamp(self, flow: Flow) -> Flow:
         """The flow as bindings keep it: a stream flow names this process as owner."""
@@ -94,7 +106,8 @@ class FlowOwner:
     def taken(self, request: Request, arrived_on: tuple[str, int]) -> Target | None:
         """The flow a request handed to us must go out on, with its Route entry
         removed; None when it is no hand-over. Raises BadHandover for an entry
-        that names our listener but does not check (or did not come in on it)."""
+        that names our listener but does not check (or did not come in on it),
+        StaleFlow for one signed for an earlier process on our address."""
         if self._host_port is None or "flow=" not in (request.headers.get("Route") or ""):
             return None
         routes = request.routes
@@ -111,6 +124,8 @@ class FlowOwner:
         body, _, mac = token.partition(".")
         if not hmac.compare_digest(mac, self._mac(body)):
             raise BadHandover("bad flow signature")
+        if uri.param("o") != self._tag:
+            raise StaleFlow("a connection of an earlier process on this address")
         try:
             text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
             transport, conn_id, host, port = text.split("|")

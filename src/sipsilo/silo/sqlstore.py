@@ -31,6 +31,7 @@ from sipsilo.db.errors import MigrationError, StoreError, StoreUnavailable
 from sipsilo.db.migrate import migrate_pool, schema_version
 from sipsilo.db.schema import LATEST_VERSION
 
+from .cluster import pending_elsewhere_sql
 from .ops import MessageOps
 from .store import NewMessage, RowId, SiloStore, StoredMessage, StoreStats, purge_in_chunks
 
@@ -59,6 +60,12 @@ class SqlMessageStore(SiloStore):
 
     async def count_from(self, src_addr: str) -> int:
         return await self._read(lambda c: self.ops.count_from(c, src_addr))
+
+    async def pending_elsewhere(self, username: str, domain: str, owner: str, now: int
+                                ) -> bool:
+        sql = self.ops.dialect.sql(pending_elsewhere_sql(self.ops.table))
+        args = (username, domain, int(now), owner, int(now))
+        return bool(await self._read(lambda c: c.fetch(sql, args)))
 
     async def claim_next(
         self, username: str, domain: str, owner: str, now: int, claim_ttl: int

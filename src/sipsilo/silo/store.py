@@ -165,6 +165,14 @@ class SiloStore(ABC):
     async def count_for(self, username: str, domain: str, now: int) -> int:
         """Unexpired deliverable messages (``snd_time = 0``) of the account."""
 
+    async def pending_elsewhere(self, username: str, domain: str, owner: str, now: int
+                                ) -> bool:
+        """Is one of the account's stored messages on its way through another
+        process (another instance): claimed by an owner not *owner*, or stored
+        and not tried yet? Only a database shared by instances can say; this
+        store's answer: no."""
+        return False
+
     @abstractmethod
     async def count_from(self, src_addr: str) -> int:
         """Rows stored from one sender (``src_addr``), expired or not: an index-only

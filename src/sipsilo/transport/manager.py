@@ -107,9 +107,10 @@ class Transports:
         the UDP ones in listen order, then the stream ones in listen order."""
         self._shared_udp = list(socks)
 
-    async def start(self, private: bool = False) -> None:
+    async def start(self, private: bool | tuple[str, int] = False) -> None:
         """Open (or take over) every listener. *private*: also a TCP listener on
-        an ephemeral loopback port, which the other workers reach this one at
+        an ephemeral loopback port (or on the (host, port) given: [cluster]
+        advertise), which the other workers and instances reach this one at
         (routing.handover); it is last, so it is never chosen to send from."""
         shared = iter(self._shared_udp or ())
         streams = sum(1 for spec in self._specs if spec.proto in STREAMS)
@@ -137,9 +138,11 @@ class Transports:
             else:
                 raise ValueError(f"unsupported transport {spec.proto!r}")
         if private:
+            host, port = private if isinstance(private, tuple) else ("127.0.0.1", 0)
             # The other workers' connections come from 127.0.0.1 like any local
-            # client's: the per-source cap must not cut them off.
-            self.private = TcpListener("127.0.0.1", 0, self.tcp, "tcp", per_source=False)
+            # client's (and the other instances' from a few addresses): the
+            # per-source cap must not cut them off.
+            self.private = TcpListener(host, port, self.tcp, "tcp", per_source=False)
             await self.private.start()
             self.tcp_listeners.append(self.private)
 
