@@ -205,3 +205,58 @@ async def test_max_forwards_zero_is_seen_by_the_route() -> None:
     await settle()
     assert sorted(w.fake.statuses()) == [202, 483]
 
+
+
+class _Delivery:
+    """Nothing is being dumped in this process."""
+
+    owner = "inst0/w1"
+
+    def busy(self, username: str, domain: str) -> bool:
+        return False
+
+
+class _Store:
+    """A silo in which another process is delivering bob's messages."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def pending_elsewhere(self, username: str, domain: str, owner: str, now: int) -> bool:
+        self.asked.append((username, domain, owner))
+        return username == "bob"
+
+
+async def _pending_or_live(ctx: RouteContext) -> None:
+    if await ctx.m_pending():
+        ctx.t_reply(202, "Accepted")  # the seed route would m_store here
+    else:
+        ctx.t_reply(200, "OK")
+
+
+def _world_with_silo(workers: int) -> tuple[World, _Store]:
+    w = World(_pending_or_live)
+    store = _Store()
+    w.services.config = Config.model_validate({"server": {"workers": workers}})
+    w.services.store = store  # type: ignore[assignment]
+    w.services.delivery = _Delivery()  # type: ignore[assignment]
+    return w, store
+
+
+@virtual
+async def test_with_workers_a_live_message_queues_behind_a_dump_in_another_worker() -> None:
+    # bob's connection (and his dump) is at worker 0; this MESSAGE reached
+    # worker 1. Relaying it would overtake the messages worker 0 is sending.
+    w, store = _world_with_silo(workers=2)
+    w.stack.receive(request(), ALICE)
+    await settle()
+    assert w.fake.statuses() == [202]
+    assert store.asked == [("bob", "192.0.2.1", "inst0/w1")]
+
+
+@virtual
+async def test_one_process_does_not_ask_the_database_before_a_live_message() -> None:
+    w, store = _world_with_silo(workers=1)
+    w.stack.receive(request(), ALICE)
+    await settle()
+    assert w.fake.statuses() == [200] and store.asked == []

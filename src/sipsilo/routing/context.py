@@ -396,10 +396,12 @@ class RouteContext:
         refused) do not count: they are retried at the next REGISTER and must
         not turn every later live message into a stored one. Typing
         indications (never stored) are always relayed. Call it after a
-        successful lookup(). With instances on one database (``[registrar]
-        db_url``) the database is asked too (silo.cluster.pending_elsewhere_sql:
-        a row claimed by another process, or stored and not tried yet; one
-        SELECT per live MESSAGE).
+        successful lookup(). Where another process may be the one dumping to
+        this user (instances on one database, ``[registrar] db_url``; or
+        ``[server] workers`` > 1, whose MESSAGE may arrive at a worker other
+        than the one holding the user's connection) the database is asked too
+        (silo.cluster.pending_elsewhere_sql: a row claimed by another process,
+        or stored and not tried yet; one SELECT per live MESSAGE).
         """
         svc = self.services
         uri = self.original_uri
@@ -410,9 +412,9 @@ class RouteContext:
             return False
         user, domain = uri.user, canonical_host(uri.host)
         pending = svc.delivery.busy(user, domain)
-        if not pending and svc.config.registrar.db_url:
-            # Instances on one database: another one may be dumping to this
-            # user; only the silo's claims can say (silo.cluster).
+        if not pending and (svc.config.registrar.db_url or svc.config.server.workers > 1):
+            # Another instance or worker may be dumping to this user; only
+            # the silo's claims can say (silo.cluster).
             try:
                 pending = await svc.store.pending_elsewhere(
                     user, domain, svc.delivery.owner, int(time.time()))
