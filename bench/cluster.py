@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class Instance:
         (self.dir / "auth.secret").write_text(secret)
         (self.dir / "auth.secret").chmod(0o600)
         self.port = free_port()
+        self.http = free_port()
         self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipsilo", "serve", "--data-dir", str(self.dir),
@@ -80,7 +82,8 @@ class Instance:
                       f'"tcp:127.0.0.1:{self.port}"]',
              "--set", "server.log_level=warning", "--set", f"msilo.db_url={url}",
              "--set", f"registrar.db_url={url}", "--set", "msilo.add_date=0",
-             "--set", "cluster.advertise=127.0.0.1:0", "--set", f"cluster.instance_id={name}"],
+             "--set", "cluster.advertise=127.0.0.1:0", "--set", f"cluster.instance_id={name}",
+             "--set", f"http.listen=127.0.0.1:{self.http}"],
             stdout=self.log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
     def wait_up(self) -> None:
@@ -93,6 +96,14 @@ class Instance:
                     return
             time.sleep(0.1)
         raise SystemExit(f"{self.dir} did not start")
+
+    def statements(self) -> int:
+        """sipsilo_db_statements_total of this instance (its /metrics)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("sipsilo_db_statements_total "):
+                    return int(float(line.split()[1]))
+        raise SystemExit("no sipsilo_db_statements_total in /metrics")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -123,14 +134,17 @@ def generators(instances: list[Instance], count: int, rate: int, tag: str) -> fl
 def measure(db: str, instances: list[Instance], count: int, rate: int, tag: str) -> None:
     before_cpu = sum(cpu_seconds(i.proc.pid) for i in instances)
     before = commits(db)
+    before_st = sum(i.statements() for i in instances)
     elapsed = generators(instances, count, rate, tag)
     total = count * len(instances)
     cpu = sum(cpu_seconds(i.proc.pid) for i in instances) - before_cpu
     stored = int(psql(db, "SELECT COUNT(*) FROM silo"))
     xacts = commits(db) - before
+    st = sum(i.statements() for i in instances) - before_st
     print(f"  {len(instances)} instance(s): {total} MESSAGEs in {elapsed:.1f} s = "
           f"{total / elapsed:.0f}/s; server CPU {1000 * cpu / total:.2f} ms per message; "
-          f"{xacts / total:.2f} commits per stored message; {stored} rows")
+          f"{st / total:.2f} statements and {xacts / total:.2f} commits per stored message; "
+          f"{stored} rows")
 
 
 def deliver(db: str, inst: Instance, count: int) -> None:
@@ -146,6 +160,7 @@ def deliver(db: str, inst: Instance, count: int) -> None:
     waiting = int(psql(db, "SELECT COUNT(*) FROM silo WHERE username = 'bob'"))
     before_cpu = cpu_seconds(inst.proc.pid)
     before = commits(db)
+    before_st = inst.statements()
     sock = socket.create_connection(("127.0.0.1", inst.port))
     sock.settimeout(10)
     local = sock.getsockname()
@@ -187,9 +202,11 @@ def deliver(db: str, inst: Instance, count: int) -> None:
     sock.close()
     cpu = cpu_seconds(inst.proc.pid) - before_cpu
     xacts = commits(db) - before
+    st = inst.statements() - before_st
     print(f"  delivery: {got} of {waiting} in {elapsed:.1f} s = {got / max(elapsed, 1e-9):.0f}/s;"
           f" server CPU {1000 * cpu / max(got, 1):.2f} ms per message;"
-          f" {xacts / max(got, 1):.2f} commits per delivered message")
+          f" {st / max(got, 1):.2f} statements and {xacts / max(got, 1):.2f} commits"
+          f" per delivered message")
 
 
 def pgbench(seconds: int) -> None:

@@ -69,7 +69,8 @@ def test_exposition_names_and_cumulative_buckets() -> None:
         counters.observe("store_commit_seconds", v)
     snap = {"counters": counters.snapshot(), "histograms": counters.histogram_snapshot(),
             "requests": {"MESSAGE": 3}, "responses_sent": {"2xx": 3},
-            "db_pool": {"open": 2, "in_use": 1, "max": 10}, "bindings": {"tcp": 1}}
+            "db_pool": {"open": 2, "in_use": 1, "max": 10}, "bindings": {"tcp": 1},
+            "db_statements": 42}
     s = _parse(exposition(snap))
     assert s[("sipsilo_stored_messages_total", ())] == 3
     assert s[("sipsilo_sip_requests_total", (("method", "MESSAGE"),))] == 3
@@ -81,6 +82,7 @@ def test_exposition_names_and_cumulative_buckets() -> None:
     assert s[("sipsilo_store_commit_seconds_count", ())] == 3
     assert s[("sipsilo_db_pool_connections", (("state", "in_use"),))] == 1
     assert s[("sipsilo_bindings", (("transport", "tcp"),))] == 1
+    assert s[("sipsilo_db_statements_total", ())] == 42
 
 
 def test_json_log_line_carries_context_and_keeps_a_traceback_on_one_line() -> None:

@@ -111,3 +111,27 @@ def test_counts_by_process_and_claims_elsewhere(url: str) -> None:
     run(main)
 
 
+
+
+def test_statements_to_a_server_database_are_counted_for_capacity_planning(url: str) -> None:
+    # sipsilo_db_statements_total (docs/scaling.md): one per statement sent to
+    # PostgreSQL or MariaDB; SQLite, in-process, costs no database server.
+    from sipsilo.db.base import STATEMENTS
+
+    table = unique_table()
+
+    async def main() -> None:
+        store = open_store(url, table)
+        await store.open()
+        try:
+            before = STATEMENTS.n
+            await store.store(msg(1))
+            await store.count_for("bob", "example.com", 1000)
+            sent = STATEMENTS.n - before
+            assert sent == 0 if url.startswith("sqlite") else sent >= 2
+        finally:
+            await store.close()
+            if not url.startswith("sqlite"):
+                await sql(url, f"DROP TABLE IF EXISTS {table}")
+
+    run(main)

@@ -57,6 +57,22 @@ def multi_row(prefix: str, row: str, rows: Sequence[Sequence[Any]]) -> tuple[str
     return prefix + ", ".join([row] * len(rows)), [a for r in rows for a in r]
 
 
+class StatementCount:
+    """Statements this process has sent to a server database (PostgreSQL,
+    MySQL/MariaDB), every pool together: the database load per stored and per
+    delivered message that capacity planning needs (docs/scaling.md), exposed as
+    ``sipsilo_db_statements_total``. A plain integer, bumped on the request path;
+    SQLite, in-process, is not counted."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+STATEMENTS = StatementCount()
+
+
 class Conn(ABC):
     """One connection, in autocommit mode unless inside ``begin()``/``commit()``."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import asyncmy
 from asyncmy import errors as my_errors
 
-from .base import Conn, Pool, Row, is_connection_error, reason
+from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, reason
 from .errors import StoreConflict, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -54,6 +54,7 @@ class _MyConn(Conn):
         self.gone = False  # ... and the idle ones: the server went away
 
     async def _run(self, sql: str, args: Sequence[Any], want: str) -> Any:
+        STATEMENTS.n += 1
         try:
             async with self._c.cursor() as cur:
                 count = await cur.execute(sql, tuple(args) if args else None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from .base import Conn, Pool, Row, is_connection_error, reason
+from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, reason
 from .errors import StoreConflict, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -61,6 +61,7 @@ class _PgConn(Conn):
         self.broken = False
 
     async def _do(self, coro: Any) -> Any:
+        STATEMENTS.n += 1
         try:
             return await coro
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:

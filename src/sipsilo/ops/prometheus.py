@@ -99,6 +99,10 @@ class _Snapshot(Collector):
                                   "by the message store", value=store.get("transactions", 0))
         yield CounterMetricFamily("sipsilo_store_errors", "message store operations that "
                                   "failed", value=store.get("errors", 0))
+        if "db_statements" in s:
+            yield CounterMetricFamily("sipsilo_db_statements", "statements sent to a server "
+                                      "database (PostgreSQL, MySQL/MariaDB), every pool",
+                                      value=s["db_statements"])
         pool = s.get("db_pool")
         if pool:
             yield _by("sipsilo_db_pool_connections", "message store pool connections",

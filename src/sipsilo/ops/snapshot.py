@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipsilo.admin import silo as admin
 from sipsilo.config import Config
+from sipsilo.db.base import STATEMENTS
 from sipsilo.metrics import merge_histograms
 
 log = logging.getLogger("sipsilo.ops")
@@ -75,6 +76,7 @@ async def process_metrics(server: Server, table: bool = True) -> dict[str, Any]:
         "db_pool": None if usage is None else {"open": usage[0], "in_use": usage[1],
                                                 "max": usage[2]},
         "store": {"transactions": store.stats.transactions, "errors": store.stats.errors},
+        "db_statements": STATEMENTS.n,
     }
 
 
