@@ -16,19 +16,9 @@ from collections.abc import Callable
 from tests.integration.conftest import SiloBackend
 from tests.integration.harness import ServerProcess
 from tests.integration.silo_helpers import stats, wait_for
-from tests.integration.sipwire import message, status_line, udp_exchange
+from tests.integration.sipwire import message, read_reply, status_line, udp_exchange
 
 MakeServer = Callable[..., ServerProcess]
-
-
-def read_response(sock: socket.socket) -> bytes:
-    got = b""
-    while b"\r\n\r\n" not in got:
-        chunk = sock.recv(65535)
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 def test_tcp_resend_after_202_is_stored_once(
@@ -41,11 +31,11 @@ def test_tcp_resend_after_202_is_stored_once(
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         for _ in range(2):
             sock.sendall(data)
-            answers.append(status_line(read_response(sock)))
+            answers.append(status_line(read_reply(sock, 5)[0]))
         # The same Call-ID with the next CSeq is a new message: stored.
         sock.sendall(data.replace(b"CSeq: 1 MESSAGE", b"CSeq: 2 MESSAGE")
                      .replace(b"only once", b"and again"))
-        answers.append(status_line(read_response(sock)))
+        answers.append(status_line(read_reply(sock, 5)[0]))
     assert answers == ["SIP/2.0 202 Accepted"] * 3
     rows = silo_backend.rows(server)
     assert [r[3] for r in rows] == [b"only once", b"and again"], rows
