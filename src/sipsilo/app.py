@@ -516,7 +516,7 @@ async def _start_push(cfg: Config, store: SiloStore, counters: Counters
                    or pc.apns_key_file)
     if not pushing and not cfg.msilo.reminder:
         return None, None
-    sql = PushStore(cfg.msilo.db_url, cfg.msilo.db_table, cfg.data_dir, pc.keep_days)
+    sql = PushStore(cfg.msilo_db, cfg.msilo.db_table, cfg.data_dir, pc.keep_days)
     try:
         await sql.open()
     except StoreUnavailable as exc:

@@ -32,7 +32,7 @@ from urllib.parse import unquote
 
 from sipsilo.db import base as sqlbase
 from sipsilo.db.schema import push_table_name, push_table_sql
-from sipsilo.db.url import parse_db_url
+from sipsilo.db.url import DbUrl, parse_db_url
 from sipsilo.silo.store import StoredMessage
 
 PN_PARAMS = ("pn-provider", "pn-prid", "pn-param", "pn-purr")
@@ -72,18 +72,20 @@ def target_of_contact(
 class PushStore:
     """Last push target per AoR, and reminders, in the message store's database."""
 
-    def __init__(self, db_url: str, silo_table: str, data_dir: str | Path | None,
+    def __init__(self, db_url: DbUrl | str, silo_table: str, data_dir: str | Path | None,
                  keep_days: int) -> None:
+        """*db_url*: the configuration's parsed URL (the server), or a string parsed
+        here (*data_dir* resolves a relative SQLite path), as silo.backend.open_store."""
         self.table = push_table_name(silo_table)
         self.silo = silo_table
-        self._silo_table = silo_table
-        self._pool = sqlbase.open_pool(parse_db_url(db_url, data_dir=data_dir), 0, 2)
+        url = db_url if isinstance(db_url, DbUrl) else parse_db_url(db_url, data_dir=data_dir)
+        self._pool = sqlbase.open_pool(url, 0, 2)
         self.keep = keep_days * 86400
 
     async def open(self) -> None:
         await self._pool.open()
         async def create(conn: sqlbase.Conn) -> None:
-            for sql in push_table_sql(self._silo_table, conn.dialect):
+            for sql in push_table_sql(self.silo, conn.dialect):
                 await conn.execute(sql)
 
         await sqlbase.run_txn(self._pool, create, txn=False)
