@@ -12,9 +12,10 @@ addresses, build the 202 with a To tag, pass it through the transaction,
 serialise it, and fire timer J. Each --src runs under callgrind twice, with
 --count and with --count/10 messages; the difference divided by the
 difference in messages is the figure (interpreter start-up and imports
-cancel out). ``--src pure=src --src compiled=build/mypyc`` compares the
-pure-Python core with a compiled build (scripts/build_core.sh); the line
-printed per run names which one was imported.
+cancel out). ``--src pure=src --src compiled=.venv/sipsilo-core`` compares
+the pure-Python core with a compiled build (the one scripts/serve.sh makes, or
+``SIPSILO_MYPYC=1 pip install --no-deps --target DIR .``); the line printed per
+run names which one was imported.
 
 ``--run N`` is the workload itself (what callgrind runs).
 """
