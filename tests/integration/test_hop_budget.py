@@ -19,6 +19,7 @@ from tests.integration.harness import ServerProcess, free_port
 from tests.integration.secure_clients import SecureClient
 from tests.integration.silo_helpers import stats, wait_for
 from tests.integration.sipwire import read_reply
+from tests.integration.test_connection_hygiene import server_closed
 from tests.integration.test_workers import DOMAIN, _at_the_other_worker, _live_udp, _per_worker
 
 MakeServer = Callable[..., ServerProcess]
@@ -36,16 +37,6 @@ def _hop_ports(exclude: set[int]) -> int:
                 continue
         return port
     raise RuntimeError("no two free ports in a row")
-
-
-def _closed(sock: socket.socket) -> bool:
-    """Whether the server closed (or reset) the non-blocking sock; it never writes to it."""
-    try:
-        return sock.recv(4096) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 class Stranger:
@@ -71,14 +62,12 @@ class Stranger:
         while not self._stop.is_set():
             for port, socks in held.items():
                 for sock in list(socks):
-                    if _closed(sock):
+                    if server_closed(sock):
                         socks.remove(sock)
                         sock.close()
                         self.closed_by_server += 1
                 while len(socks) < STRANGER_CONNECTIONS:
-                    sock = socket.create_connection(("127.0.0.1", port))
-                    sock.setblocking(False)
-                    socks.append(sock)
+                    socks.append(socket.create_connection(("127.0.0.1", port)))
             self._stop.wait(0.1)
         for socks in held.values():
             for sock in socks:
