@@ -22,7 +22,6 @@ from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.tcp import TcpListener, TcpRegistry
 from sipsilo.transport.tls import TlsContexts, TlsLayer
 from sipsilo.transport.udp import UdpListener
-from sipsilo.transport.websocket import WebSocketLayer
 from sipsilo.transport.worker_link import SharedUdpListener
 
 log = logging.getLogger(__name__)
@@ -167,6 +166,9 @@ class Transports:
         return secure
 
     def _ws_layer(self) -> Layer:
+        # wsproto is loaded by a server with a ws/wss listener only.
+        from sipsilo.transport.websocket import WebSocketLayer
+
         return WebSocketLayer(self._ws_origins, self._max_message_size)
 
     def close(self) -> None:
