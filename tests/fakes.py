@@ -101,6 +101,11 @@ class FakeTcp:
     def __init__(self) -> None:
         self.pinned: dict[int | None, float] = {}
         self.open: set[int] = set()
+        # (conn_id, signed) for every request on a hop connection (TcpRegistry.hop_request)
+        self.hop_requests: list[tuple[int | None, bool]] = []
+
+    def hop_request(self, conn_id: int | None, signed: bool) -> None:
+        self.hop_requests.append((conn_id, signed))
 
     def pin(self, conn_id: int | None, seconds: float) -> None:
         self.pinned[conn_id] = seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -113,6 +114,23 @@ def test_check_config_missing_file() -> None:
     result = invoke("check-config", "/nonexistent/sipsilo.toml")
     assert result.exit_code == 2
     assert one_error_line(result).startswith("sipsilo: error: cannot read /nonexistent/")
+
+
+def test_check_db_pings_the_shared_redis_and_names_its_key(good: Path, tmp_path: Path) -> None:
+    """--check-db reaches every configured server, Redis ([cluster] redis_url) too:
+    the machine's own Redis on 6379 answers; a port nothing listens on is one line."""
+    base = ("check-config", str(good), "--check-db", "--data-dir", str(tmp_path))
+    up = invoke(*base, "--set", "cluster.redis_url=redis://127.0.0.1:6379/0")
+    assert up.exit_code == 0, up.output
+    assert "cluster.redis_url: connected to redis://127.0.0.1:6379/0" in up.stderr
+    with socket.socket() as s:  # a free port: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"redis://:secret@127.0.0.1:{s.getsockname()[1]}/0"
+        down = invoke(*base, "--set", f"cluster.redis_url={url}")
+    assert down.exit_code == 1
+    line = down.stderr.strip().splitlines()[-1]
+    assert line.startswith("sipsilo: error: cluster.redis_url: cannot connect to redis://")
+    assert "secret" not in down.stderr and "Traceback" not in down.output
 
 
 def test_set_beats_env_beats_file(good: Path) -> None:

@@ -49,7 +49,7 @@ from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
 from sipsilo.transport import loop as event_loop
 from sipsilo.transport.manager import ListenSpec, Transports
-from sipsilo.transport.stream import StreamLimits
+from sipsilo.transport.stream import StreamLimits, hop_limits
 from sipsilo.transport.tls import TlsContexts, TlsSetupError
 from sipsilo.transport.worker_link import WorkerLink
 from sipsilo.workers.auth_link import LinkState
@@ -151,6 +151,14 @@ class Server:
         server_header = cfg.server.user_agent or None
         tls = _tls_contexts(cfg)
 
+        limits = StreamLimits(
+            max_connections=cfg.server.tcp_max_connections,
+            max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
+            idle_timeout=cfg.server.tcp_idle_timeout,
+            message_timeout=cfg.server.tcp_message_timeout,
+            max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
+        )
+
         def transports(stack: SipStack) -> Transports:
             made = Transports(
                 [ListenSpec(a.proto, a.host, a.port) for a in cfg.server.listen],
@@ -158,13 +166,9 @@ class Server:
                 stack.on_framing_error,
                 cfg.server.max_message_size,
                 advertise=cfg.server.advertise_address(),
-                limits=StreamLimits(
-                    max_connections=cfg.server.tcp_max_connections,
-                    max_connections_per_ip=cfg.server.tcp_max_connections_per_ip,
-                    idle_timeout=cfg.server.tcp_idle_timeout,
-                    message_timeout=cfg.server.tcp_message_timeout,
-                    max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
-                ),
+                limits=limits,
+                # The private hop listener's own budget (routing.handover).
+                hop_limits=hop_limits(limits, cfg.server.workers),
                 shared_udp=None if worker is None else [],
                 tls=tls,
                 ws_origins=cfg.websocket.allowed_origins,
@@ -434,6 +438,8 @@ class Server:
         tcp = self.transports.tcp
         stats["tcp:open_connections"] = len(tcp)
         stats["tcp:refused_connections"] = tcp.refusals.total
+        stats["tcp:hop_connections"] = tcp.hop_connections
+        stats["tcp:hop_refused_connections"] = tcp.hop_refusals.total
         stats["tcp:deadline_closed_connections"] = tcp.overdue_closed
         stats["msilo:active_deliveries"] = self.delivery.active
         stats["msilo:stored_rows"] = await self.store.count()

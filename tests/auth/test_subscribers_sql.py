@@ -96,6 +96,14 @@ def test_subscriber_store(backend: Backend) -> None:
         db.add("bob", "example.com", REALM, "secret")
         with pytest.raises(ValueError, match="exists already"):
             db.add("bob", "example.com", REALM, "x")
+        # 'BOB' is another user; MySQL's unique key takes it for bob: one clear line
+        try:
+            db.add("BOB", "example.com", REALM, "x")
+        except ValueError as exc:
+            assert backend.dialect == "mysql" and "differs only in case" in str(exc)
+        else:
+            assert backend.dialect != "mysql"
+            assert db.remove("BOB", "example.com")
         bob = db.get("bob", "example.com")
         assert bob is not None and bob.password == ""
         assert bob.ha1 == ha1("MD5", "bob", REALM, "secret")

@@ -395,3 +395,25 @@ def test_same_msg_key_is_stored_once_in_a_batch_and_across_instances(backend: Ba
             await b.close()
 
     run(main)
+
+
+def test_a_new_message_costs_one_statement_besides_its_transaction(server: Backend) -> None:
+    """The idempotency look-up rides on the INSERT: a message with a fresh
+    msg_key is BEGIN, INSERT, COMMIT on a server database; a repeat costs the
+    look-up only when the INSERT skipped it (docs/scaling.md)."""
+    from sipsilo.db.base import STATEMENTS
+
+    async def body(s: SiloStore) -> None:
+        m = msg(1)
+        m.msg_key = "fresh-1"
+        before = STATEMENTS.n
+        first = await s.store(m)
+        assert STATEMENTS.n - before == 3
+        before = STATEMENTS.n
+        assert await s.store(m) == first
+        # PostgreSQL skips the taken key and looks it up (4); MySQL's INSERT is
+        # refused, then it looks the key up first (4 as well).
+        assert STATEMENTS.n - before == 4
+        assert await s.count() == 1
+
+    with_store(server, body)

@@ -14,6 +14,7 @@ from sipsilo.transport.stream import (
     StreamLimits,
     _malloc_trim,
     admission,
+    hop_limits,
     overdue,
     peer_key,
     unpinned,
@@ -27,7 +28,8 @@ LIMITS = StreamLimits(max_connections=10, max_connections_per_ip=2, idle_timeout
 class Conn:
     remote: tuple[str, int] = ("192.0.2.1", 5060)
     inbound: bool = True
-    per_source: bool = True
+    hop: bool = False
+    proof_due: float | None = None
     last_active: float = 0.0
     pinned_until: float = 0.0
     spoke: bool = False
@@ -65,9 +67,6 @@ def test_caps_count_unregistered_connections_and_the_source_only_for_accepted_on
     assert admission(Conn(), LIMITS, 10, lambda: 0) == "10 connections open"
     assert admission(Conn(), LIMITS, 3, lambda: 2) == "2 connections open from that address"
     assert admission(Conn(inbound=False), LIMITS, 3, lambda: 2) is None
-    # a worker's private listener: the other workers connect from 127.0.0.1 too
-    assert admission(Conn(per_source=False), LIMITS, 3, lambda: 2) is None
-    assert admission(Conn(per_source=False), LIMITS, 10, lambda: 0) == "10 connections open"
     no_cap = StreamLimits(max_connections_per_ip=0)
     assert admission(Conn(), no_cap, 3, lambda: 1000) is None
 
@@ -116,3 +115,33 @@ def test_memory_is_handed_back_once_enough_buffers_were_freed() -> None:
         return memory.trims
 
     assert asyncio.run(main()) == (1 if _malloc_trim() is not None else 0)
+
+
+def test_the_hop_budget_is_sized_for_the_peers_and_bounded_per_source_and_in_all() -> None:
+    """Each peer worker holds one connection to us: twice the workers per
+    source (a reopened connection overlapping the old one), at least 8; in
+    all at least 256; the first message due within 3 s at most."""
+    assert hop_limits(LIMITS, 1) == StreamLimits(
+        max_connections=256, max_connections_per_ip=8, idle_timeout=100,
+        message_timeout=3.0, max_header_size=LIMITS.max_header_size)
+    big = hop_limits(StreamLimits(message_timeout=1.0), 100)
+    assert (big.max_connections, big.max_connections_per_ip, big.message_timeout) == \
+        (800, 200, 1.0)
+    hop = hop_limits(LIMITS, 2)
+    # the hop's own counts: a stranger from 127.0.0.1 gets its per-source share only
+    loop = Conn(remote=("127.0.0.1", 40000), hop=True)
+    assert admission(loop, hop, 7, lambda: 7) is None
+    assert admission(loop, hop, 8, lambda: 8) == "8 connections open from that address"
+    assert admission(Conn(hop=True), hop, 256, lambda: 0) == "256 connections open"
+
+
+def test_an_unproven_hop_connection_goes_at_its_deadline_however_busy_it_keeps() -> None:
+    """A stranger on the hop listener that talks (responses, ACKs, pings) but
+    never sends a signed hand-over is closed when its proof is due; once a
+    signed one came (proof_due None) the ordinary rules apply."""
+    busy = Conn(hop=True, proof_due=3.0, spoke=True, partial_since=None, last_active=2.9)
+    assert overdue(busy, LIMITS, 2.9) is None
+    assert overdue(busy, LIMITS, 3.0) == "no signed hand-over"
+    busy.proof_due = None
+    assert overdue(busy, LIMITS, 50.0) is None
+    assert overdue(busy, LIMITS, 102.9) == "idle for 100 s"

@@ -22,7 +22,7 @@ from sipsilo.db.errors import MigrationError, StoreError, StoreUnavailable
 from sipsilo.db.migrate import migrate_pool, schema_version
 from sipsilo.db.schema import LATEST_VERSION, current_version, migrate
 from sipsilo.db.sqlite import ThreadConn, connect, run_now
-from sipsilo.db.url import DbUrl
+from sipsilo.db.url import DbUrl, mask_url
 from sipsilo.silo.ops import MessageOps
 from sipsilo.silo.store import PURGE_CHUNK, StoredMessage
 from sipsilo.sip.uri import split_aor
@@ -162,7 +162,24 @@ def check_db(config: Config) -> list[str]:
     registrar = config.registrar_db
     if registrar is not None and registrar.is_server:
         lines.append(arun(probe(registrar, None)))
+    if config.cluster.redis_url is not None:
+        lines.append(arun(_probe_redis(config.cluster.redis_url)))
     return lines
+
+
+async def _probe_redis(url: str) -> str:
+    """``cluster.redis_url``: a PING answered, or StoreUnavailable naming the key."""
+    from sipsilo.auth.redis_state import connect  # the redis client: only if configured
+
+    client = connect(url, timeout=2.0)
+    try:
+        await client.ping()
+    except Exception as exc:  # refused, timeout, auth, wrong scheme: one line
+        raise StoreUnavailable(f"cluster.redis_url: cannot connect to {mask_url(url)}: "
+                               f"{str(exc) or type(exc).__name__}") from None
+    finally:
+        await client.aclose()
+    return f"cluster.redis_url: connected to {mask_url(url)}"
 
 
 # --------------------------------------------------------------------------- silo

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sipsilo.db.base import Pool, open_pool
 from sipsilo.db.dialects import DIALECTS
-from sipsilo.db.errors import StoreError
+from sipsilo.db.errors import StoreDuplicate, StoreError
 from sipsilo.db.migrate import ensure_in_txn
 from sipsilo.db.schema import (
     KAMAILIO_VERSION_TABLE,
@@ -297,10 +297,16 @@ class SqlSubscribers:
                     f"INSERT INTO {self.table} (username, domain, password, ha1, ha1b,"
                     " ha1_sha256) VALUES (%s, %s, '', %s, %s, %s)",
                     (username, domain, ha1, ha1b, ha1_sha256))
-        except StoreError:
+        except StoreError as exc:
             # A concurrent add won the unique key (account_idx) between our look and insert.
             if await self.aget(username, domain) is not None:
                 raise _exists_error(username, domain) from None
+            if isinstance(exc, StoreDuplicate):
+                # MySQL/MariaDB's default collation: the key takes 'BOB' for 'bob'.
+                raise ValueError(
+                    f"user {username}@{domain} cannot be added: the database holds a user"
+                    " whose name differs only in case or trailing spaces (its collation"
+                    " compares them equal; MySQL/MariaDB)") from None
             raise
 
     async def aset_password(self, username: str, domain: str, realm: str,

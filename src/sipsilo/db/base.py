@@ -108,6 +108,28 @@ class Conn(ABC):
         """Run one INSERT of *n* rows; their ids in VALUES order."""
         raise NotImplementedError
 
+    async def insert_new(
+        self, prefix: str, row: str, rows: Sequence[Sequence[Any]], key: str, key_at: int
+    ) -> list[int | None]:
+        """Insert each of *rows* unless its unique *key* column is stored already (or
+        repeats an earlier row of *rows*); for each, its new id or None.
+
+        The store's idempotency look-up folded into its INSERT: one statement per
+        message instead of a SELECT and an INSERT. SQLite and PostgreSQL skip the taken
+        keys (``ON CONFLICT DO NOTHING``); MySQL cannot skip only those (``INSERT IGNORE``
+        would hide other errors too), so it inserts plainly and raises
+        :class:`~.errors.StoreDuplicate` when a key is taken: the caller, still in its
+        transaction, looks the keys up first then."""
+        if self.dialect != "sqlite":
+            raise NotImplementedError
+        tail = f" ON CONFLICT ({key}) DO NOTHING"
+        return [await self._insert_if_new(prefix + row + tail, args) for args in rows]
+
+    async def _insert_if_new(self, sql: str, args: Sequence[Any]) -> int | None:
+        """SQLite: run an INSERT ... DO NOTHING; the new id, or None if nothing was
+        inserted."""
+        raise NotImplementedError
+
     async def begin(self) -> None:
         await self.execute("BEGIN")
 

@@ -24,8 +24,8 @@ from typing import Any
 import asyncmy
 from asyncmy import errors as my_errors
 
-from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, reason
-from .errors import StoreConflict, StoreError, StoreUnavailable
+from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, multi_row, reason
+from .errors import StoreConflict, StoreDuplicate, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
 # asyncmy logs every server note ("Table 'version' already exists" for each
@@ -34,6 +34,8 @@ logging.getLogger("asyncmy").setLevel(logging.ERROR)
 
 #: Server errors meaning "re-run the transaction": deadlock, lock wait timeout.
 _CONFLICT = {1213, 1205}
+#: ER_DUP_ENTRY: a unique key is taken (the statement alone is undone).
+_DUPLICATE_KEY = 1062
 #: Client/server errors meaning "this connection (or the server) is gone".
 _GONE = {1040, 1045, 1049, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
 
@@ -67,6 +69,8 @@ class _MyConn(Conn):
             code = _code(e)
             if code in _CONFLICT:
                 raise StoreConflict(f"mysql: {e}") from e
+            if code == _DUPLICATE_KEY:
+                raise StoreDuplicate(f"mysql: {e.args[-1]}") from e
             if code in _GONE or is_connection_error(e) or isinstance(e, RuntimeError):
                 self.broken = self.gone = True
                 where = f"{self._url.host}:{self._url.port}"
@@ -92,6 +96,15 @@ class _MyConn(Conn):
         # themselves are right.
         first: int = await self._run(sql, args, "id")
         return [first + i for i in range(n)]
+
+    async def insert_new(
+        self, prefix: str, row: str, rows: Sequence[Sequence[Any]], key: str, key_at: int
+    ) -> list[int | None]:
+        # Plain INSERT: a taken key raises StoreDuplicate (see Conn.insert_new).
+        if not rows:
+            return []
+        sql, args = multi_row(prefix, row, rows)
+        return list(await self._insert_rows(sql, args, len(rows)))
 
     async def lock(self, name: str) -> None:
         rows = await self.fetch("SELECT GET_LOCK(%s, 60)", (name[:64],))

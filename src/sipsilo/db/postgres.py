@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, reason
+from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, multi_row, reason
 from .errors import StoreConflict, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -89,6 +89,25 @@ class _PgConn(Conn):
         # RETURNING gives the ids in VALUES order.
         rows_back = await self._do(self._c.fetch(to_dollar(sql) + " RETURNING id", *args))
         return [int(r[0]) for r in rows_back]
+
+    async def insert_new(
+        self, prefix: str, row: str, rows: Sequence[Sequence[Any]], key: str, key_at: int
+    ) -> list[int | None]:
+        if not rows:
+            return []
+        sql, args = multi_row(prefix, row, rows)
+        back = await self._do(self._c.fetch(
+            to_dollar(sql) + f" ON CONFLICT ({key}) DO NOTHING RETURNING id, {key}", *args))
+        # RETURNING lists the inserted rows in VALUES order. A keyed row was inserted
+        # if its key came back and no earlier row of these took it first; rows with
+        # no key are always inserted, and take the key-less ids in order.
+        by_key = {k: int(i) for i, k in back if k is not None}
+        keyless = iter([int(i) for i, k in back if k is None])
+        out: list[int | None] = []
+        for values in rows:
+            k = values[key_at]
+            out.append(next(keyless) if k is None else by_key.pop(k, None))
+        return out
 
     async def lock(self, name: str) -> None:
         await self.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))

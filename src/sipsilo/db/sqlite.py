@@ -77,6 +77,12 @@ def connect(
     return conn
 
 
+def _new_id(cur: sqlite3.Cursor) -> int | None:
+    """The id an INSERT ... DO NOTHING made, or None when it skipped the row
+    (``lastrowid`` then still names an earlier insert: the count decides)."""
+    return int(cur.lastrowid or 0) if cur.rowcount > 0 else None
+
+
 # --------------------------------------------------------------------------- pool
 
 
@@ -111,6 +117,10 @@ class _SqliteConn(Conn):
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
         q = sql.replace("%s", "?")
         return await self._call(lambda c: int(c.execute(q, tuple(args)).lastrowid or 0))
+
+    async def _insert_if_new(self, sql: str, args: Sequence[Any]) -> int | None:
+        q = sql.replace("%s", "?")
+        return await self._call(lambda c: _new_id(c.execute(q, tuple(args))))
 
     async def begin(self) -> None:
         await self.execute("BEGIN IMMEDIATE")
@@ -188,6 +198,9 @@ class ThreadConn(Conn):
 
     async def insert(self, sql: str, args: Sequence[Any]) -> int:
         return int(self.conn.execute(sql, args).lastrowid or 0)
+
+    async def _insert_if_new(self, sql: str, args: Sequence[Any]) -> int | None:
+        return _new_id(self.conn.execute(sql, args))
 
     async def begin(self) -> None:
         raise RuntimeError("a writer job runs inside the writer's transaction")

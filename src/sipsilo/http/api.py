@@ -22,7 +22,6 @@ from sipsilo.admin import silo as admin
 from sipsilo.config import Config
 from sipsilo.db.errors import StoreError
 from sipsilo.http.server import HttpRequest, HttpResponse, error, json_response
-from sipsilo.ops.prometheus import CONTENT_TYPE, exposition
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.uri import parse_aor, split_aor
 
@@ -145,6 +144,9 @@ class Api:
         except (OSError, RuntimeError, TimeoutError) as exc:  # a worker did not answer
             log.warning("metrics not collected: %s", exc)
             return error(503, f"metrics not available: {exc}")
+        # prometheus_client (9 MB) is loaded by the first scrape, not by every server.
+        from sipsilo.ops.prometheus import CONTENT_TYPE, exposition
+
         return HttpResponse(200, exposition(snap), content_type=CONTENT_TYPE)
 
     async def _health(self) -> HttpResponse:

@@ -19,11 +19,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipsilo.config_push import PushConfig
-from sipsilo.push.pushers import Notice, Pushers
 from sipsilo.push.store import PushStore, PushTarget
+
+if TYPE_CHECKING:
+    from sipsilo.push.pushers import Pushers
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO and httpcore every step at DEBUG; our own line per
@@ -42,7 +44,11 @@ class PushService:
         self.targets = targets
         self.count_waiting = count_waiting
         self.counters = counters
-        self.pushers = Pushers(cfg, data_dir)
+        # The providers' HTTP/2 client and crypto (tens of MB per process) are
+        # loaded only by a server with [push] configured.
+        from sipsilo.push.pushers import Pushers
+
+        self.pushers: Pushers = Pushers(cfg, data_dir)
         self._sem = asyncio.Semaphore(cfg.max_concurrent)
         self._last: dict[str, float] = {}           # aor -> monotonic time of its last push
         self._newest: dict[str, str] = {}           # aor -> newest sender since then
@@ -155,6 +161,8 @@ class PushService:
         waiting = await self.count_waiting(user, domain)
         if waiting <= 0:
             return  # delivered meanwhile
+        from sipsilo.push.pushers import Notice  # loaded with Pushers already
+
         notice = Notice(target, waiting, self._newest.get(aor, ""))
         outcome, reason = await pusher.push(notice)
         if outcome == "sent":

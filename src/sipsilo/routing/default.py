@@ -70,7 +70,7 @@ async def route(ctx: RouteContext) -> None:
                 ctx.t_reply(404, "Not Found")
                 return
             if await ctx.m_store("0"):
-                ctx.log("recipient not registered: message stored (202)")
+                # (m_store logs the one line per stored message operators read)
                 ctx.t_reply(202, "Accepted")
             elif ctx.t_reply(503, "Service Unavailable"):
                 ctx.log("recipient not registered and the message could not be stored (503)")

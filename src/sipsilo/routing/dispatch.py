@@ -36,6 +36,9 @@ class Dispatcher:
         self.route = route
 
     async def on_request(self, tx: ServerTransaction) -> None:
+        if self.services.handover.is_hop(tx.flow.local):
+            await self._on_hop(tx)
+            return
         if tx.request.method == "CANCEL":
             await self._cancel(tx)
             return
@@ -70,6 +73,37 @@ class Dispatcher:
                         getattr(self.route, "__module__", "?"), name, tx.request.method,
                         tx.request.uri)
             ctx.t_reply(500, "Server Internal Error - request not handled")
+
+    async def _on_hop(self, tx: ServerTransaction) -> None:
+        """A request on our private listener (routing.handover): a signed
+        hand-over, or the CANCEL of one (it carries the INVITE's Route, §9.1),
+        or refused. The listener is no public interface: anything else is a
+        stranger's, answered 403, and its connection is closed unless a signed
+        hand-over proved it before (transport.tcp ``hop_request``)."""
+        tcp = self.services.stack.transports.tcp
+        try:
+            handed = self.services.handover.taken(tx.request, tx.flow.local)
+        except (BadHandover, ParseError) as exc:
+            why = str(exc)
+            handed = None
+        except StaleFlow:
+            tcp.hop_request(tx.flow.conn_id, signed=True)  # signed, by an earlier process
+            self.services.counters.inc("handover_failed")
+            tx.reply(430, "Flow Failed")
+            return
+        else:
+            why = "not a hand-over"
+        if handed is None:
+            log.warning("%s on the hop listener from %s refused: %s", tx.request.method,
+                        tx.flow, why)
+            tx.reply(403, "Forbidden")
+            tcp.hop_request(tx.flow.conn_id, signed=False)
+            return
+        tcp.hop_request(tx.flow.conn_id, signed=True)
+        if tx.request.method == "CANCEL":
+            await self._cancel(tx)
+        else:
+            await self._handed_over(tx, handed)
 
     async def _handed_over(self, tx: ServerTransaction, target: Target) -> None:
         """Another worker relays a request to a connection we hold

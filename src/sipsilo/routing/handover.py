@@ -25,6 +25,12 @@ that instance's reachable internal listener) with nothing but a different
 address. The signature binds the flow (transport, peer address, connection
 number) so a local process that can reach the loopback port cannot have us
 write into an arbitrary connection.
+
+The private listener carries hand-overs and nothing else: a request on it
+that is not one, or whose entry does not check, is answered 403, and the
+connection it came on is closed unless a signed hand-over came over it
+before (routing.dispatch; transport.tcp ``hop_request``). Its connections
+have a budget of their own (transport.stream ``hop_limits``).
 """
 
 from __future__ import annotations
@@ -78,6 +84,10 @@ class FlowOwner:
         if self.uri is None or flow.transport not in STREAMS or flow.owner == self.uri:
             return flow
         return dataclasses.replace(flow, owner=self.uri)
+
+    def is_hop(self, local: tuple[str, int]) -> bool:
+        """Whether a message that arrived on *local* came in on our private listener."""
+        return self._host_port is not None and local == self._host_port
 
     def elsewhere(self, flow: Flow) -> bool:
         return flow.owner is not None and flow.owner != self.uri

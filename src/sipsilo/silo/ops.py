@@ -31,6 +31,7 @@ from typing import Any
 
 from sipsilo.db.base import Conn, Row
 from sipsilo.db.dialects import DIALECTS
+from sipsilo.db.errors import StoreDuplicate
 from sipsilo.db.schema import check_identifier
 from sipsilo.db.url import SqlDialect
 
@@ -116,7 +117,6 @@ class MessageOps:
             " snd_time, ctype, ctype_full, body, extra_hdrs, callid, status, msg_key) VALUES "
         )
         self.sql_insert_row = q("(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, 0, %s)")
-        self.sql_insert = self.sql_insert_into + self.sql_insert_row
         self.sql_by_key = q(f"SELECT id FROM {t} WHERE msg_key = %s")
         self.sql_count_from = q(f"SELECT COUNT(*) FROM {t} WHERE src_addr = %s")
         self.sql_count_for = q(
@@ -146,15 +146,30 @@ class MessageOps:
         """Insert *msgs*; for each (row id, inserted).  A message stored before under
         its ``msg_key`` (a re-send, a retransmission after a restart), or repeated
         within *msgs*, is answered with the first row's id and not inserted again.
-        Run inside the caller's transaction: the look-up and the INSERT are one step
-        (the unique index on ``msg_key`` guards against other instances)."""
-        if len(msgs) == 1:  # SQLite's writer stores one message per job: the short way
-            m = msgs[0]
-            if m.msg_key is not None:
-                rows = await c.fetch(self.sql_by_key, (m.msg_key,))
-                if rows:
-                    return [(int(rows[0][0]), False)]
-            return [(await c.insert(self.sql_insert, m.insert_values()), True)]
+        Run inside the caller's transaction (the unique index on ``msg_key`` guards
+        against other instances).
+
+        Optimistic: the INSERT itself skips a taken key (Conn.insert_new), so the
+        usual message costs one statement; only a skipped one is looked up."""
+        ids: list[int | None] = []
+        try:
+            for chunk in _chunks(msgs):
+                ids += await c.insert_new(self.sql_insert_into, self.sql_insert_row,
+                                          [m.insert_values() for m in chunk], "msg_key", -1)
+        except StoreDuplicate:  # MySQL: this statement undone, the transaction lives on
+            return await self._insert_looking_first(c, msgs)
+        if all(i is not None for i in ids):
+            return [(i, True) for i in ids if i is not None]
+        known = await self._known_keys(c, [m for m, i in zip(msgs, ids, strict=True)
+                                           if i is None])
+        return [(i, True) if i is not None else (known[m.msg_key or ""], False)
+                for m, i in zip(msgs, ids, strict=True)]
+
+    async def _insert_looking_first(
+        self, c: Conn, msgs: Sequence[NewMessage]
+    ) -> list[tuple[int, bool]]:
+        """:meth:`insert` for a database that cannot skip a taken key: look the keys
+        up, then insert the others."""
         known = await self._known_keys(c, msgs)
         fresh: list[int] = []  # positions to insert
         for i, m in enumerate(msgs):

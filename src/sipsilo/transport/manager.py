@@ -22,7 +22,6 @@ from sipsilo.transport.stream import StreamLimits
 from sipsilo.transport.tcp import TcpListener, TcpRegistry
 from sipsilo.transport.tls import TlsContexts, TlsLayer
 from sipsilo.transport.udp import UdpListener
-from sipsilo.transport.websocket import WebSocketLayer
 from sipsilo.transport.worker_link import SharedUdpListener
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,7 @@ class Transports:
         *,
         advertise: tuple[str, int | None] | None = None,
         limits: StreamLimits | None = None,
+        hop_limits: StreamLimits | None = None,
         shared_udp: list[socket.socket] | None = None,
         tls: TlsContexts | None = None,
         ws_origins: Iterable[str] = (),
@@ -89,8 +89,9 @@ class Transports:
         # listen address in order, to send on (transport.worker_link).
         self._shared_udp = list(shared_udp) if shared_udp is not None else None
         self._receiver = receiver
+        # hop_limits: the private listener's budget (stream.hop_limits)
         self.tcp = TcpRegistry(receiver, on_framing_error, max_message_size,
-                               limits=limits or StreamLimits())
+                               limits=limits or StreamLimits(), hop_limits=hop_limits)
         self.tls = tls
         self._ws_origins = frozenset(o.strip().rstrip("/").lower() for o in ws_origins)
         self._max_message_size = max_message_size
@@ -140,9 +141,9 @@ class Transports:
         if private:
             host, port = private if isinstance(private, tuple) else ("127.0.0.1", 0)
             # The other workers' connections come from 127.0.0.1 like any local
-            # client's (and the other instances' from a few addresses): the
-            # per-source cap must not cut them off.
-            self.private = TcpListener(host, port, self.tcp, "tcp", per_source=False)
+            # client's (and the other instances' from a few addresses): they
+            # are held to the hop budget, which no client's connection uses.
+            self.private = TcpListener(host, port, self.tcp, "tcp", hop=True)
             await self.private.start()
             self.tcp_listeners.append(self.private)
 
@@ -165,6 +166,9 @@ class Transports:
         return secure
 
     def _ws_layer(self) -> Layer:
+        # wsproto is loaded by a server with a ws/wss listener only.
+        from sipsilo.transport.websocket import WebSocketLayer
+
         return WebSocketLayer(self._ws_origins, self._max_message_size)
 
     def close(self) -> None:
@@ -304,8 +308,11 @@ class Transports:
         if conn is None:
             if target.transport in CLIENT_OPENED:
                 raise ConnectionError(f"the {target.transport} connection to {target} is closed")
+            # A Route entry on the target: a hand-over to another process's
+            # hop listener (routing.handover), a connection of the hop budget.
             conn = await self.tcp.connect(target.host, target.port, target.transport,
-                                          self._client_layer(target))
+                                          self._client_layer(target),
+                                          hop=target.route is not None)
         conn.send(data)
         return conn.flow
 

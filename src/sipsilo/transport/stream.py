@@ -14,6 +14,14 @@ limits keep one peer from holding what others need:
   before the rest of it is buffered (``sip.parser.StreamFramer``);
 * ``idle_timeout``: a connection silent this long is closed, unless pinned.
 
+Connections accepted on a worker's private hop listener (``routing.handover``)
+and those we open to another's are a budget of their own (``hop_limits``):
+they never take a slot of the public caps, so a stranger filling the hop
+cannot lock out clients, and clients filling the public caps cannot cut the
+hop. An accepted hop connection must also prove itself: until a request with
+a correctly signed flow Route entry came over it (``proof_due``), it is
+closed at the hop's first-message deadline whatever else it sends.
+
 A connection class (``transport.tcp.TcpConnection``, and whatever carries TLS
 or WebSocket) exposes the few attributes of ``StreamConn``; the registry it
 joins applies ``admission`` and ``overdue`` to it and reports refusals
@@ -57,14 +65,48 @@ class StreamLimits:
         return min(max(shortest / 4, 0.05), 60.0)
 
 
+# The hop budget. A hop peer is another worker (from 127.0.0.1, or from the
+# advertise address) or a worker of another instance (from that instance's
+# address): each holds one connection to us at a time (TcpRegistry.connect
+# reuses it), so a source needs about as many slots as a host runs workers;
+# twice that covers a connection reopened while the old one is still closing,
+# and the floor covers peers running more workers than we do.
+HOP_PER_SOURCE_FLOOR = 8
+HOP_TOTAL_FLOOR = 256
+# A peer writes its hand-over right after the connect: a connection without
+# one this long after the accept is a stranger's.
+HOP_PROOF_TIMEOUT = 3.0
+
+
+def hop_limits(limits: StreamLimits, workers: int) -> StreamLimits:
+    """The budget of the hop connections of a server of *workers* workers.
+
+    Per source ``max(8, 2 * workers)``, in all ``max(256, 4 * per source)``:
+    a stranger can hold at most the per-source share of it, and none of the
+    public listeners' slots. The first message, and every later one, is due
+    within ``min(tcp_message_timeout, 3 s)``; the idle timeout is the public one.
+    """
+    per_source = max(HOP_PER_SOURCE_FLOOR, 2 * workers)
+    return StreamLimits(
+        max_connections=max(HOP_TOTAL_FLOOR, 4 * per_source),
+        max_connections_per_ip=per_source,
+        idle_timeout=limits.idle_timeout,
+        message_timeout=min(limits.message_timeout, HOP_PROOF_TIMEOUT),
+        max_header_size=limits.max_header_size,
+    )
+
+
 class StreamConn(Protocol):
     """What the limits need to know about a connection."""
 
     remote: tuple[str, int]
     inbound: bool  # accepted from a peer (False: one we opened)
-    # counted against the per-source cap (not on a worker's private listener,
-    # where the other workers' connections come from: routing.handover)
-    per_source: bool
+    # accepted on a private hop listener or opened to one: counted in the hop
+    # budget (hop_limits), not the public one
+    hop: bool
+    # an accepted hop connection no signed hand-over came over yet: closed at
+    # this monotonic time (None: nothing to prove)
+    proof_due: float | None
     last_active: float  # monotonic time of the last byte in or out
     pinned_until: float  # a registered flow: exempt from the limits until then
     spoke: bool  # a complete message has arrived on it
@@ -97,14 +139,15 @@ def admission(
 ) -> str | None:
     """Why a new connection must be refused, or None to take it.
 
-    Only connections not pinned by a registration count (``unpinned_*``); the
-    per-source count is asked for only when the global cap leaves room, and
-    only for connections a peer opened (we choose whom we connect to).
+    *limits* and the counts are those of the connection's budget (public or
+    hop). Only connections not pinned by a registration count (``unpinned_*``);
+    the per-source count is asked for only when the global cap leaves room,
+    and only for connections a peer opened (we choose whom we connect to).
     """
     if unpinned_total >= limits.max_connections:
         return f"{limits.max_connections} connections open"
     per_ip = limits.max_connections_per_ip
-    if conn.inbound and conn.per_source and per_ip > 0 and unpinned_from_source() >= per_ip:
+    if conn.inbound and per_ip > 0 and unpinned_from_source() >= per_ip:
         return f"{per_ip} connections open from that address"
     return None
 
@@ -116,9 +159,13 @@ def overdue(conn: StreamConn, limits: StreamLimits, now: float) -> str | None:
     whatever arrives meanwhile (slowloris); otherwise silence closes it after
     ``idle_timeout``, or after ``message_timeout`` already while the peer has
     not sent one complete message. A registered flow is exempt from both.
+    An accepted hop connection that has not carried a signed hand-over by its
+    ``proof_due`` goes then, however busy it keeps itself.
     """
     if now < conn.pinned_until:
         return None
+    if conn.proof_due is not None and now >= conn.proof_due:
+        return "no signed hand-over"
     if conn.partial_since is not None and now - conn.partial_since >= limits.message_timeout:
         return f"no complete message within {limits.message_timeout:g} s"
     idle = limits.idle_timeout if limits.idle_timeout > 0 else math.inf

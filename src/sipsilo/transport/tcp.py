@@ -11,7 +11,10 @@ accepted, or refused when we would open it), a deadline for each message
 that trickling bytes do not extend, a header-size cap applied while
 reading, and the idle timeout, which spares a registered flow (``pin``: the
 client is reached over it). A TLS connection is a ``TcpConnection`` on an
-SSL transport and joins the same ``TcpRegistry``.
+SSL transport and joins the same ``TcpRegistry``. The connections of the
+private hop listener, and those we open to another process's, are counted
+in a budget of their own (``StreamLimits`` from ``stream.hop_limits``): one
+registry, two sets of caps that never share a slot.
 
 TLS and WebSocket connections are these same connections with a layer
 (transport.layer) between the socket and the SIP framing, so every rule here
@@ -42,6 +45,9 @@ from sipsilo.transport.stream import (
     peer_key,
     unpinned,
 )
+from sipsilo.transport.stream import (
+    hop_limits as stream_hop_limits,
+)
 from sipsilo.transport.udp import ListenError
 
 log = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ _ids = itertools.count(1)
 class TcpConnection(asyncio.Protocol):
     def __init__(self, registry: TcpRegistry, local: tuple[str, int] | None = None,
                  transport: str = "tcp", layer: Layer | None = None,
-                 *, inbound: bool = False, per_source: bool = True) -> None:
+                 *, inbound: bool = False, hop: bool = False) -> None:
         self.id = next(_ids)
         self.transport = transport  # "tcp", "tls", "ws" or "wss"
         self._layer = layer
@@ -67,8 +73,12 @@ class TcpConnection(asyncio.Protocol):
         self.remote: tuple[str, int] = ("", 0)
         self.closed = asyncio.get_event_loop().create_future()
         self.inbound = inbound
-        self.per_source = per_source
+        self.hop = hop
         self.last_active = time.monotonic()
+        # Accepted on the hop listener: a stranger until a signed hand-over
+        # comes over it (TcpRegistry.hop_request).
+        self.proof_due: float | None = (
+            self.last_active + registry.hop_limits.message_timeout if hop and inbound else None)
         self.pinned_until = 0.0  # a registered flow: not idle-closed before this
         self.spoke = False  # a complete SIP message has arrived on it
         # An accepted connection owes its first message from the start.
@@ -197,18 +207,23 @@ class TcpRegistry:
         max_message_size: int = 65535,
         *,
         limits: StreamLimits | None = None,
+        hop_limits: StreamLimits | None = None,
     ) -> None:
         self.receiver = receiver
         self.on_framing_error = on_framing_error
         self.max_message_size = max_message_size
         self.limits = limits or StreamLimits()
+        self.hop_limits = hop_limits or stream_hop_limits(self.limits, 1)
         self.refusals = RefusalLog("tcp")
+        self.hop_refusals = RefusalLog("tcp hop")
         self.overdue_closed = 0  # connections closed by a deadline (idle or message)
         self._memory = MemoryReturn()
         self._by_id: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
-        # Accepted connections by peer_key(host): what the per-IP cap counts.
-        self._by_source: dict[str, dict[int, TcpConnection]] = {}
+        # Each budget's connections (key: conn.hop), what its global cap counts.
+        self._pools: dict[bool, dict[int, TcpConnection]] = {False: {}, True: {}}
+        # Accepted connections by budget and peer_key(host): what the per-IP caps count.
+        self._by_source: dict[tuple[bool, str], dict[int, TcpConnection]] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[TcpConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         # Told the id of every connection that closes (the stack fails what
@@ -222,21 +237,32 @@ class TcpRegistry:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    @property
+    def hop_connections(self) -> int:
+        """How many of the open connections are in the hop budget."""
+        return len(self._pools[True])
+
+    def limits_for(self, conn: TcpConnection) -> StreamLimits:
+        return self.hop_limits if conn.hop else self.limits
+
     def add(self, conn: TcpConnection) -> bool:
-        """Register a new connection; False (not added, refusal counted) over a cap."""
+        """Register a new connection; False (not added, refusal counted) over a cap
+        of its budget."""
         now = time.monotonic()
         source = peer_key(conn.remote[0])
+        key = (conn.hop, source)
         why = admission(
-            conn, self.limits, unpinned(self._by_id.values(), now),
-            lambda: unpinned(self._by_source.get(source, {}).values(), now),
+            conn, self.limits_for(conn), unpinned(self._pools[conn.hop].values(), now),
+            lambda: unpinned(self._by_source.get(key, {}).values(), now),
         )
         if why is not None:
-            self.refusals.refused(source, why, now)
+            (self.hop_refusals if conn.hop else self.refusals).refused(source, why, now)
             return False
         self._by_id[conn.id] = conn
+        self._pools[conn.hop][conn.id] = conn
         self._by_remote[conn.remote] = conn
         if conn.inbound:
-            self._by_source.setdefault(source, {})[conn.id] = conn
+            self._by_source.setdefault(key, {})[conn.id] = conn
         if self._sweeper is None:
             self._arm_sweeper()
         return True
@@ -247,6 +273,20 @@ class TcpRegistry:
         if conn is not None:
             conn.pinned_until = max(conn.pinned_until, time.monotonic() + seconds)
 
+    def hop_request(self, conn_id: int | None, signed: bool) -> None:
+        """What the routing layer made of a request that came over a hop
+        connection: *signed*, a hand-over whose signature checks, makes it a
+        peer's (kept like any other); otherwise it is closed at once unless an
+        earlier request proved it (a peer's transactions may be in flight)."""
+        conn = self.get(conn_id)
+        if conn is None or conn.proof_due is None:
+            return
+        if signed:
+            conn.proof_due = None
+        else:
+            log.info("closing hop connection %s: not a signed hand-over", conn.flow)
+            conn.close()
+
     def _arm_sweeper(self) -> None:
         self._sweeper = asyncio.get_running_loop().call_later(
             self.limits.sweep_interval, self._sweep)
@@ -254,7 +294,9 @@ class TcpRegistry:
     def _sweep(self) -> None:
         self._sweeper = None
         self.close_idle()
-        self.refusals.flush(time.monotonic())
+        now = time.monotonic()
+        self.refusals.flush(now)
+        self.hop_refusals.flush(now)
         if self._by_id:
             self._arm_sweeper()
 
@@ -267,7 +309,7 @@ class TcpRegistry:
         now = time.monotonic()
         reasons: Counter[str] = Counter()
         for conn in list(self._by_id.values()):
-            why = overdue(conn, self.limits, now)
+            why = overdue(conn, self.limits_for(conn), now)
             if why is not None:
                 log.debug("closing %s connection %s: %s", conn.transport, conn.flow, why)
                 conn.close()
@@ -282,14 +324,15 @@ class TcpRegistry:
     def remove(self, conn: TcpConnection) -> None:
         if self._by_id.pop(conn.id, None) is None:
             return  # refused: never added
+        self._pools[conn.hop].pop(conn.id, None)
         if self._by_remote.get(conn.remote) is conn:
             del self._by_remote[conn.remote]
-        source = peer_key(conn.remote[0])
-        same = self._by_source.get(source)
+        key = (conn.hop, peer_key(conn.remote[0]))
+        same = self._by_source.get(key)
         if same is not None:
             same.pop(conn.id, None)
             if not same:
-                del self._by_source[source]
+                del self._by_source[key]
         self._memory.released(conn.peak_buffered)
 
     def get(self, conn_id: int | None) -> TcpConnection | None:
@@ -299,11 +342,14 @@ class TcpRegistry:
         return self._by_remote.get(remote)
 
     async def connect(self, host: str, port: int, transport: str = "tcp",
-                      layer: Callable[[], Layer] | None = None) -> TcpConnection:
+                      layer: Callable[[], Layer] | None = None, *,
+                      hop: bool = False) -> TcpConnection:
         """An open connection to host:port: an existing one, else a new one.
 
         *layer* makes the layers of a new connection (TLS); it is ready, its
-        handshake done (the peer verified), when this returns.
+        handshake done (the peer verified), when this returns. *hop*: to
+        another process's hop listener, counted in the hop budget (clients
+        filling the public cap must not stop the hand-over).
         """
         existing = self._by_remote.get((host, port))
         if existing is not None and existing.transport == transport:
@@ -311,15 +357,17 @@ class TcpRegistry:
         pending = self._connecting.get((host, port))
         if pending is not None:
             return await asyncio.shield(pending)
-        if unpinned(self._by_id.values(), time.monotonic()) >= self.max_connections:
+        cap = (self.hop_limits if hop else self.limits).max_connections
+        if unpinned(self._pools[hop].values(), time.monotonic()) >= cap:
             raise ConnectionError(f"cannot connect to {host}:{port}: "
-                                  f"{self.max_connections} tcp connections open")
+                                  f"{cap} {'hop' if hop else 'tcp'} connections open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[TcpConnection] = loop.create_future()
         self._connecting[(host, port)] = fut
         try:
             def made() -> TcpConnection:
-                return TcpConnection(self, None, transport, None if layer is None else layer())
+                return TcpConnection(self, None, transport, None if layer is None else layer(),
+                                     hop=hop)
 
             async def opened() -> TcpConnection:
                 _, proto = await loop.create_connection(made, host, port)
@@ -348,7 +396,7 @@ class TcpRegistry:
 class TcpListener:
     def __init__(self, host: str, port: int, registry: TcpRegistry, transport: str = "tcp",
                  layer: Callable[[], Layer] | None = None,
-                 sock: socket.socket | None = None, per_source: bool = True) -> None:
+                 sock: socket.socket | None = None, hop: bool = False) -> None:
         self.host = host
         self.port = port
         self.transport = transport
@@ -356,7 +404,7 @@ class TcpListener:
         self._layer = layer
         # A listening socket bound elsewhere (a worker's, from its supervisor).
         self._sock = sock
-        self._per_source = per_source  # False: a worker's private listener
+        self._hop = hop  # a worker's private hop listener: the hop budget
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -377,7 +425,7 @@ class TcpListener:
     def _accept(self) -> TcpConnection:
         layer = None if self._layer is None else self._layer()
         return TcpConnection(self._registry, (self.host, self.port), self.transport, layer,
-                             inbound=True, per_source=self._per_source)
+                             inbound=True, hop=self._hop)
 
     def close(self) -> None:
         if self._server is not None:
