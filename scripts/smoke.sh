@@ -38,6 +38,9 @@ until grep -q "listening on" "$tmp/serve.log" 2>/dev/null; do
     sleep 0.5
 done
 
+# Which SIP core the quick start built and runs (compiled, or why not).
+grep -E "^sipsilo: |compiling the SIP core|listening on" "$tmp/serve.log" | sed 's/^/smoke: /'
+
 python3 - "$port" <<'PY'
 import socket, sys, time
 port = int(sys.argv[1])

@@ -67,3 +67,48 @@ ensure_venv() {
     fi
     VENV_PY=$(cd "$venv" && pwd)/bin/python
 }
+
+# Used by scripts/serve.sh after ensure_venv: the compiled SIP core (setup.py,
+# SIPSILO_MYPYC=1: mypyc, about a minute) as a non-editable copy of this checkout in
+# $venv/sipsilo-core, rebuilt when src/, setup.py or pyproject.toml change. Leaves the
+# directory to put first on PYTHONPATH in $CORE_PATH, or nothing for the pure-Python
+# core of the editable install: with SIPSILO_MYPYC=0, without a C compiler, or when
+# the build fails (one line says so; a failed build is not retried until a source
+# changes). The tests (scripts/test.sh) keep running the pure-Python sources.
+ensure_core() {
+    local venv=${SIPSILO_VENV:-.venv} dir want log failed
+    CORE_PATH=
+    case "${SIPSILO_MYPYC:-1}" in
+        0 | no | false) echo "sipsilo: SIPSILO_MYPYC=$SIPSILO_MYPYC: pure-Python core"; return 0 ;;
+    esac
+    if ! command -v "${CC:-cc}" >/dev/null 2>&1; then
+        echo "sipsilo: no C compiler (${CC:-cc}): pure-Python core"
+        return 0
+    fi
+    venv=$(cd "$venv" && pwd)
+    dir=$venv/sipsilo-core log=$venv/sipsilo-core.log failed=$venv/sipsilo-core.failed
+    want="$( { cat setup.py pyproject.toml; find src -name '*.py' | LC_ALL=C sort | xargs cat; } | cksum) $("$VENV_PY" -c 'import sys; print(sys.version)')"
+    if [ "$(cat "$dir/.sipsilo-core" 2>/dev/null)" = "$want" ]; then
+        CORE_PATH=$dir
+        return 0
+    fi
+    if [ "$(cat "$failed" 2>/dev/null)" = "$want" ]; then
+        echo "sipsilo: compiling the core failed before (see $log): pure-Python core"
+        return 0
+    fi
+    echo "compiling the SIP core with mypyc into $dir (about a minute; SIPSILO_MYPYC=0 skips it)"
+    rm -rf "$dir" "$failed"
+    # The build fetches mypy into pip's isolated build environment; whatever fails
+    # (network, compiler, headers), the installed copy must import compiled.
+    if SIPSILO_MYPYC=1 "$VENV_PY" -m pip install -v --disable-pip-version-check --no-deps \
+            --target "$dir" . >"$log" 2>&1 \
+       && PYTHONPATH=$dir "$VENV_PY" -c 'import sys, sipsilo.sip as s; sys.exit(not s.compiled())' \
+            >>"$log" 2>&1; then
+        printf '%s' "$want" > "$dir/.sipsilo-core"
+        CORE_PATH=$dir
+    else
+        rm -rf "$dir"
+        printf '%s' "$want" > "$failed"
+        echo "sipsilo: compiling the core failed (see $log): pure-Python core"
+    fi
+}

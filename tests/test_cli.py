@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from sipsilo import __version__
 from sipsilo.cli import config_options, main
 from sipsilo.config import Config, load_config
+from sipsilo.sip import compiled
 
 GOOD = """
 [server]
@@ -60,7 +61,9 @@ def good(tmp_path: Path) -> Path:
 def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"sipsilo {__version__}"
+    # and which SIP core runs: the sources, unless the tests run against a compiled build
+    core = "compiled core" if compiled() else "pure-Python core"
+    assert result.stdout.strip() == f"sipsilo {__version__} ({core})"
 
 
 def test_check_config_prints_effective_toml_that_reloads(good: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from sipsilo.routing.services import Services
 from sipsilo.silo.backend import open_configured
 from sipsilo.silo.cluster import Heartbeat
 from sipsilo.silo.delivery import DeliveryEngine
+from sipsilo.sip import core_build
 from sipsilo.sip.uri import canonical_host, format_host
 from sipsilo.stack.core import SipStack
 from sipsilo.transaction.timers import TimerConfig
@@ -266,8 +267,8 @@ class Server:
             return
         listening = ", ".join(f"{p}:{format_host(h)}:{n}"
                               for p, h, n in self.transports.bound())
-        log.info("sipsilo %s listening on %s; silo %s (table %s)", __version__, listening,
-                 mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
+        log.info("sipsilo %s (%s) listening on %s; silo %s (table %s)", __version__,
+                 core_build(), listening, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
         if cfg.msilo.registrar:
             log.info("offline notices are sent from %s", cfg.msilo.registrar)
 

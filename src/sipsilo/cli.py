@@ -255,13 +255,23 @@ def _control(config: Config, message: dict[str, Any], empty: str = "none") -> No
     _emit(result, empty)
 
 
+def _version(ctx: click.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from sipsilo.sip import core_build  # only here: the other commands start without it
+
+    click.echo(f"sipsilo {__version__} ({core_build()})")
+    ctx.exit()
+
+
 # --- commands -------------------------------------------------------------------
 
 
 @click.group(name="sipsilo", cls=_OneLineErrors,
              context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="sipsilo",
-                      message="%(prog)s %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _param, value: _version(ctx, value),
+              help="Show the version, and whether the SIP core is compiled, and exit.")
 @click.option("--json", "json_output", is_flag=True,
               help="Print results as JSON (one document per line) for scripts.")
 def main(json_output: bool) -> None:

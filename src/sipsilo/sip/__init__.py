@@ -3,6 +3,7 @@
 Nothing in this package does I/O; tests/sip/test_purity.py enforces it.
 """
 
+from sipsilo.sip import parser as _parser
 from sipsilo.sip.address import NameAddr, parse_contacts
 from sipsilo.sip.dates import ctime_prefix, format_rfc1123
 from sipsilo.sip.errors import ParseError, SipError
@@ -26,6 +27,8 @@ __all__ = [
     "StreamFramer",
     "Via",
     "canonical_name",
+    "compiled",
+    "core_build",
     "ctime_prefix",
     "error_response",
     "format_rfc1123",
@@ -36,3 +39,14 @@ __all__ = [
     "parse_message",
     "reason_phrase",
 ]
+
+
+def compiled() -> bool:
+    """Whether this package runs as compiled extension modules (``SIPSILO_MYPYC=1 pip
+    install .``, see setup.py) rather than as the pure-Python modules."""
+    return not _parser.__file__.endswith(".py")
+
+
+def core_build() -> str:
+    """``"compiled core"`` or ``"pure-Python core"``, for ``--version`` and the start-up log."""
+    return "compiled core" if compiled() else "pure-Python core"

@@ -133,11 +133,10 @@ class Headers:
 
     @classmethod
     def _from_canonical(cls, entries: list[tuple[str, str, str]]) -> Headers:
-        # Parser fast path: entries are already canonicalised.
-        h = cls.__new__(cls)
+        # Parser fast path: entries are already canonicalised. (cls(), not
+        # cls.__new__(cls): the compiled build's classes have no __new__ to call.)
+        h = cls()
         h._items = entries
-        h.version = 0
-        h._changed = {}
         return h
 
     def _bump(self, key: str) -> None:

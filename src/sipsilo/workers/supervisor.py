@@ -46,6 +46,7 @@ from sipsilo.db.url import mask_url
 from sipsilo.ops.supervised import SupervisorOps
 from sipsilo.registrar.replicated import ReplicatedLocation
 from sipsilo.silo.backend import open_configured
+from sipsilo.sip import core_build
 from sipsilo.sip.ids import new_token
 from sipsilo.sip.uri import format_host
 from sipsilo.transport import loop as event_loop
@@ -187,8 +188,9 @@ class Supervisor:
             log.warning("control channel %s not available: %s", cfg.control_socket_path(), exc)
         await self.ops.start()  # HTTP endpoint, SIGHUP
         listening = ", ".join(f"{a.proto}:{format_host(a.host)}:{port}" for a, port in ports)
-        log.info("sipsilo %s listening on %s with %d worker processes; silo %s (table %s)",
-                 __version__, listening, self.n, mask_url(cfg.msilo.db_url), cfg.msilo.db_table)
+        log.info("sipsilo %s (%s) listening on %s with %d worker processes; silo %s (table %s)",
+                 __version__, core_build(), listening, self.n, mask_url(cfg.msilo.db_url),
+                 cfg.msilo.db_table)
 
     def _send_sockets(self, index: int) -> None:
         """Worker *index*'s listening sockets: every UDP one, its own stream ones."""
