@@ -3,7 +3,8 @@
     python bench/worker_memory.py [--workers 2] [--count 10000] [--rate 1000] [--transport tcp]
 
 Starts ``sipsilo serve`` (UDP and TCP on loopback, SQLite in a temporary data
-dir, no offline notices), sums VmRSS over the supervisor and its workers when
+dir, no offline notices), sums VmRSS (and PSS, shared pages counted once) over the
+supervisor and its workers when
 idle, then has SIPp store ``--count`` MESSAGEs to distinct offline users at
 ``--rate`` per second (bench/scenarios/store_distinct.xml), sampling the sum
 every 0.2 s: prints idle, peak and the figure once the load is over and after
@@ -42,6 +43,19 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def pss_kb(pid: int) -> int:
+    """Proportional set size: each shared page (the interpreter, the extension
+    modules, the page cache of the same files) counted once across the processes
+    that share it, so the sum over the tree is the memory they take together."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def tree(pid: int) -> list[int]:
     out = [pid]
     for entry in Path("/proc").iterdir():
@@ -60,6 +74,10 @@ def total_mb(pid: int) -> tuple[float, list[float]]:
     return sum(parts), parts
 
 
+def total_pss_mb(pid: int) -> float:
+    return sum(pss_kb(p) for p in tree(pid)) / 1024
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -74,7 +92,8 @@ def main() -> int:
                  f"server.workers={args.workers}") as (proc, _):
         time.sleep(2.0)
         idle, parts = total_mb(proc.pid)
-        print(f"idle: {idle:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)})")
+        print(f"idle: {idle:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)}); "
+              f"PSS {total_pss_mb(proc.pid):.1f} MB")
         sipp = subprocess.Popen(
             ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIO), "-i", "127.0.0.1",
              "-p", str(uac), "-nostdin", "-m", str(args.count), "-r", str(args.rate),
@@ -82,12 +101,14 @@ def main() -> int:
              "-key", "user_prefix", "mem", "-key", "from_user", "load",
              "-key", "contact_port", "9", "-t", args.transport[0] + "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        peak = 0.0
+        peak = peak_pss = 0.0
         while sipp.poll() is None:
             peak = max(peak, total_mb(proc.pid)[0])
+            peak_pss = max(peak_pss, total_pss_mb(proc.pid))
             time.sleep(0.2)
         after, parts = total_mb(proc.pid)
-        print(f"SIPp exit {sipp.returncode}; peak under load: {peak:.1f} MB; "
+        print(f"SIPp exit {sipp.returncode}; peak under load: {peak:.1f} MB "
+              f"(PSS {peak_pss:.1f} MB); "
               f"just after: {after:.1f} MB ({', '.join(f'{p:.1f}' for p in parts)})")
         time.sleep(args.settle)
         settled, parts = total_mb(proc.pid)
