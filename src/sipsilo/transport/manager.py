@@ -151,6 +151,10 @@ class Transports:
         """What each accepted connection of a proto listener gets between socket and SIP."""
         if proto == "tcp":
             return None
+        if proto in ("ws", "wss"):
+            # wsproto is loaded by a server with a ws/wss listener only, and
+            # when that listener is set up, not by its first client.
+            from sipsilo.transport import websocket  # noqa: F401
         if proto == "ws":
             return self._ws_layer
         tls = self.tls
@@ -166,8 +170,7 @@ class Transports:
         return secure
 
     def _ws_layer(self) -> Layer:
-        # wsproto is loaded by a server with a ws/wss listener only.
-        from sipsilo.transport.websocket import WebSocketLayer
+        from sipsilo.transport.websocket import WebSocketLayer  # loaded by _layers
 
         return WebSocketLayer(self._ws_origins, self._max_message_size)
 
