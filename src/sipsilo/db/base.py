@@ -120,10 +120,20 @@ class Conn(ABC):
         would hide other errors too), so it inserts plainly and raises
         :class:`~.errors.StoreDuplicate` when a key is taken: the caller, still in its
         transaction, looks the keys up first then."""
-        if self.dialect != "sqlite":
-            raise NotImplementedError
-        tail = f" ON CONFLICT ({key}) DO NOTHING"
-        return [await self._insert_if_new(prefix + row + tail, args) for args in rows]
+        if self.dialect == "sqlite":  # in-process: row by row
+            tail = f" ON CONFLICT ({key}) DO NOTHING"
+            return [await self._insert_if_new(prefix + row + tail, args) for args in rows]
+        if not rows:
+            return []
+        sql, args = multi_row(prefix, row, rows)
+        return await self._insert_new_rows(sql, args, rows, key, key_at)
+
+    async def _insert_new_rows(self, sql: str, args: Sequence[Any],
+                               rows: Sequence[Sequence[Any]], key: str, key_at: int
+                               ) -> list[int | None]:
+        """:meth:`insert_new` on a server, as one statement; this default inserts
+        plainly (a taken key raises StoreDuplicate: MySQL)."""
+        return list(await self._insert_rows(sql, args, len(rows)))
 
     async def _insert_if_new(self, sql: str, args: Sequence[Any]) -> int | None:
         """SQLite: run an INSERT ... DO NOTHING; the new id, or None if nothing was

@@ -24,7 +24,7 @@ from typing import Any
 import asyncmy
 from asyncmy import errors as my_errors
 
-from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, multi_row, reason
+from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, reason
 from .errors import StoreConflict, StoreDuplicate, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -96,15 +96,6 @@ class _MyConn(Conn):
         # themselves are right.
         first: int = await self._run(sql, args, "id")
         return [first + i for i in range(n)]
-
-    async def insert_new(
-        self, prefix: str, row: str, rows: Sequence[Sequence[Any]], key: str, key_at: int
-    ) -> list[int | None]:
-        # Plain INSERT: a taken key raises StoreDuplicate (see Conn.insert_new).
-        if not rows:
-            return []
-        sql, args = multi_row(prefix, row, rows)
-        return list(await self._insert_rows(sql, args, len(rows)))
 
     async def lock(self, name: str) -> None:
         rows = await self.fetch("SELECT GET_LOCK(%s, 60)", (name[:64],))

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, multi_row, reason
+from .base import STATEMENTS, Conn, Pool, Row, is_connection_error, reason
 from .errors import StoreConflict, StoreError, StoreUnavailable
 from .url import DbUrl, SqlDialect
 
@@ -90,12 +90,9 @@ class _PgConn(Conn):
         rows_back = await self._do(self._c.fetch(to_dollar(sql) + " RETURNING id", *args))
         return [int(r[0]) for r in rows_back]
 
-    async def insert_new(
-        self, prefix: str, row: str, rows: Sequence[Sequence[Any]], key: str, key_at: int
-    ) -> list[int | None]:
-        if not rows:
-            return []
-        sql, args = multi_row(prefix, row, rows)
+    async def _insert_new_rows(self, sql: str, args: Sequence[Any],
+                               rows: Sequence[Sequence[Any]], key: str, key_at: int
+                               ) -> list[int | None]:
         back = await self._do(self._c.fetch(
             to_dollar(sql) + f" ON CONFLICT ({key}) DO NOTHING RETURNING id, {key}", *args))
         # RETURNING lists the inserted rows in VALUES order. A keyed row was inserted
