@@ -13,6 +13,7 @@ and neither may import the transports that carry them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipsilo.sip.uri import format_host
@@ -59,8 +60,10 @@ class Target:
     server_name: str | None = None
     # A Route entry put on top of the request before it leaves: the process
     # that holds the connection to the destination (routing.handover), in the
-    # spirit of a Path entry (RFC 3327).
-    route: str | None = None
+    # spirit of a Path entry (RFC 3327). A function is given the branch of the
+    # Via the request leaves with, and makes the entry for that request alone
+    # (a hand-over's signature covers it: it cannot be replayed on another).
+    route: str | Callable[[str], str] | None = None
 
     @property
     def reliable(self) -> bool:

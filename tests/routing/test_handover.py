@@ -28,9 +28,19 @@ def _sender() -> FlowOwner:
     return sender
 
 
-def _handed(route: str | None) -> Request:
+BRANCH = "z9hG4bKhop1"  # the Via the sending worker put on top
+
+
+def _route(target: Target | None, branch: str = BRANCH) -> str:
+    """The Route entry the stack puts on the request that leaves with *branch*."""
+    assert target is not None and target.route is not None
+    return target.route if isinstance(target.route, str) else target.route(branch)
+
+
+def _handed(route: str | None, branch: str = BRANCH) -> Request:
     extra = f"Route: {route}\r\n" if route else ""
-    message = parse_message(request(uri="sip:bob@198.51.100.9:40000;transport=tcp", extra=extra))
+    message = parse_message(request(uri="sip:bob@198.51.100.9:40000;transport=tcp",
+                                    branch=branch, extra=extra))
     assert isinstance(message, Request)
     return message
 
@@ -55,9 +65,8 @@ def test_the_owner_takes_a_request_routed_to_it_and_finds_the_flow() -> None:
     target = _sender().target(_owner().stamp(BOB_TCP))
     assert target is not None and (target.transport, target.host, target.port) == \
         ("tcp", *OWNER)
-    assert target.route is not None and target.route.startswith(
-        "<sip:127.0.0.1:41001;transport=tcp;lr;flow=")
-    req = _handed(target.route)
+    assert _route(target).startswith("<sip:127.0.0.1:41001;transport=tcp;lr;flow=")
+    req = _handed(_route(target))
     taken = _owner().taken(req, OWNER)
     assert taken == Target("tcp", "198.51.100.9", 40000, conn_id=17)
     assert req.headers.get("Route") is None  # taken off before it goes on
@@ -68,8 +77,7 @@ def test_requests_without_a_flow_route_are_no_hand_over() -> None:
     assert _owner().taken(_handed("<sip:127.0.0.1:41001;lr>"), OWNER) is None
     # a flow entry for another owner is not ours to take
     other = _sender().target(_sender().stamp(BOB_TCP))
-    assert other is not None
-    assert _owner().taken(_handed(other.route), OWNER) is None
+    assert _owner().taken(_handed(_route(other)), OWNER) is None
 
 
 @pytest.mark.parametrize("tamper", [
@@ -78,26 +86,33 @@ def test_requests_without_a_flow_route_are_no_hand_over() -> None:
 ])
 def test_a_forged_flow_entry_is_refused(tamper: object) -> None:
     target = _sender().target(_owner().stamp(BOB_TCP))
-    assert target is not None and target.route is not None
     assert callable(tamper)
     with pytest.raises(BadHandover):
-        _owner().taken(_handed(tamper(target.route)), OWNER)
+        _owner().taken(_handed(tamper(_route(target))), OWNER)
+
+
+def test_a_seen_flow_entry_cannot_be_replayed_on_another_request() -> None:
+    """Someone who watches a hand-over go by between instances has its Route
+    entry: on a request of theirs (another branch) it does not check; with the
+    same branch it is the same transaction again (a retransmission)."""
+    seen = _route(_sender().target(_owner().stamp(BOB_TCP)), "z9hG4bKhop1")
+    assert _owner().taken(_handed(seen, "z9hG4bKhop1"), OWNER) is not None
+    with pytest.raises(BadHandover):
+        _owner().taken(_handed(seen, "z9hG4bKforged"), OWNER)
 
 
 def test_another_secret_cannot_sign_for_us() -> None:
     stranger = FlowOwner(b"x" * 32)
     stranger.listen("127.0.0.1", 41002)
     target = stranger.target(_owner().stamp(BOB_TCP))
-    assert target is not None
     with pytest.raises(BadHandover):
-        _owner().taken(_handed(target.route), OWNER)
+        _owner().taken(_handed(_route(target)), OWNER)
 
 
 def test_a_flow_entry_on_a_public_listener_is_refused() -> None:
     target = _sender().target(_owner().stamp(BOB_TCP))
-    assert target is not None
     with pytest.raises(BadHandover):
-        _owner().taken(_handed(target.route), ("127.0.0.1", 5060))
+        _owner().taken(_handed(_route(target)), ("127.0.0.1", 5060))
 
 
 def test_between_instances_the_owner_uri_names_the_process() -> None:
@@ -111,9 +126,8 @@ def test_between_instances_the_owner_uri_names_the_process() -> None:
     assert stamped.owner == "sip:10.0.0.1:5070;transport=tcp;o=aaaa"
     assert now.elsewhere(stamped)
     target = _sender().target(stamped)
-    assert target is not None and target.route is not None
-    assert (target.host, target.port) == ("10.0.0.1", 5070)
+    assert target is not None and (target.host, target.port) == ("10.0.0.1", 5070)
     with pytest.raises(StaleFlow):
-        now.taken(_handed(target.route), ("10.0.0.1", 5070))
-    taken = earlier.taken(_handed(target.route), ("10.0.0.1", 5070))
+        now.taken(_handed(_route(target)), ("10.0.0.1", 5070))
+    taken = earlier.taken(_handed(_route(target)), ("10.0.0.1", 5070))
     assert taken == Target("tcp", "198.51.100.9", 40000, conn_id=17)

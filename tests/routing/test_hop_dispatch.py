@@ -24,23 +24,24 @@ def _world() -> World:
     return w
 
 
-def _signed_route() -> str:
-    """The Route entry another worker puts on a request for BOB's flow."""
+def _signed_route(branch: str = "z9hG4bKalice1") -> str:
+    """The Route entry another worker puts on a request for BOB's flow that
+    leaves it with *branch* (tests.fakes.request's by default)."""
     other = FlowOwner(SECRET)
     other.listen("127.0.0.1", 41002)
     owner = FlowOwner(SECRET)
     owner.listen(*HOP)
     target = other.target(owner.stamp(BOB))
-    assert target is not None and target.route is not None
-    return target.route
+    assert target is not None and callable(target.route)
+    return target.route(branch)
 
 
 @virtual
 async def test_an_unsigned_request_on_the_hop_is_refused_and_never_routed() -> None:
     w = _world()
     w.stack.receive(request("REGISTER", "sip:192.0.2.1"), STRANGER)
-    w.stack.receive(request(branch="z9hG4bKx2", extra=f"Route: {_signed_route()[:-3]}0>\r\n"),
-                    STRANGER)
+    forged = _signed_route("z9hG4bKx2")[:-3] + "0>"
+    w.stack.receive(request(branch="z9hG4bKx2", extra=f"Route: {forged}\r\n"), STRANGER)
     w.stack.receive(request("CANCEL", branch="z9hG4bKx3"), STRANGER)
     await settle()
     assert w.fake.statuses() == [403, 403, 403] and w.contexts == []

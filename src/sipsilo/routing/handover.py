@@ -19,6 +19,12 @@ a closed connection or any other failure goes to the failure route, which
 stores the MESSAGE and answers 202). A connection closed meanwhile is
 answered 430 Flow Failed (RFC 5626 §5.3).
 
+The signature also covers the branch of the Via the sending worker puts on
+top (the hop's own transaction id, unique per request; a CANCEL and a non-2xx
+ACK share the INVITE's): someone who sees a hand-over go by between instances
+cannot put its Route entry on a request of their own, and the same request
+again is a retransmission of a transaction the owner has seen.
+
 The hop is SIP on purpose: the same Route entry reaches a worker of another
 instance once bindings say which instance holds them (the owner URI is then
 that instance's reachable internal listener) with nothing but a different
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 
@@ -102,16 +109,18 @@ class FlowOwner:
             return None
         if owner.port is None:
             return None
-        token = self._token(flow)
-        return Target("tcp", owner.host, owner.port, route=f"<{flow.owner};lr;flow={token}>")
-
-    def _token(self, flow: Flow) -> str:
         text = f"{flow.transport}|{flow.conn_id}|{flow.remote[0]}|{flow.remote[1]}"
         body = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-        return f"{body}.{self._mac(body)}"
+        # Signed per request, when the stack knows its branch (Target.route).
+        return Target("tcp", owner.host, owner.port,
+                      route=functools.partial(self._route, flow.owner, body))
 
-    def _mac(self, body: str) -> str:
-        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
+    def _route(self, owner: str, body: str, branch: str) -> str:
+        return f"<{owner};lr;flow={body}.{self._mac(body, branch)}>"
+
+    def _mac(self, body: str, branch: str) -> str:
+        text = f"{body}|{branch}".encode()
+        return hmac.new(self._key, text, hashlib.sha256).hexdigest()[:_MAC_HEX]
 
     def taken(self, request: Request, arrived_on: tuple[str, int]) -> Target | None:
         """The flow a request handed to us must go out on, with its Route entry
@@ -132,7 +141,9 @@ class FlowOwner:
             raise BadHandover("a flow Route entry on a public listener")
         token = uri.param("flow") or ""
         body, _, mac = token.partition(".")
-        if not hmac.compare_digest(mac, self._mac(body)):
+        top = request.top_via
+        branch = top.branch if top is not None else None
+        if not branch or not hmac.compare_digest(mac, self._mac(body, branch)):
             raise BadHandover("bad flow signature")
         if uri.param("o") != self._tag:
             raise StaleFlow("a connection of an earlier process on this address")

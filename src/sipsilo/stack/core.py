@@ -317,7 +317,8 @@ class SipStack:
                 via.set_param("rport", None)
             request.headers.prepend("Via", str(via))
             if target.route is not None:
-                request.headers.prepend("Route", target.route)
+                route = target.route
+                request.headers.prepend("Route", route if isinstance(route, str) else route(branch))
         cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
         key = (str(via.branch), request.method if request.method != "ACK" else "INVITE")
         entry = ClientEntry(key, cls(request, target.reliable, self.timers), target)
