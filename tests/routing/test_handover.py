@@ -131,3 +131,16 @@ def test_between_instances_the_owner_uri_names_the_process() -> None:
         now.taken(_handed(_route(target)), ("10.0.0.1", 5070))
     taken = earlier.taken(_handed(_route(target)), ("10.0.0.1", 5070))
     assert taken == Target("tcp", "198.51.100.9", 40000, conn_id=17)
+
+
+def test_the_cancel_of_a_handed_over_invite_checks_too() -> None:
+    """§9.1: the CANCEL copies the INVITE's top Via and Route, so the entry
+    signed for the INVITE's branch is good for its CANCEL."""
+    from sipsilo.proxy.relay import cancel_for
+
+    route = _route(_sender().target(_owner().stamp(BOB_TCP)), "z9hG4bKinv1")
+    invite = _handed(route, "z9hG4bKinv1")
+    invite.method = "INVITE"
+    cancel = parse_message(cancel_for(invite).serialise())
+    assert isinstance(cancel, Request)
+    assert _owner().taken(cancel, OWNER) == Target("tcp", "198.51.100.9", 40000, conn_id=17)
