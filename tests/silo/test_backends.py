@@ -417,3 +417,27 @@ def test_a_new_message_costs_one_statement_besides_its_transaction(server: Backe
         assert await s.count() == 1
 
     with_store(server, body)
+
+
+def test_a_resent_message_late_in_a_large_batch_leaves_the_rest_new(backend: Backend) -> None:
+    """A batch spans several INSERT statements (100 rows each); a message stored
+    before, far into it, is the only one answered as stored already: the rows of
+    the statements before it are new (MySQL refuses that statement and looks up
+    from there on), and rows without a key are stored once."""
+
+    async def body(s: SiloStore) -> None:
+        old = msg(0)
+        old.msg_key = "sent-before"
+        first = await s.store(old)
+        batch = []
+        for i in range(1, 161):
+            m = msg(i)
+            m.msg_key = None if i % 16 == 0 else f"new-{i}"
+            batch.append(m)
+        batch.insert(130, old)
+        ids = await asyncio.gather(*(s.store(m) for m in batch))
+        assert ids[130] == first and len(set(ids)) == 161
+        assert s.stats.duplicates == 1
+        assert await s.count() == 161
+
+    with_store(backend, body)

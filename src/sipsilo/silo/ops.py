@@ -156,14 +156,34 @@ class MessageOps:
             for chunk in _chunks(msgs):
                 ids += await c.insert_new(self.sql_insert_into, self.sql_insert_row,
                                           [m.insert_values() for m in chunk], "msg_key", -1)
-        except StoreDuplicate:  # MySQL: this statement undone, the transaction lives on
-            return await self._insert_looking_first(c, msgs)
+        except StoreDuplicate:
+            # MySQL: this chunk's statement is undone, the chunks before it stay (and
+            # are found by the look-up, so a later repeat of theirs maps to them).
+            done = len(ids)
+            rest = await self._insert_looking_first(c, msgs[done:])
+            return [(i, True) for i in ids if i is not None] + rest
         if all(i is not None for i in ids):
             return [(i, True) for i in ids if i is not None]
-        known = await self._known_keys(c, [m for m, i in zip(msgs, ids, strict=True)
-                                           if i is None])
-        return [(i, True) if i is not None else (known[m.msg_key or ""], False)
-                for m, i in zip(msgs, ids, strict=True)]
+        skipped = [m for m, i in zip(msgs, ids, strict=True) if i is None]
+        known = await self._known_keys(c, skipped)
+        gone = [m for m in skipped if (m.msg_key or "") not in known]
+        if gone:
+            # Skipped for a row another instance had committed, and that row is
+            # already delivered and deleted: not stored any more, so stored now.
+            for m, (rid, _) in zip(gone, await self._insert_looking_first(c, gone),
+                                   strict=True):
+                known.setdefault(m.msg_key or "", rid)
+            fresh = {m.msg_key for m in gone}
+        else:
+            fresh = set()
+        out: list[tuple[int, bool]] = []
+        for m, i in zip(msgs, ids, strict=True):
+            if i is not None:
+                out.append((i, True))
+            else:
+                out.append((known[m.msg_key or ""], m.msg_key in fresh))
+                fresh.discard(m.msg_key)  # a repeat of it in this batch: not new again
+        return out
 
     async def _insert_looking_first(
         self, c: Conn, msgs: Sequence[NewMessage]
