@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipsilo.sip.uri import format_host
+
+if TYPE_CHECKING:
+    from sipsilo.sip.message import Request
 
 STREAMS = frozenset({"tcp", "tls", "ws", "wss"})
 # Reached only over the connection the client opened: we never open a WebSocket.
@@ -60,10 +64,10 @@ class Target:
     server_name: str | None = None
     # A Route entry put on top of the request before it leaves: the process
     # that holds the connection to the destination (routing.handover), in the
-    # spirit of a Path entry (RFC 3327). A function is given the branch of the
-    # Via the request leaves with, and makes the entry for that request alone
-    # (a hand-over's signature covers it: it cannot be replayed on another).
-    route: str | Callable[[str], str] | None = None
+    # spirit of a Path entry (RFC 3327). A function is given the request as it
+    # leaves (our Via on top) and makes the entry for that request alone (a
+    # hand-over's signature covers it: it cannot be put on another).
+    route: str | Callable[[Request], str] | None = None
 
     @property
     def reliable(self) -> bool:

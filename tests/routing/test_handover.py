@@ -7,23 +7,24 @@ import pytest
 from tests.fakes import request
 
 from sipsilo.flow import Flow, Target
-from sipsilo.routing.handover import BadHandover, FlowOwner, StaleFlow
+from sipsilo.routing.handover import MAX_AGE, BadHandover, FlowOwner, StaleFlow
 from sipsilo.sip.message import Request
 from sipsilo.sip.parser import parse_message
 
 SECRET = b"s" * 32
+NOW = 1_800_000_000.0
 BOB_TCP = Flow("tcp", ("127.0.0.1", 5060), ("198.51.100.9", 40000), conn_id=17)
 OWNER = ("127.0.0.1", 41001)
 
 
-def _owner() -> FlowOwner:
-    owner = FlowOwner(SECRET)
+def _owner(clock: float = NOW) -> FlowOwner:
+    owner = FlowOwner(SECRET, clock=lambda: clock)
     owner.listen(*OWNER)
     return owner
 
 
 def _sender() -> FlowOwner:
-    sender = FlowOwner(SECRET)
+    sender = FlowOwner(SECRET, clock=lambda: NOW)
     sender.listen("127.0.0.1", 41002)
     return sender
 
@@ -31,18 +32,22 @@ def _sender() -> FlowOwner:
 BRANCH = "z9hG4bKhop1"  # the Via the sending worker put on top
 
 
-def _route(target: Target | None, branch: str = BRANCH) -> str:
-    """The Route entry the stack puts on the request that leaves with *branch*."""
-    assert target is not None and target.route is not None
-    return target.route if isinstance(target.route, str) else target.route(branch)
-
-
-def _handed(route: str | None, branch: str = BRANCH) -> Request:
-    extra = f"Route: {route}\r\n" if route else ""
-    message = parse_message(request(uri="sip:bob@198.51.100.9:40000;transport=tcp",
+def _bare(branch: str = BRANCH, method: str = "MESSAGE", extra: str = "") -> Request:
+    message = parse_message(request(method, "sip:bob@198.51.100.9:40000;transport=tcp",
                                     branch=branch, extra=extra))
     assert isinstance(message, Request)
     return message
+
+
+def _route(target: Target | None, branch: str = BRANCH, method: str = "MESSAGE") -> str:
+    """The Route entry the stack puts on the request that leaves with *branch*."""
+    assert target is not None and target.route is not None
+    route = target.route
+    return route if isinstance(route, str) else route(_bare(branch, method))
+
+
+def _handed(route: str | None, branch: str = BRANCH, method: str = "MESSAGE") -> Request:
+    return _bare(branch, method, f"Route: {route}\r\n" if route else "")
 
 
 def test_one_process_stamps_nothing_and_hands_nothing_over() -> None:
@@ -93,12 +98,31 @@ def test_a_forged_flow_entry_is_refused(tamper: object) -> None:
 
 def test_a_seen_flow_entry_cannot_be_replayed_on_another_request() -> None:
     """Someone who watches a hand-over go by between instances has its Route
-    entry: on a request of theirs (another branch) it does not check; with the
-    same branch it is the same transaction again (a retransmission)."""
-    seen = _route(_sender().target(_owner().stamp(BOB_TCP)), "z9hG4bKhop1")
-    assert _owner().taken(_handed(seen, "z9hG4bKhop1"), OWNER) is not None
-    with pytest.raises(BadHandover):
-        _owner().taken(_handed(seen, "z9hG4bKforged"), OWNER)
+    entry: on a request of theirs (another branch, Call-ID, method or body) it
+    does not check; an old one does not either."""
+    seen = _route(_sender().target(_owner().stamp(BOB_TCP)))
+    assert _owner().taken(_handed(seen), OWNER) is not None
+    forged = [
+        _handed(seen, "z9hG4bKforged"),
+        _handed(seen, method="INFO"),
+        _with(seen, call_id="other@x"),
+        _with(seen, body=b"send me your password"),
+    ]
+    for req in forged:
+        with pytest.raises(BadHandover):
+            _owner().taken(req, OWNER)
+    with pytest.raises(BadHandover, match="ago"):
+        _owner(NOW + MAX_AGE + 1).taken(_handed(seen), OWNER)
+    assert _owner(NOW + MAX_AGE - 1).taken(_handed(seen), OWNER) is not None
+
+
+def _with(route: str, *, call_id: str | None = None, body: bytes | None = None) -> Request:
+    req = _handed(route)
+    if call_id is not None:
+        req.call_id = call_id
+    if body is not None:
+        req.body = body
+    return parse_message(req.serialise())  # type: ignore[return-value]
 
 
 def test_another_secret_cannot_sign_for_us() -> None:
@@ -118,9 +142,9 @@ def test_a_flow_entry_on_a_public_listener_is_refused() -> None:
 def test_between_instances_the_owner_uri_names_the_process() -> None:
     """A fixed hop address outlives a process: a flow signed for an earlier one
     on it is stale (430), never written to a new connection."""
-    earlier = FlowOwner(SECRET)
+    earlier = FlowOwner(SECRET, clock=lambda: NOW)
     earlier.listen("10.0.0.1", 5070, tag="aaaa")
-    now = FlowOwner(SECRET)
+    now = FlowOwner(SECRET, clock=lambda: NOW)
     now.listen("10.0.0.1", 5070, tag="bbbb")
     stamped = earlier.stamp(BOB_TCP)
     assert stamped.owner == "sip:10.0.0.1:5070;transport=tcp;o=aaaa"
@@ -135,12 +159,12 @@ def test_between_instances_the_owner_uri_names_the_process() -> None:
 
 def test_the_cancel_of_a_handed_over_invite_checks_too() -> None:
     """§9.1: the CANCEL copies the INVITE's top Via and Route, so the entry
-    signed for the INVITE's branch is good for its CANCEL."""
+    signed for the INVITE is good for its CANCEL (no body to compare)."""
     from sipsilo.proxy.relay import cancel_for
 
-    route = _route(_sender().target(_owner().stamp(BOB_TCP)), "z9hG4bKinv1")
-    invite = _handed(route, "z9hG4bKinv1")
-    invite.method = "INVITE"
+    route = _route(_sender().target(_owner().stamp(BOB_TCP)), "z9hG4bKinv1", "INVITE")
+    invite = _handed(route, "z9hG4bKinv1", "INVITE")
+    assert _owner().taken(_handed(route, "z9hG4bKinv1", "INVITE"), OWNER) is not None
     cancel = parse_message(cancel_for(invite).serialise())
     assert isinstance(cancel, Request)
     assert _owner().taken(cancel, OWNER) == Target("tcp", "198.51.100.9", 40000, conn_id=17)

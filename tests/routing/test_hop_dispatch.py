@@ -10,6 +10,8 @@ from tests.routing.test_dispatch import World, answer_202
 
 from sipsilo.flow import Flow
 from sipsilo.routing.handover import FlowOwner
+from sipsilo.sip.message import Request
+from sipsilo.sip.parser import parse_message
 
 SECRET = b"h" * 32
 HOP = ("127.0.0.1", 41001)
@@ -24,24 +26,29 @@ def _world() -> World:
     return w
 
 
-def _signed_route(branch: str = "z9hG4bKalice1") -> str:
-    """The Route entry another worker puts on a request for BOB's flow that
-    leaves it with *branch* (tests.fakes.request's by default)."""
+def _signed(branch: str = "z9hG4bKalice1") -> bytes:
+    """A request for BOB's flow as another worker sends it to us: its Route
+    entry signed for it (tests.fakes.request's, with *branch*)."""
     other = FlowOwner(SECRET)
     other.listen("127.0.0.1", 41002)
     owner = FlowOwner(SECRET)
     owner.listen(*HOP)
     target = other.target(owner.stamp(BOB))
     assert target is not None and callable(target.route)
-    return target.route(branch)
+    req = parse_message(request(branch=branch))
+    assert isinstance(req, Request)
+    req.headers.prepend("Route", target.route(req))
+    return req.serialise()
 
 
 @virtual
 async def test_an_unsigned_request_on_the_hop_is_refused_and_never_routed() -> None:
     w = _world()
     w.stack.receive(request("REGISTER", "sip:192.0.2.1"), STRANGER)
-    forged = _signed_route("z9hG4bKx2")[:-3] + "0>"
-    w.stack.receive(request(branch="z9hG4bKx2", extra=f"Route: {forged}\r\n"), STRANGER)
+    signed = _signed("z9hG4bKx2")
+    at = signed.index(b">")  # the signature's last digit, changed
+    w.stack.receive(signed[:at - 1] + (b"0" if signed[at - 1:at] != b"0" else b"1")
+                    + signed[at:], STRANGER)
     w.stack.receive(request("CANCEL", branch="z9hG4bKx3"), STRANGER)
     await settle()
     assert w.fake.statuses() == [403, 403, 403] and w.contexts == []
@@ -51,7 +58,7 @@ async def test_an_unsigned_request_on_the_hop_is_refused_and_never_routed() -> N
 @virtual
 async def test_a_signed_hand_over_proves_the_connection() -> None:
     w = _world()
-    w.stack.receive(request(extra=f"Route: {_signed_route()}\r\n"), STRANGER)
+    w.stack.receive(_signed(), STRANGER)
     await settle()
     # bob's connection is gone here: 430, but the request was a peer's
     assert w.fake.statuses() == [430] and w.contexts == []

@@ -19,11 +19,15 @@ a closed connection or any other failure goes to the failure route, which
 stores the MESSAGE and answers 202). A connection closed meanwhile is
 answered 430 Flow Failed (RFC 5626 §5.3).
 
-The signature also covers the branch of the Via the sending worker puts on
-top (the hop's own transaction id, unique per request; a CANCEL and a non-2xx
-ACK share the INVITE's): someone who sees a hand-over go by between instances
-cannot put its Route entry on a request of their own, and the same request
-again is a retransmission of a transaction the owner has seen.
+The signature also covers the request it came on: the branch of the Via the
+sending worker puts on top, Call-ID, CSeq number, From tag, the method (an
+ACK or a CANCEL counts as its INVITE: they share its branch and Route, §9.1,
+§17.1.1.3), a digest of the body (checked for every method but ACK and
+CANCEL), the owner's process tag and the time it was made (good for
+``MAX_AGE``). Someone who sees a hand-over go by between instances cannot put
+its Route entry on a request of their own; what they can do is send the very
+same request again within that time, which delivers a copy of a message the
+user got already.
 
 The hop is SIP on purpose: the same Route entry reaches a worker of another
 instance once bindings say which instance holds them (the owner URI is then
@@ -46,6 +50,8 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
 
 from sipsilo.flow import STREAMS, Flow, Target
 from sipsilo.sip.errors import ParseError
@@ -53,6 +59,12 @@ from sipsilo.sip.message import Request
 from sipsilo.sip.uri import SipUri, format_host
 
 _MAC_HEX = 24  # 96 bits
+_BODY_HEX = 16  # 64 bits of the body's SHA-256: which body was signed
+#: Seconds a signed entry is good for: its INVITE may ring up to fr_inv_timer
+#: before its CANCEL comes, then 64*T1 of retransmissions; with slack for clocks.
+MAX_AGE = 600
+#: Seconds an entry may be dated ahead of our clock (another instance's clock).
+MAX_AHEAD = 60
 
 
 class BadHandover(Exception):
@@ -68,8 +80,10 @@ class FlowOwner:
     """This process's side of the hand-over: stamping flows, reaching other owners,
     and recognising requests handed to us."""
 
-    def __init__(self, secret: bytes, uri: str | None = None) -> None:
+    def __init__(self, secret: bytes, uri: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._key = hashlib.sha256(b"sipsilo flow owner\0" + secret).digest()
+        self._clock = clock  # wall clock: entries travel between instances
         # "sip:127.0.0.1:PORT;transport=tcp" once the private listener runs;
         # None: one process, nobody else can hold a connection.
         self.uri = uri
@@ -111,16 +125,28 @@ class FlowOwner:
             return None
         text = f"{flow.transport}|{flow.conn_id}|{flow.remote[0]}|{flow.remote[1]}"
         body = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-        # Signed per request, when the stack knows its branch (Target.route).
+        # Signed per request, as it leaves with our Via on top (Target.route).
         return Target("tcp", owner.host, owner.port,
-                      route=functools.partial(self._route, flow.owner, body))
+                      route=functools.partial(self._route, flow.owner, owner.param("o"), body))
 
-    def _route(self, owner: str, body: str, branch: str) -> str:
-        return f"<{owner};lr;flow={body}.{self._mac(body, branch)}>"
+    def _route(self, owner: str, tag: str | None, body: str, request: Request) -> str:
+        stamp = f"{int(self._clock()):x}"
+        digest = _digest(request.body)
+        mac = self._mac(body, stamp, digest, tag, request)
+        return f"<{owner};lr;flow={body}.{stamp}.{digest}.{mac}>"
 
-    def _mac(self, body: str, branch: str) -> str:
-        text = f"{body}|{branch}".encode()
-        return hmac.new(self._key, text, hashlib.sha256).hexdigest()[:_MAC_HEX]
+    def _mac(self, body: str, stamp: str, digest: str, tag: str | None,
+             request: Request) -> str:
+        """The signature of a flow entry on *request* (ParseError if it lacks the
+        headers every request has)."""
+        top = request.top_via
+        branch = top.branch if top is not None else None
+        if not branch:
+            raise ParseError("no branch in the top Via")
+        method = "INVITE" if request.method in ("ACK", "CANCEL") else request.method
+        text = "|".join((body, stamp, digest, tag or "", branch, method, request.call_id,
+                         str(request.cseq[0]), request.from_.tag or ""))
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
 
     def taken(self, request: Request, arrived_on: tuple[str, int]) -> Target | None:
         """The flow a request handed to us must go out on, with its Route entry
@@ -139,12 +165,20 @@ class FlowOwner:
             return None
         if arrived_on != self._host_port:
             raise BadHandover("a flow Route entry on a public listener")
-        token = uri.param("flow") or ""
-        body, _, mac = token.partition(".")
-        top = request.top_via
-        branch = top.branch if top is not None else None
-        if not branch or not hmac.compare_digest(mac, self._mac(body, branch)):
+        parts = (uri.param("flow") or "").split(".")
+        if len(parts) != 4:
+            raise BadHandover("bad flow token")
+        body, stamp, digest, mac = parts
+        if not hmac.compare_digest(mac, self._mac(body, stamp, digest, uri.param("o"), request)):
             raise BadHandover("bad flow signature")
+        try:
+            age = self._clock() - int(stamp, 16)
+        except ValueError:
+            raise BadHandover("bad flow token") from None
+        if not -MAX_AHEAD <= age <= MAX_AGE:
+            raise BadHandover(f"flow entry made {int(age)} s ago")
+        if request.method not in ("ACK", "CANCEL") and digest != _digest(request.body):
+            raise BadHandover("flow entry signed for another body")
         if uri.param("o") != self._tag:
             raise StaleFlow("a connection of an earlier process on this address")
         try:
@@ -155,3 +189,7 @@ class FlowOwner:
             raise BadHandover("bad flow token") from None
         request.headers.pop_first_value("Route")
         return target
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:_BODY_HEX]

@@ -317,8 +317,10 @@ class SipStack:
                 via.set_param("rport", None)
             request.headers.prepend("Via", str(via))
             if target.route is not None:
-                route = target.route
-                request.headers.prepend("Route", route if isinstance(route, str) else route(branch))
+                route = target.route  # a hand-over's is signed for this very request
+                if not isinstance(route, str):
+                    route = route(request)
+                request.headers.prepend("Route", route)
         cls = InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
         key = (str(via.branch), request.method if request.method != "ACK" else "INVITE")
         entry = ClientEntry(key, cls(request, target.reliable, self.timers), target)
