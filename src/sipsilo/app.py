@@ -440,6 +440,7 @@ class Server:
         stats["tcp:refused_connections"] = tcp.refusals.total
         stats["tcp:hop_connections"] = tcp.hop_connections
         stats["tcp:hop_refused_connections"] = tcp.hop_refusals.total
+        stats["tcp:hop_evicted_connections"] = tcp.hop_evicted
         stats["tcp:deadline_closed_connections"] = tcp.overdue_closed
         stats["msilo:active_deliveries"] = self.delivery.active
         stats["msilo:stored_rows"] = await self.store.count()

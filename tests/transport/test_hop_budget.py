@@ -61,9 +61,10 @@ def _accept(listener: TcpListener, host: str) -> tuple[TcpConnection, FakeTransp
 @virtual
 async def test_a_stranger_filling_the_hop_takes_no_client_slot_nor_clients_the_hop() -> None:
     registry, public, hop = _world()
-    # A stranger at 127.0.0.1 fills its share of the hop; more are closed at once.
+    # A stranger at 127.0.0.1 fills its share of the hop; each one more takes the
+    # place of its oldest (unproven) one.
     stranger = [_accept(hop, "127.0.0.1")[1] for _ in range(5)]
-    assert [t.closed for t in stranger] == [False, False, True, True, True]
+    assert [t.closed for t in stranger] == [True, True, True, False, False]
     # ... and every client slot is still free, for every address.
     clients = [_accept(public, host)[1] for host in
                ("127.0.0.1", "127.0.0.1", "192.0.2.1", "192.0.2.2")]
@@ -71,9 +72,22 @@ async def test_a_stranger_filling_the_hop_takes_no_client_slot_nor_clients_the_h
     # Clients filling the public cap leave the hop to other peers.
     assert not _accept(hop, "192.0.2.10")[1].closed
     assert not _accept(hop, "192.0.2.11")[1].closed
-    assert _accept(hop, "192.0.2.12")[1].closed  # hop in all: 4
+    assert not _accept(hop, "192.0.2.12")[1].closed  # hop in all: 4, the oldest went
+    assert stranger[3].closed and not stranger[4].closed
     assert (len(registry), registry.hop_connections) == (7, 4)
-    assert (registry.refusals.total, registry.hop_refusals.total) == (1, 4)
+    assert (registry.refusals.total, registry.hop_refusals.total) == (1, 0)
+    assert registry.hop_evicted == 4
+
+
+@virtual
+async def test_a_proven_hop_connection_keeps_its_place_a_full_proven_hop_refuses() -> None:
+    registry, _, hop = _world()
+    peers = [_accept(hop, "127.0.0.1") for _ in range(2)]
+    for conn, _ in peers:
+        registry.hop_request(conn.id, signed=True)
+    newcomer = _accept(hop, "127.0.0.1")[1]
+    assert newcomer.closed and not any(t.closed for _, t in peers)
+    assert (registry.hop_refusals.total, registry.hop_evicted) == (1, 0)
 
 
 @virtual
@@ -87,8 +101,15 @@ async def test_opening_a_hop_counts_against_the_hop_budget_not_the_public_one() 
     ours = TcpConnection(registry, None, hop=True)
     ours.connection_made(FakeTransport(("127.0.0.1", 41001), ("127.0.0.1", 50000)))  # type: ignore[arg-type]
     assert registry.get(ours.id) is ours and ours.proof_due is None
-    for host in ("192.0.2.10", "192.0.2.11", "192.0.2.12"):
-        _accept(hop, host)
+    accepted = [_accept(hop, host) for host in ("192.0.2.10", "192.0.2.11", "192.0.2.12")]
+    # The hop is full; one more of ours takes the place of the oldest unproven one.
+    again = TcpConnection(registry, None, hop=True)
+    again.connection_made(FakeTransport(("127.0.0.1", 41003), ("127.0.0.1", 50001)))  # type: ignore[arg-type]
+    assert registry.get(again.id) is again and accepted[0][1].closed
+    assert registry.hop_evicted == 1
+    # Full of proven ones (peers'), a new one of ours is refused.
+    for conn, _ in accepted[1:]:
+        registry.hop_request(conn.id, signed=True)
     with pytest.raises(ConnectionError, match="4 hop connections open"):
         await registry.connect("127.0.0.1", 41002, hop=True)
 

@@ -217,6 +217,7 @@ class TcpRegistry:
         self.refusals = RefusalLog("tcp")
         self.hop_refusals = RefusalLog("tcp hop")
         self.overdue_closed = 0  # connections closed by a deadline (idle or message)
+        self.hop_evicted = 0  # unproven hop connections closed to make room
         self._memory = MemoryReturn()
         self._by_id: dict[int, TcpConnection] = {}
         self._by_remote: dict[tuple[str, int], TcpConnection] = {}
@@ -251,10 +252,15 @@ class TcpRegistry:
         now = time.monotonic()
         source = peer_key(conn.remote[0])
         key = (conn.hop, source)
-        why = admission(
-            conn, self.limits_for(conn), unpinned(self._pools[conn.hop].values(), now),
-            lambda: unpinned(self._by_source.get(key, {}).values(), now),
-        )
+        def refusal() -> str | None:
+            return admission(
+                conn, self.limits_for(conn), unpinned(self._pools[conn.hop].values(), now),
+                lambda: unpinned(self._by_source.get(key, {}).values(), now),
+            )
+
+        why = refusal()
+        if why is not None and conn.hop and self._evict_unproven(key):
+            why = refusal()
         if why is not None:
             (self.hop_refusals if conn.hop else self.refusals).refused(source, why, now)
             return False
@@ -266,6 +272,26 @@ class TcpRegistry:
         if self._sweeper is None:
             self._arm_sweeper()
         return True
+
+    def _evict_unproven(self, key: tuple[bool, str]) -> bool:
+        """Room in a full hop budget: close the oldest accepted connection that
+        has not proven itself yet, of the same source if it has one, else of any.
+
+        A peer proves itself with its first request, milliseconds after the
+        connect; a stranger never does. Refusing the newcomer instead would let
+        strangers, renewing their connections, keep peers out for good; this
+        way they only take each other's places (a proven one is never taken).
+        """
+        for pool in (self._by_source.get(key, {}), self._pools[True]):
+            unproven = [c for c in pool.values() if c.inbound and c.proof_due is not None]
+            if unproven:
+                victim = min(unproven, key=lambda c: c.proof_due or 0.0)
+                log.debug("closing hop connection %s: unproven, its place taken", victim.flow)
+                self.remove(victim)  # out of the counts now; the close follows
+                victim.close()
+                self.hop_evicted += 1
+                return True
+        return False
 
     def pin(self, conn_id: int | None, seconds: float) -> None:
         """Keep a connection open (no idle close) for seconds: it carries a binding."""
@@ -358,7 +384,8 @@ class TcpRegistry:
         if pending is not None:
             return await asyncio.shield(pending)
         cap = (self.hop_limits if hop else self.limits).max_connections
-        if unpinned(self._pools[hop].values(), time.monotonic()) >= cap:
+        if unpinned(self._pools[hop].values(), time.monotonic()) >= cap and not (
+                hop and self._evict_unproven((True, ""))):
             raise ConnectionError(f"cannot connect to {host}:{port}: "
                                   f"{cap} {'hop' if hop else 'tcp'} connections open")
         loop = asyncio.get_running_loop()
