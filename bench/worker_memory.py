@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sipbench import procs
 from sipbench.local_server import serving
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "store_distinct.xml"
@@ -33,47 +34,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _kb(path: str, field: str) -> int:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def rss_kb(pid: int) -> int:
-    return _kb(f"/proc/{pid}/status", "VmRSS:")
-
-
-def pss_kb(pid: int) -> int:
-    """Proportional set size: each shared page (the interpreter, the extension
-    modules, the page cache of the same files) counted once across the processes
-    that share it, so the sum over the tree is the memory they take together."""
-    return _kb(f"/proc/{pid}/smaps_rollup", "Pss:")
-
-
 def tree(pid: int) -> list[int]:
-    out = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                out.append(int(entry.name))
-    return out
+    return [pid, *procs.children(pid)]
 
 
 def total_mb(pid: int) -> tuple[float, list[float]]:
-    parts = [rss_kb(p) / 1024 for p in tree(pid)]
+    parts = [procs.rss_mb(p) or 0.0 for p in tree(pid)]
     return sum(parts), parts
 
 
 def total_pss_mb(pid: int) -> float:
-    return sum(pss_kb(p) for p in tree(pid)) / 1024
+    return sum(procs.pss_mb(p) or 0.0 for p in tree(pid))
 
 
 def main() -> int:

@@ -86,9 +86,16 @@ def rss_mb(pid: int) -> float | None:
     return _status_mb(pid, "VmRSS:")
 
 
-def _status_mb(pid: int, key: str) -> float | None:
+def pss_mb(pid: int) -> float | None:
+    """Proportional set size: each shared page (the interpreter, the extension
+    modules, the page cache of the same files) counted once across the processes
+    that share it, so the sum over a process tree is the memory they take together."""
+    return _status_mb(pid, "Pss:", "smaps_rollup")
+
+
+def _status_mb(pid: int, key: str, name: str = "status") -> float | None:
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
                 if line.startswith(key):
                     return int(line.split()[1]) / 1024.0
