@@ -166,16 +166,14 @@ class MessageOps:
             return [(i, True) for i in ids if i is not None]
         skipped = [m for m, i in zip(msgs, ids, strict=True) if i is None]
         known = await self._known_keys(c, skipped)
+        # Skipped for a row another instance had committed, and that row is
+        # already delivered and deleted: not stored any more, so stored now.
         gone = [m for m in skipped if (m.msg_key or "") not in known]
         if gone:
-            # Skipped for a row another instance had committed, and that row is
-            # already delivered and deleted: not stored any more, so stored now.
             for m, (rid, _) in zip(gone, await self._insert_looking_first(c, gone),
                                    strict=True):
                 known.setdefault(m.msg_key or "", rid)
-            fresh = {m.msg_key for m in gone}
-        else:
-            fresh = set()
+        fresh = {m.msg_key for m in gone}
         out: list[tuple[int, bool]] = []
         for m, i in zip(msgs, ids, strict=True):
             if i is not None:

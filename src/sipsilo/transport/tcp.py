@@ -273,16 +273,17 @@ class TcpRegistry:
             self._arm_sweeper()
         return True
 
-    def _evict_unproven(self, key: tuple[bool, str]) -> bool:
+    def _evict_unproven(self, key: tuple[bool, str] | None = None) -> bool:
         """Room in a full hop budget: close the oldest accepted connection that
-        has not proven itself yet, of the same source if it has one, else of any.
+        has not proven itself yet, of the source *key* if it has one, else of any.
 
         A peer proves itself with its first request, milliseconds after the
         connect; a stranger never does. Refusing the newcomer instead would let
         strangers, renewing their connections, keep peers out for good; this
         way they only take each other's places (a proven one is never taken).
         """
-        for pool in (self._by_source.get(key, {}), self._pools[True]):
+        same = self._by_source.get(key, {}) if key is not None else {}
+        for pool in (same, self._pools[True]):
             unproven = [c for c in pool.values() if c.inbound and c.proof_due is not None]
             if unproven:
                 victim = min(unproven, key=lambda c: c.proof_due or 0.0)
@@ -385,7 +386,7 @@ class TcpRegistry:
             return await asyncio.shield(pending)
         cap = (self.hop_limits if hop else self.limits).max_connections
         if unpinned(self._pools[hop].values(), time.monotonic()) >= cap and not (
-                hop and self._evict_unproven((True, ""))):
+                hop and self._evict_unproven()):
             raise ConnectionError(f"cannot connect to {host}:{port}: "
                                   f"{cap} {'hop' if hop else 'tcp'} connections open")
         loop = asyncio.get_running_loop()
