@@ -66,10 +66,16 @@ def loop_branch(token: str, request_uri: str, tag: str = "") -> str:
 BRANCH_TAG_OFFSET = len(BRANCH_MAGIC) + 8 + 1 + 8 + 1
 
 
-def is_loop(token: str, request_uri: str, branches: list[str]) -> bool:
-    """Whether one of branches is ours for request_uri (see loop_branch)."""
-    mark = f"{BRANCH_MAGIC}{token}.{uri_hash(request_uri)}."
-    return any(b.startswith(mark) for b in branches)
+def is_loop(token: str, request_uri: object, branches: list[str]) -> bool:
+    """Whether one of branches is ours for request_uri (see loop_branch; its
+    ``str()`` is the URI). Almost no request carries a branch of ours: only
+    those pay for the Request-URI's text and hash."""
+    prefix = f"{BRANCH_MAGIC}{token}."
+    mine = [b for b in branches if b.startswith(prefix)]
+    if not mine:
+        return False
+    mark = f"{prefix}{uri_hash(str(request_uri))}."
+    return any(b.startswith(mark) for b in mine)
 
 
 def new_tag() -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sipsilo.flow import Flow, Target
 from sipsilo.sip.errors import ParseError
-from sipsilo.sip.ids import BRANCH_MAGIC, is_loop, loop_branch, new_token
+from sipsilo.sip.ids import is_loop, loop_branch, new_token
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.parser import parse_message
 from sipsilo.sip.via import Via
@@ -129,7 +129,6 @@ class SipStack:
         # Names this server in every branch it makes; several worker processes
         # share one, so a request looping through two of them is still a loop.
         self.branch_token = branch_token or new_token()
-        self._branch_prefix = f"{BRANCH_MAGIC}{self.branch_token}."
         # With several worker processes: this one's number, in its branches, so
         # that responses are handed back to it (workers.keys).
         self.branch_tag = branch_tag
@@ -239,13 +238,10 @@ class SipStack:
     def loops_back(self, request: Request) -> bool:
         """The request already went through us for this same Request-URI."""
         try:
-            # Almost no request carries a branch of ours: only those pay for
-            # the Request-URI's text and hash.
-            mine = [b for b in (v.branch for v in request.vias)
-                    if b and b.startswith(self._branch_prefix)]
+            branches = [b for b in (v.branch for v in request.vias) if b]
         except ParseError:
             return False
-        return bool(mine) and is_loop(self.branch_token, str(request.uri), mine)
+        return is_loop(self.branch_token, request.uri, branches)
 
     def drop(self, key: tuple[str, ...]) -> None:
         """Abandon a server transaction without answering (a route's drop()).
