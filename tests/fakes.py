@@ -100,7 +100,7 @@ class Sent:
 class FakeTcp:
     def __init__(self) -> None:
         self.pinned: dict[int | None, float] = {}
-        self.open: set[int] = set()
+        self.open: dict[int, tuple[str, int]] = {}  # conn_id -> remote address
         # (conn_id, signed) for every request on a hop connection (TcpRegistry.hop_request)
         self.hop_requests: list[tuple[int | None, bool]] = []
 
@@ -112,6 +112,9 @@ class FakeTcp:
 
     def get(self, conn_id: int | None) -> object | None:
         return object() if conn_id in self.open else None
+
+    def of_flow(self, conn_id: int | None, remote: tuple[str, int]) -> object | None:
+        return object() if conn_id is not None and self.open.get(conn_id) == remote else None
 
 
 class FakeTransports:

@@ -225,12 +225,13 @@ class Server:
         if hop is not None and hop[1] and worker is not None:
             hop = (hop[0], hop[1] + worker.index)
         streams = any(a.proto != "udp" for a in cfg.server.listen)
-        await self.transports.start(
-            private=hop if hop is not None and streams else worker is not None and streams)
-        if self.transports.private is not None:
+        if streams and (hop is not None or worker is not None):
+            # Before the public listeners: every stream flow a REGISTER leaves
+            # in the bindings must name its owner from the first one on.
             self.services.handover.listen(
-                self.transports.private.host, self.transports.private.port,
+                *await self.transports.open_private(hop),
                 tag=secrets.token_hex(4) if hop is not None else None)
+        await self.transports.start()
         self.heartbeat = await _start_heartbeat(self.location, owner, self.services.handover.uri)
         if link is not None:
             link.start(self.transports.udp)

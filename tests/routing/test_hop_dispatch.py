@@ -9,6 +9,7 @@ from tests.fakes import request, settle, virtual
 from tests.routing.test_dispatch import World, answer_202
 
 from sipsilo.flow import Flow
+from sipsilo.registrar.binding import Binding
 from sipsilo.routing.handover import FlowOwner
 from sipsilo.sip.message import Request
 from sipsilo.sip.parser import parse_message
@@ -71,3 +72,29 @@ async def test_off_the_hop_listener_requests_are_routed_as_before() -> None:
     w.stack.receive(request(), Flow("tcp", ("192.0.2.1", 5060), ("127.0.0.1", 50002), 8))
     await settle()
     assert w.fake.statuses() == [202] and w.fake.tcp.hop_requests == []
+
+
+# ------------------------------------------------ connection ids are per process
+def _binding(flow: Flow) -> Binding:
+    return Binding(aor="sip:bob@192.0.2.1", contact="sip:bob@198.51.100.9:40000;transport=tcp",
+                   params=(),
+                   expires_at=4e9, call_id="c", cseq=1, flow=flow)
+
+
+@virtual
+async def test_a_flow_naming_a_connection_id_is_sent_over_it_only_while_it_goes_to_that_peer(
+        ) -> None:
+    """Connection ids are counted in each process: bob's flow, kept by another
+    worker (or an earlier process) without its owner, may name an id that here
+    is carol's connection. Bob's messages must never go over carol's
+    connection: only over the connection to bob's own address."""
+    w = _world()
+    carol = ("198.51.100.20", 41000)
+    w.fake.tcp.open[BOB.conn_id or 0] = carol
+    target = await w.services.target_for_binding(_binding(BOB))
+    # Not over carol's connection: to bob's Contact, as without the connection.
+    assert target is not None and target.conn_id is None
+    assert (target.host, target.port) == BOB.remote
+    w.fake.tcp.open[BOB.conn_id or 0] = BOB.remote
+    target = await w.services.target_for_binding(_binding(BOB))
+    assert target is not None and target.conn_id == BOB.conn_id

@@ -241,3 +241,60 @@ def test_a_body_trickled_after_a_first_message_is_cut_at_the_message_deadline() 
             t.close()
 
     asyncio.run(main())
+
+
+def test_a_target_naming_another_peers_connection_id_gets_its_own_connection() -> None:
+    """Connection ids are counted per process: a Target built from a flow kept
+    by another worker may carry an id that here is somebody else's connection.
+    The message goes to the Target's address, never over that connection."""
+    async def main() -> None:
+        t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error)
+        await t.start()
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.set_result(await reader.readexactly(5))
+            writer.close()
+
+        bob = await asyncio.start_server(peer, "127.0.0.1", 0)
+        bob_port = bob.sockets[0].getsockname()[1]
+        carol_reader, carol_writer = await asyncio.open_connection(
+            "127.0.0.1", t.tcp_listeners[0].port)
+        try:
+            for _ in range(100):  # until the listener has taken carol's connection
+                if t.tcp.by_remote(carol_writer.get_extra_info("sockname")) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            carol = t.tcp.by_remote(carol_writer.get_extra_info("sockname"))
+            assert carol is not None
+            flow = await t.send(b"hello", Target("tcp", "127.0.0.1", bob_port, conn_id=carol.id))
+            assert await asyncio.wait_for(got, 3) == b"hello"
+            assert flow.conn_id != carol.id and flow.remote == ("127.0.0.1", bob_port)
+            # over carol's own connection when the Target is carol's
+            await t.send(b"carol", Target("tcp", *carol.remote, conn_id=carol.id))
+            assert await asyncio.wait_for(carol_reader.readexactly(5), 3) == b"carol"
+        finally:
+            carol_writer.close()
+            bob.close()
+            t.close()
+
+    asyncio.run(main())
+
+
+def test_the_private_listener_opens_before_the_public_ones_and_is_never_sent_from() -> None:
+    """open_private() comes first, so that the owner of every stream flow is
+    known before the first client connects; it is listed last all the same."""
+    async def main() -> None:
+        t = Transports([ListenSpec("tcp", "127.0.0.1", 0)], _ignore, _ignore_error)
+        host, port = await t.open_private()
+        try:
+            assert host == "127.0.0.1" and port > 0 and t.tcp_listeners == []
+            _reader, writer = await asyncio.open_connection(host, port)  # accepting already
+            writer.close()
+            await t.start()
+            assert [(p.transport, p.port) for p in t.tcp_listeners][-1] == ("tcp", port)
+            assert t.local_address("tcp", "127.0.0.1") != (host, port)
+        finally:
+            t.close()
+
+    asyncio.run(main())

@@ -114,8 +114,7 @@ class Dispatcher:
         if request.max_forwards is not None and request.max_forwards <= 0:
             tx.reply(483, "Too Many Hops")
             return
-        conn = svc.stack.transports.tcp.get(target.conn_id)
-        if conn is None or conn.flow.remote != (target.host, target.port):
+        if svc.stack.transports.tcp.of_flow(target.conn_id, (target.host, target.port)) is None:
             svc.counters.inc("handover_failed")
             tx.reply(430, "Flow Failed")
             return

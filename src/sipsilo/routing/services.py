@@ -221,7 +221,8 @@ class Services:
             # Another worker holds the connection: relayed through it.
             self.counters.inc("handed_over")
             return self.handover.target(flow)
-        if flow.transport != "udp" and self.stack.transports.tcp.get(flow.conn_id) is not None:
+        if flow.transport != "udp" and self.stack.transports.tcp.of_flow(
+                flow.conn_id, flow.remote) is not None:
             return Target(flow.transport, *flow.remote, flow.conn_id)
         if flow.transport in CLIENT_OPENED or (flow.transport != "udp" and binding.reg_id):
             # RFC 5626 / RFC 7118: the flow was the only way to this client and
@@ -259,7 +260,7 @@ class Services:
         """Back to where a message came from: over its connection while that is
         open (a client's own port takes no new one), to its source over UDP."""
         if transport != "udp":
-            if self.stack.transports.tcp.get(conn_id) is None:
+            if self.stack.transports.tcp.of_flow(conn_id, remote) is None:
                 return None
             return Target(transport, remote[0], remote[1], conn_id)
         return Target("udp", remote[0], remote[1], local=local)

@@ -97,7 +97,7 @@ class Transports:
         self._max_message_size = max_message_size
         self.udp: list[UdpListener] = []
         self.tcp_listeners: list[TcpListener] = []
-        self.private: TcpListener | None = None  # see start(private=True)
+        self.private: TcpListener | None = None  # see open_private()
         self._bound: tuple[tuple[int, int], list[tuple[str, str, int]]] | None = None
         # [server] advertise: (host, port or None for the listener's port)
         self.advertise = advertise
@@ -108,11 +108,25 @@ class Transports:
         the UDP ones in listen order, then the stream ones in listen order."""
         self._shared_udp = list(socks)
 
-    async def start(self, private: bool | tuple[str, int] = False) -> None:
-        """Open (or take over) every listener. *private*: also a TCP listener on
-        an ephemeral loopback port (or on the (host, port) given: [cluster]
-        advertise), which the other workers and instances reach this one at
-        (routing.handover); it is last, so it is never chosen to send from."""
+    async def open_private(self, where: tuple[str, int] | None = None) -> tuple[str, int]:
+        """The private TCP listener, on an ephemeral loopback port (or on the
+        (host, port) given: [cluster] advertise), which the other workers and
+        instances reach this one at (routing.handover); its address.
+
+        Opened before start(): the flows of the first REGISTERs must already
+        name this listener as their owner, or another worker would take them
+        for its own (routing.handover.FlowOwner.stamp)."""
+        host, port = where or ("127.0.0.1", 0)
+        # The other workers' connections come from 127.0.0.1 like any local
+        # client's (and the other instances' from a few addresses): they
+        # are held to the hop budget, which no client's connection uses.
+        self.private = TcpListener(host, port, self.tcp, "tcp", hop=True)
+        await self.private.start()
+        return self.private.host, self.private.port
+
+    async def start(self) -> None:
+        """Open (or take over) every listener; the private one (open_private)
+        goes last, so it is never chosen to send from."""
         shared = iter(self._shared_udp or ())
         streams = sum(1 for spec in self._specs if spec.proto in STREAMS)
         given = self._shared_udp is not None and len(self._shared_udp) > 0
@@ -138,13 +152,7 @@ class Transports:
                 self.tcp_listeners.append(tcp)
             else:
                 raise ValueError(f"unsupported transport {spec.proto!r}")
-        if private:
-            host, port = private if isinstance(private, tuple) else ("127.0.0.1", 0)
-            # The other workers' connections come from 127.0.0.1 like any local
-            # client's (and the other instances' from a few addresses): they
-            # are held to the hop budget, which no client's connection uses.
-            self.private = TcpListener(host, port, self.tcp, "tcp", hop=True)
-            await self.private.start()
+        if self.private is not None:
             self.tcp_listeners.append(self.private)
 
     def _layers(self, proto: str) -> Callable[[], Layer] | None:
@@ -290,7 +298,7 @@ class Transports:
         if flow.transport == "udp":
             self._udp_for(flow.remote[0], flow.local).send(data, flow.remote)
             return
-        conn = self.tcp.get(flow.conn_id) or self.tcp.by_remote(flow.remote)
+        conn = self.tcp.of_flow(flow.conn_id, flow.remote) or self.tcp.by_remote(flow.remote)
         if conn is None:
             raise ConnectionError(f"connection to {flow} is closed")
         conn.send(data)
@@ -307,7 +315,7 @@ class Transports:
             return self.send_datagram(data, target)
         if target.transport not in STREAMS:
             raise ConnectionError(f"transport {target.transport} is not supported")
-        conn = self.tcp.get(target.conn_id)
+        conn = self.tcp.of_flow(target.conn_id, (target.host, target.port))
         if conn is None:
             if target.transport in CLIENT_OPENED:
                 raise ConnectionError(f"the {target.transport} connection to {target} is closed")

@@ -365,6 +365,15 @@ class TcpRegistry:
     def get(self, conn_id: int | None) -> TcpConnection | None:
         return None if conn_id is None else self._by_id.get(conn_id)
 
+    def of_flow(self, conn_id: int | None, remote: tuple[str, int]) -> TcpConnection | None:
+        """Connection *conn_id* of this process, if it is still the one to
+        *remote*. Connection ids are counted per process: a flow kept by
+        another worker (or an earlier process) may name an id that here is
+        somebody else's connection, which must never carry that flow's
+        messages."""
+        conn = self.get(conn_id)
+        return conn if conn is not None and conn.remote == remote else None
+
     def by_remote(self, remote: tuple[str, int]) -> TcpConnection | None:
         return self._by_remote.get(remote)
 
