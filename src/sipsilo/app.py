@@ -218,6 +218,14 @@ class Server:
             # Ready but for the sockets: the supervisor binds them once every
             # worker got here, and hands them over.
             self.transports.share_sockets(link.handshake())
+        # Before any request comes in: a REGISTER's dump would skip the rows an
+        # earlier process of ours still holds and deliver the later ones first.
+        released = await self.store.release_owner(owner)
+        if released:
+            log.info("took back %d delivery claims held before a restart", released)
+        # Our own ports, for requests that arrive while the listeners start
+        # (the real ones, port 0 resolved, once they are up).
+        self.services.listen_ports = {a.port for a in cfg.server.listen if a.port}
         # With workers and stream listeners: a private listener the other
         # workers hand requests for our connections to (routing.handover); with
         # [cluster] advertise, on that address, for the other instances too.
@@ -235,9 +243,6 @@ class Server:
         self.heartbeat = await _start_heartbeat(self.location, owner, self.services.handover.uri)
         if link is not None:
             link.start(self.transports.udp)
-        released = await self.store.release_owner(owner)
-        if released:
-            log.info("took back %d delivery claims held before a restart", released)
         self.services.listen_ports = {port for _, _, port in self.transports.bound()}
         control_path = cfg.control_socket_path()
         if worker is not None:
