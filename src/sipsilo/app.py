@@ -157,6 +157,7 @@ class Server:
             idle_timeout=cfg.server.tcp_idle_timeout,
             message_timeout=cfg.server.tcp_message_timeout,
             max_header_size=min(cfg.server.max_header_size, cfg.server.max_message_size),
+            answer_timeout=max(cfg.tm.fr_timer, cfg.tm.fr_inv_timer) + 1.0,
         )
 
         def transports(stack: SipStack) -> Transports:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.integration.harness import ServerProcess, free_port
-from tests.integration.secure_clients import SecureClient, make_certs, udp_message
+from tests.integration.secure_clients import SecureClient, make_certs, ok_for, udp_message
 from tests.integration.silo_helpers import register, send_message, start_ua, stats, wait_for
 
 MakeServer = Callable[..., ServerProcess]
@@ -295,6 +295,32 @@ def test_every_transport_is_served_by_both_workers(make_server: MakeServer,
     assert (again.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
     assert again.receive_messages(1) == ["while away"]
     wait_for(lambda: server.rows() == [], 5)
+
+
+def test_a_handed_over_message_waits_for_a_phone_slower_than_the_hop_deadline(
+        make_server: MakeServer, tmp_path: Path) -> None:
+    """bob's phone answers 6 s after it got the MESSAGE that the other worker
+    handed over (a phone woken from sleep): past the 3 s a hop connection has
+    to prove itself, within the transaction's 10 s. The sender gets bob's 200,
+    and nothing is stored: bob gets the message once, not again at his next
+    REGISTER."""
+    server, ports, _ = _every_transport(make_server, tmp_path / "slow")
+    # bob's UDP requests go to worker 0 (workers.keys); his connection is at 1,
+    # and this MESSAGE is the first hand-over: the hop connection is new.
+    bob = _connect_at(server, ports, 1)
+    assert (bob.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(udp_message, ports["udp"], "bob", "take your time", 15.0)
+        got = bob.recv(10) or ""
+        assert got.startswith("MESSAGE ") and got.endswith("take your time")
+        time.sleep(6.0)  # the slow phone itself, not a wait for the server
+        bob.send(ok_for(got))
+        assert sent.result() == "SIP/2.0 200 OK"
+    assert _taken_over(server) == 1
+    assert server.rows() == []
+    again = SecureClient("tcp", ports["tcp"])
+    assert (again.register("bob", DOMAIN) or "").startswith("SIP/2.0 200")
+    assert again.recv(1.0) is None  # no second copy
 
 
 def _connect_at(server: ServerProcess, ports: dict[str, int], index: int) -> SecureClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -56,8 +57,25 @@ def test_silence_closes_after_the_idle_timeout_and_registered_flows_are_spared()
     assert overdue(Conn(pinned_until=500.0), LIMITS, 499.0) is None
     forever = StreamLimits(idle_timeout=0, message_timeout=5)
     assert overdue(quiet, forever, 10_000.0) is None
-    # One we opened and the peer never answered on: gone after message_timeout.
-    assert overdue(Conn(inbound=False, partial_since=None), LIMITS, 5.0) == "idle for 5 s"
+    # One we opened and the peer never answered on: gone once the answer to
+    # our request is overdue, not at the deadline of a peer's first message.
+    opened = Conn(inbound=False, partial_since=None)
+    assert overdue(opened, LIMITS, 31.9) is None
+    assert overdue(opened, LIMITS, 32.0) == "idle for 32 s"
+
+
+def test_a_hand_over_we_opened_waits_for_a_slow_phone_beyond_the_hop_deadline() -> None:
+    """The hop's 3 s are what a connection to our hop listener has to prove
+    itself; the connection we open to another worker's hop carries a request
+    whose phone may take ten seconds to answer. Closing it at 3 s failed the
+    request here (stored, 202) while the phone still got it: twice."""
+    hop = hop_limits(dataclasses.replace(LIMITS, answer_timeout=11.0), workers=2)
+    assert hop.message_timeout == 3.0
+    ours = Conn(inbound=False, hop=True, partial_since=None, last_active=0.0)
+    assert overdue(ours, hop, 10.9) is None
+    assert overdue(ours, hop, 11.0) == "idle for 11 s"
+    theirs = Conn(inbound=True, hop=True, partial_since=None, last_active=0.0)
+    assert overdue(theirs, hop, 3.0) == "idle for 3 s"
 
 
 def test_caps_count_unregistered_connections_and_the_source_only_for_accepted_ones() -> None:

@@ -55,6 +55,10 @@ class StreamLimits:
     idle_timeout: float = 3600.0  # 0: never idle-closed
     message_timeout: float = 10.0
     max_header_size: int = 16384
+    # How long the peer of a connection we opened may take to answer the
+    # request we sent (the transaction's own timeout: fr_timer): before that,
+    # its silence is no reason to close the connection and fail the request.
+    answer_timeout: float = 32.0
 
     @property
     def sweep_interval(self) -> float:
@@ -93,6 +97,7 @@ def hop_limits(limits: StreamLimits, workers: int) -> StreamLimits:
         idle_timeout=limits.idle_timeout,
         message_timeout=min(limits.message_timeout, HOP_PROOF_TIMEOUT),
         max_header_size=limits.max_header_size,
+        answer_timeout=limits.answer_timeout,
     )
 
 
@@ -157,8 +162,12 @@ def overdue(conn: StreamConn, limits: StreamLimits, now: float) -> str | None:
 
     A message in progress must be complete ``message_timeout`` after it began
     whatever arrives meanwhile (slowloris); otherwise silence closes it after
-    ``idle_timeout``, or after ``message_timeout`` already while the peer has
-    not sent one complete message. A registered flow is exempt from both.
+    ``idle_timeout``, or already after ``message_timeout`` while a peer that
+    opened the connection has not sent one complete message (after
+    ``answer_timeout`` on one we opened: the peer owes us only the answer to
+    our request, which a phone may take seconds to give, and closing the
+    connection before would fail a request the phone still gets). A
+    registered flow is exempt from both.
     An accepted hop connection that has not carried a signed hand-over by its
     ``proof_due`` goes then, however busy it keeps itself.
     """
@@ -170,7 +179,8 @@ def overdue(conn: StreamConn, limits: StreamLimits, now: float) -> str | None:
         return f"no complete message within {limits.message_timeout:g} s"
     idle = limits.idle_timeout if limits.idle_timeout > 0 else math.inf
     if not conn.spoke:
-        idle = min(idle, limits.message_timeout)
+        idle = min(idle, limits.message_timeout if conn.inbound
+                   else max(limits.message_timeout, limits.answer_timeout))
     if now - conn.last_active >= idle:
         return f"idle for {idle:g} s"
     return None
