@@ -49,3 +49,39 @@ def test_changes_wait_in_order_while_the_link_is_full_and_go_first() -> None:
         b.close()
 
     asyncio.run(main())
+
+
+def test_what_must_follow_the_queued_changes_waits_for_the_last_of_them() -> None:
+    """A restarted worker gets its sockets (and starts serving) only after the
+    whole location snapshot, however full the link was when it was queued."""
+    async def main() -> None:
+        a, b, filler = _full_pair()
+        frames = ReliableFrames(a)
+        ran: list[str] = []
+
+        def sockets() -> None:  # as the supervisor's: straight on the link
+            ran.append("sockets")
+            a.send(b"F")
+
+        frames.send(b"L1")
+        frames.send(b"L2")
+        frames.then(sockets)
+        assert ran == []  # the snapshot is still waiting
+        got: list[bytes] = []
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            while True:
+                try:
+                    got.append(b.recv(2000))
+                except BlockingIOError:
+                    break
+            if b"F" in got:
+                break
+        assert got[filler:] == [b"L1", b"L2", b"F"]
+        frames.then(lambda: ran.append("now"))  # nothing queued: at once
+        assert ran == ["sockets", "now"]
+        frames.close()
+        a.close()
+        b.close()
+
+    asyncio.run(main())

@@ -99,6 +99,7 @@ class ReliableFrames:
         self._sock = sock
         self._queue: collections.deque[bytes] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._drained: list[Callable[[], None]] = []
 
     @property
     def busy(self) -> bool:
@@ -119,6 +120,15 @@ class ReliableFrames:
             self._loop = asyncio.get_running_loop()
             self._loop.add_writer(self._sock.fileno(), self._flush)
 
+    def then(self, action: Callable[[], None]) -> None:
+        """Run *action* once every frame queued so far is on the link (at once
+        when none waits): what must not overtake them, such as a restarted
+        worker's sockets after the location snapshot it needs before serving."""
+        if self._queue:
+            self._drained.append(action)
+        else:
+            action()
+
     def _flush(self) -> None:
         while self._queue:
             try:
@@ -133,6 +143,9 @@ class ReliableFrames:
         if self._loop is not None:
             self._loop.remove_writer(self._sock.fileno())
             self._loop = None
+        drained, self._drained = self._drained, []
+        for action in drained:
+            action()
 
 
     def close(self) -> None:
@@ -141,6 +154,7 @@ class ReliableFrames:
                 self._loop.remove_writer(self._sock.fileno())
             self._loop = None
         self._queue.clear()
+        self._drained.clear()
 
 
 class LinkClosed(Exception):

@@ -109,6 +109,7 @@ class Supervisor:
         self._transports: list[asyncio.BaseTransport] = []
         self._streams: list[list[socket.socket]] = []  # per stream listener, one per worker
         self._deaths: list[float] = []  # when workers died lately (monotonic)
+        self._replacing: set[asyncio.Future[None]] = set()  # _replace tasks running
         # The location table as the workers replicate it (registrar.replicated),
         # for a worker started in place of one that died.
         self.location = None if config.registrar.db_url else ReplicatedLocation(lambda _: None)
@@ -275,10 +276,23 @@ class Supervisor:
     def _lost(self, index: int) -> None:
         if self.stopping.is_set():
             return
-        try:  # its link closes a moment before the process is gone
-            code: int | None = self._procs[index].wait(0.5)
-        except subprocess.TimeoutExpired:
-            code = None
+        task = asyncio.ensure_future(self._replace(index))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def _replace(self, index: int) -> None:
+        """A worker's link closed: it died. Started again in its place, unless
+        it died at start-up or too often."""
+        proc = self._procs[index]
+        # Its link closes a moment before the process is gone: its exit status
+        # is for the log line, awaited without holding up the datagrams of the
+        # other workers, which this loop hands out.
+        deadline = time.monotonic() + 0.5
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.stopping.is_set():
+            return
+        code = proc.poll()
         status = code if code is not None else "unknown"
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
@@ -304,15 +318,21 @@ class Supervisor:
     def _restarted(self, index: int) -> None:
         """A worker started in place of a dead one is ready: the location table
         as it stands, then its sockets."""
+        reliable = self._reliable[index]
         if self.location is not None:
             for change in self.location.snapshot(time.time()):
-                self._reliable[index].send(bytes((wl.LOCATION,)) + change)
-        try:
-            self._send_sockets(index)
-        except OSError as exc:
-            log.error("worker %d did not get its sockets: %s", index, exc)
-            return
-        log.info("worker %d restarted", index)
+                reliable.send(bytes((wl.LOCATION,)) + change)
+
+        def sockets() -> None:
+            try:
+                self._send_sockets(index)
+            except OSError as exc:
+                log.error("worker %d did not get its sockets: %s", index, exc)
+                return
+            log.info("worker %d restarted", index)
+
+        # Behind the whole snapshot: with its sockets, the worker starts serving.
+        reliable.then(sockets)
 
     # ------------------------------------------------------------- shut-down
     async def stop(self) -> None:
