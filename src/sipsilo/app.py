@@ -126,7 +126,7 @@ class Server:
         # leases lapse.
         first = cfg.server.listen[0]
         place = hashlib.sha1(str(cfg.data_dir).encode()).hexdigest()[:8]
-        owner = cfg.cluster.instance_id or f"{socket.gethostname()[:40]}:{first.port}:{place}"
+        owner = cfg.cluster.instance_id or f"{_host_name()}:{first.port}:{place}"
         if worker is not None:
             owner += f"/{worker.name}"
         if link is not None and not cfg.registrar.db_url:
@@ -221,6 +221,7 @@ class Server:
             self.transports.share_sockets(link.handshake())
         # Before any request comes in: a REGISTER's dump would skip the rows an
         # earlier process of ours still holds and deliver the later ones first.
+        interrupted = await self.store.claimed_for(owner)
         released = await self.store.release_owner(owner)
         if released:
             log.info("took back %d delivery claims held before a restart", released)
@@ -236,15 +237,22 @@ class Server:
         streams = any(a.proto != "udp" for a in cfg.server.listen)
         if streams and (hop is not None or worker is not None):
             # Before the public listeners: every stream flow a REGISTER leaves
-            # in the bindings must name its owner from the first one on.
+            # in the bindings must name its owner from the first one on. The tag
+            # tells our flows from a dead process's on the same address: a fixed
+            # one ([cluster] advertise), or an ephemeral port that came round again.
             self.services.handover.listen(
-                *await self.transports.open_private(hop),
-                tag=secrets.token_hex(4) if hop is not None else None)
+                *await self.transports.open_private(hop), tag=secrets.token_hex(4))
         await self.transports.start()
         self.heartbeat = await _start_heartbeat(self.location, owner, self.services.handover.uri)
         if link is not None:
             link.start(self.transports.udp)
         self.services.listen_ports = {port for _, _, port in self.transports.bound()}
+        if interrupted:
+            # Their users may still be registered (the other workers kept the
+            # bindings, or they live in SQL): deliver now, not at their next REGISTER.
+            resumed = await self.services.resume_dumps(interrupted)
+            log.info("resumed %d of %d dumps an earlier process left unfinished",
+                     resumed, len(interrupted))
         control_path = cfg.control_socket_path()
         if worker is not None:
             control_path = worker_control_path(control_path, worker.index)
@@ -466,6 +474,16 @@ class Server:
                 "methods": sorted(b.methods) if b.methods is not None else None,
             })
         return out
+
+
+def _host_name(limit: int = 40) -> str:
+    """This host's name as claim owners carry it: at most *limit* characters,
+    and two long names that differ only past the limit (replicas of one
+    deployment) still give two names: the tail is a digest of the whole."""
+    name = socket.gethostname()
+    if len(name) <= limit:
+        return name
+    return name[:limit - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def _tls_contexts(cfg: Config) -> TlsContexts:

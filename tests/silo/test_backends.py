@@ -213,6 +213,31 @@ def test_batches_claim_confirm_release_and_release_owner(backend: Backend) -> No
     with_store(backend, body)
 
 
+def test_a_claim_whose_delivery_never_concluded_counts_as_waiting_again(
+        backend: Backend) -> None:
+    """A refused message keeps its attempt: it waits for the next REGISTER and
+    does not hold live MESSAGEs back. Claims of a process that stopped or died
+    before their answer give their attempt back: those messages are still on
+    their way, and a live MESSAGE must queue behind them, not overtake them."""
+    async def body(s: SiloStore) -> None:
+        ids = [await s.store(msg(i)) for i in range(4)]
+        assert await s.pending_elsewhere("bob", "example.com", "B", 2000)  # not tried yet
+        await s.claim_batch("bob", "example.com", "A", 2000, 60, 4)
+        assert await s.release_many([ids[0]], "A") == 1  # the phone refused it
+        assert await s.release_many([ids[1]], "A", untried=True) == 1  # a shutdown
+        assert await s.pending_elsewhere("bob", "example.com", "B", 2000)
+        assert await s.release_owner("A") == 2  # a restart: ids[2:]
+        attempts = {m.id: m.attempts for m in await s.list_messages("bob", "example.com")}
+        assert attempts == {ids[0]: 1, ids[1]: 0, ids[2]: 0, ids[3]: 0}
+        await s.claim_batch("bob", "example.com", "A", 2000, 60, 1)
+        await s.release_many([ids[0]], "A")
+        await s.confirm_many(ids[1:], None)
+        # Only the refused one left: live MESSAGEs are relayed, not held back.
+        assert not await s.pending_elsewhere("bob", "example.com", "B", 2000)
+
+    with_store(backend, body)
+
+
 def test_closed_store_raises(backend: Backend) -> None:
     async def main() -> None:
         s = await backend.open()

@@ -230,6 +230,10 @@ def test_a_running_dump_finishes_its_message_on_shutdown(tmp_path: Path) -> None
         rows = await store.list_messages()
         assert [r.id for r in rows] == ids[1:]  # the answered one is deleted
         assert all(r.claim_owner is None for r in rows)
+        # Never sent: still waiting, as before the claim, so a live MESSAGE
+        # for bob queues behind them (pending_elsewhere) instead of overtaking.
+        assert [r.attempts for r in rows] == [0, 0]
+        assert await store.pending_elsewhere("bob", "example.com", "B", int(time.time()))
         await store.close()
 
     asyncio.run(main())
@@ -262,6 +266,27 @@ def test_a_message_stored_while_the_worker_is_finishing_is_not_stranded(
         await _wait_idle(engine)
         assert [b.rsplit(b"] ", 1)[-1] for b in ua.bodies] == [b"m0", b"late"]
         assert await store.list_messages() == []
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_temporary_refusal_keeps_the_attempt_and_holds_no_live_message_back(
+        tmp_path: Path) -> None:
+    """bob's phone answers 480 to the first stored message: it and the rest
+    wait for his next REGISTER, counted as tried, and live MESSAGEs meanwhile
+    are relayed rather than stored behind them."""
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 3)
+        ua = UA(lambda n: 480)
+        engine = DeliveryEngine(store, ua.send, "A", Counters())
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        rows = await store.list_messages()
+        assert [r.id for r in rows] == ids and len(ua.bodies) == 1
+        assert all(r.claim_owner is None and r.attempts == 1 for r in rows)
+        assert not await store.pending_elsewhere("bob", "example.com", "B", int(time.time()))
+        await engine.aclose()
         await store.close()
 
     asyncio.run(main())

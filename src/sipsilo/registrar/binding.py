@@ -55,6 +55,12 @@ class Binding:
         return self.expires_at <= now
 
 
+def takes_message(binding: Binding) -> bool:
+    """Kamailio's check_message_support(): the contact's methods param, else
+    the REGISTER's Allow header, must list MESSAGE when present at all."""
+    return binding.methods is None or "MESSAGE" in binding.methods
+
+
 def aor_of(uri: SipUri) -> str:
     """The location key for a SIP URI: ``sip:user@host``.
 

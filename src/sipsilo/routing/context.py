@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sipsilo.auth.policy import consume_credentials
 from sipsilo.proxy.relay import Branch
 from sipsilo.push.store import target_of_contact
-from sipsilo.registrar.binding import Binding
+from sipsilo.registrar.binding import Binding, takes_message
 from sipsilo.silo.compose import (
     NOT_STORED_TYPES,
     Refusal,
@@ -381,7 +381,7 @@ class RouteContext:
         except StoreError as exc:
             log.warning("location of %s not read after a store: %s", owner.aor(), exc)
             return
-        binding = next((b for b in bindings if _takes_message(b)), None)
+        binding = next((b for b in bindings if takes_message(b)), None)
         if binding is not None:
             await self.services.dump_to(binding, next_hop)
 
@@ -421,7 +421,7 @@ class RouteContext:
             except StoreError as exc:
                 log.warning("cannot check deliveries of %s@%s elsewhere: %s", user, domain, exc)
         if pending:
-            self._kick_after_store = next((b for b in self.branches if _takes_message(b)), None)
+            self._kick_after_store = next((b for b in self.branches if takes_message(b)), None)
         return pending
 
     async def m_dump(self, next_hop: str | None = None) -> bool:
@@ -430,7 +430,7 @@ class RouteContext:
         req = self.request
         if req.method != "REGISTER" or not self._dump_contacts:
             return False
-        binding = next((b for b in self._dump_contacts if _takes_message(b)), None)
+        binding = next((b for b in self._dump_contacts if takes_message(b)), None)
         if binding is None:
             log.info("%s does not accept MESSAGE: nothing dumped", req.to.uri)
             return False
@@ -531,7 +531,3 @@ def strip_own_routes(
             popped += 1
 
 
-def _takes_message(binding: Binding) -> bool:
-    # Kamailio's check_message_support(): the contact's methods param, else the
-    # REGISTER's Allow header, must list MESSAGE when present at all.
-    return binding.methods is None or "MESSAGE" in binding.methods

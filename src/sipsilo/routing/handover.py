@@ -91,9 +91,10 @@ class FlowOwner:
         self._tag: str | None = None
 
     def listen(self, host: str, port: int, tag: str | None = None) -> None:
-        """Our listener is up at host:port. *tag* (between instances, where the
-        address is fixed and outlives a process) tells this process's flows from
-        those of an earlier one on the same address: it is part of the owner URI."""
+        """Our listener is up at host:port. *tag* (random per process) tells
+        this process's flows from those of an earlier one on the same address
+        (a fixed one between instances, or a worker's ephemeral port given out
+        again after it died): it is part of the owner URI."""
         self.uri = f"sip:{format_host(host)}:{port};transport=tcp"
         if tag is not None:
             self.uri += f";o={tag}"

@@ -24,7 +24,7 @@ from sipsilo.proxy.relay import Relay
 from sipsilo.proxy.route_token import DOWN, RouteKeys, route_targets, target_of
 from sipsilo.push.service import PushService
 from sipsilo.push.store import PushStore
-from sipsilo.registrar.binding import Binding
+from sipsilo.registrar.binding import Binding, takes_message
 from sipsilo.registrar.location import LocationService
 from sipsilo.registrar.registrar import Registrar
 from sipsilo.routing.handover import FlowOwner
@@ -266,6 +266,18 @@ class Services:
         return Target("udp", remote[0], remote[1], local=local)
 
     # -------------------------------------------------------------- silo
+    async def resume_dumps(self, accounts: list[tuple[str, str]]) -> int:
+        """Start again the dumps a process of ours died in the middle of (the
+        accounts it held claims for, released now): their users are still
+        registered, and no REGISTER is coming to start them. How many started."""
+        started = 0
+        for username, domain in accounts:
+            bindings = await self.location.lookup(f"sip:{username}@{domain}", time.time())
+            binding = next((b for b in bindings if takes_message(b)), None)
+            if binding is not None and await self.dump_to(binding):
+                started += 1
+        return started
+
     async def dump_to(self, binding: Binding, next_hop: str | None = None) -> bool:
         target = await self.target_for_binding(binding, next_hop)
         if target is None:

@@ -203,6 +203,9 @@ class DeliveryEngine:
         """
         delivered: list[int] = []
         go_on = True
+        # The run ended by a shutdown (stop_starting, or cancelled while a
+        # message waited for its answer): what is left was never tried.
+        untried = True
         try:
             for msg in batch:
                 if self._stopping:
@@ -210,6 +213,7 @@ class DeliveryEngine:
                     break
                 if not await self._renew(batch, worker, msg):
                     go_on = False
+                    untried = False
                     break
                 target = worker.target
                 request = delivery_request(
@@ -234,6 +238,7 @@ class DeliveryEngine:
                         msg.id, target.request_uri, failure_words(response),
                     )
                     go_on = False
+                    untried = False
                     break
                 log.warning(
                     "delivery of message %s failed: %s %s, a permanent failure;"
@@ -241,6 +246,8 @@ class DeliveryEngine:
                     msg.id, target.request_uri, failure_words(response),
                 )
                 worker.skipped.append(msg.id)
+            else:
+                untried = False
         finally:
             # Also on cancellation (shutdown): settle what was claimed.
             done = set(delivered) | set(worker.skipped)
@@ -251,6 +258,8 @@ class DeliveryEngine:
                 # claimed and sent (one database round trip less per run on the
                 # way; the next claim skips rows this owner still holds).
                 worker.confirming = asyncio.ensure_future(self._settle(delivered, []))
+            elif untried:
+                await self._settle(delivered, [], rest)
             else:
                 await self._settle(delivered, rest)
         return go_on
@@ -293,12 +302,18 @@ class DeliveryEngine:
             return False
         return True
 
-    async def _settle(self, delivered: list[int], undelivered: list[int]) -> None:
+    async def _settle(self, delivered: list[int], undelivered: list[int],
+                      untried: list[int] | None = None) -> None:
+        """Delete the delivered rows; release the claims of the rest (*untried*:
+        never sent, or their answer never came, see SiloStore.release_many)."""
         try:
             if delivered:
                 await asyncio.shield(self._store.confirm_many(delivered, self.owner))
             if undelivered:
                 await asyncio.shield(self._store.release_many(undelivered, self.owner))
+            if untried:
+                await asyncio.shield(
+                    self._store.release_many(untried, self.owner, untried=True))
         except (StoreError, asyncio.CancelledError) as exc:
             # Delivered rows not deleted may be delivered again (same Call-ID);
             # unreleased claims lapse by themselves after claim_ttl.

@@ -138,6 +138,14 @@ class MessageOps:
         # holds the write lock against stores and claims for long.
         self.sql_purge_expired = q(d.delete_limited(t, "exp_time <= %s", PURGE_CHUNK))
         self.sql_release = f"UPDATE {t} SET claim_owner = NULL, claim_until = 0 WHERE"
+        # Claims whose attempt never concluded (our process stopped or died
+        # before the phone answered): the claim's attempt is taken back, so a
+        # message never tried counts as waiting again (silo.cluster
+        # pending_elsewhere_sql), and a live MESSAGE queues behind it instead
+        # of overtaking it.
+        self.sql_release_untried = (
+            f"UPDATE {t} SET claim_owner = NULL, claim_until = 0,"
+            " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE")
         self.sql_delete = f"DELETE FROM {t} WHERE"
 
     # ------------------------------------------------------------------ store
@@ -324,9 +332,15 @@ class MessageOps:
         )
         return [int(r[0]) for r in rows]
 
+    async def claimed_for(self, c: Conn, owner: str) -> list[tuple[str, str]]:
+        rows = await c.fetch(
+            f"SELECT DISTINCT username, domain FROM {self.table}"
+            f" WHERE claim_owner = {self.dialect.mark}", (owner,))
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     async def release_owner(self, c: Conn, owner: str) -> int:
-        return await c.execute(f"{self.sql_release} claim_owner = {self.dialect.mark}",
-                               (owner,))
+        return await c.execute(
+            f"{self.sql_release_untried} claim_owner = {self.dialect.mark}", (owner,))
 
     # ------------------------------------------------------------------ admin
 

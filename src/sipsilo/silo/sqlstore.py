@@ -83,15 +83,20 @@ class SqlMessageStore(SiloStore):
         ids = builtins.list(ids)
         return await self._write(lambda c: self.ops.by_ids(c, self.ops.sql_delete, ids, owner))
 
-    async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
+    async def release_many(self, ids: builtins.list[int], owner: str | None = None, *,
+                           untried: bool = False) -> int:
         ids = builtins.list(ids)
-        return await self._write(lambda c: self.ops.by_ids(c, self.ops.sql_release, ids, owner))
+        head = self.ops.sql_release_untried if untried else self.ops.sql_release
+        return await self._write(lambda c: self.ops.by_ids(c, head, ids, owner))
 
     async def extend_claims(
         self, ids: builtins.list[int], owner: str, until: int
     ) -> builtins.list[int]:
         ids = builtins.list(ids)
         return await self._write(lambda c: self.ops.extend_claims(c, ids, owner, until))
+
+    async def claimed_for(self, owner: str) -> builtins.list[tuple[str, str]]:
+        return await self._read(lambda c: self.ops.claimed_for(c, owner))
 
     async def release_owner(self, owner: str) -> int:
         return await self._write(lambda c: self.ops.release_owner(c, owner))

@@ -218,8 +218,12 @@ class SiloStore(ABC):
         """confirm() for several rows at once (deletes batched after their 2xx)."""
 
     @abstractmethod
-    async def release_many(self, ids: builtins.list[int], owner: str | None = None) -> int:
-        """release() for several rows at once."""
+    async def release_many(self, ids: builtins.list[int], owner: str | None = None, *,
+                           untried: bool = False) -> int:
+        """release() for several rows at once. *untried*: their delivery never
+        concluded (a shutdown ended the dump before it sent them, or before
+        their answer): the claim's attempt is taken back too, so they count as
+        waiting, as before the claim (``pending_elsewhere``)."""
 
     @abstractmethod
     async def extend_claims(
@@ -233,10 +237,16 @@ class SiloStore(ABC):
         """
 
     @abstractmethod
+    async def claimed_for(self, owner: str) -> builtins.list[tuple[str, str]]:
+        """The accounts (username, domain) with messages *owner* holds claims on:
+        whose dumps a process that died left half done."""
+
+    @abstractmethod
     async def release_owner(self, owner: str) -> int:
         """Drop every claim held by *owner*: a restarted instance reclaims nothing
         it held before, so its users' messages are not blocked until the lease
-        lapses."""
+        lapses. Untried, as release_many's: the process that held them died
+        before their delivery concluded."""
 
     @abstractmethod
     async def purge_expired(self, now: int) -> int:
