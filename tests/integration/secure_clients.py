@@ -14,6 +14,7 @@ import ipaddress
 import itertools
 import socket
 import ssl
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -354,3 +355,50 @@ def register_udp(port: int, contact: str, user: str = "bob", domain: str = DOMAI
         sock.sendto(text.encode(), ("127.0.0.1", port))
         sock.settimeout(5)
         assert sock.recv(65535).startswith(b"SIP/2.0 200")
+
+
+class UdpPhone:
+    """A phone on UDP: answers 200 to each MESSAGE, after *delay* (a slow
+    phone), keeping (Call-ID, body) in arrival order. Given *server_port*, it
+    registers as *user* there first."""
+
+    def __init__(self, server_port: int | None = None, user: str = "alice",
+                 delay: float = 0.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.delay = delay
+        self.got: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        if server_port is not None:
+            register_udp(server_port, f"sip:{user}@127.0.0.1:{self.port}", user=user)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def bodies(self) -> list[str]:
+        return [body for _, body in self.got]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            text = data.decode(errors="replace")
+            if not text.startswith("MESSAGE "):
+                continue
+            call_id = next((line.split(":", 1)[1].strip() for line in text.split("\r\n")
+                            if line.lower().startswith(("call-id:", "i:"))), "")
+            self.got.append((call_id, text.split("\r\n\r\n", 1)[1]))
+            if self.delay:
+                time.sleep(self.delay)
+            self.sock.sendto(ok_for(text).encode(), peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()

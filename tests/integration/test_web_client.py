@@ -14,9 +14,7 @@ test command installs all three.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import ServerProcess, free_port
-from tests.integration.secure_clients import make_certs, ok_for, register_udp, udp_message
+from tests.integration.secure_clients import UdpPhone, make_certs, udp_message
 from tests.integration.silo_helpers import stats, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,39 +66,6 @@ PAGE = """<!doctype html>
 def _bundle(into: Path) -> None:
     subprocess.run([str(ESBUILD), str(WEB / "entry.js"), "--bundle", "--format=iife",
                     f"--outfile={into}", "--log-level=warning"], check=True, timeout=60)
-
-
-class UdpPhone:
-    """alice on UDP: registers, answers 200 to MESSAGEs and keeps their bodies."""
-
-    def __init__(self, server_port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.bodies: list[str] = []
-        self._stop = threading.Event()
-        register_udp(server_port, f"sip:alice@127.0.0.1:{self.port}", user="alice")
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            text = data.decode(errors="replace")
-            if text.startswith("MESSAGE "):
-                self.bodies.append(text.split("\r\n\r\n", 1)[1])
-                self.sock.sendto(ok_for(text).encode(), peer)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.secure_clients import (
     SecureClient,
+    UdpPhone,
     make_certs,
     ok_for,
     register_udp,
@@ -330,42 +330,6 @@ def test_a_handed_over_message_waits_for_a_phone_slower_than_the_hop_deadline(
     assert again.recv(1.0) is None  # no second copy
 
 
-class SlowPhone:
-    """bob's phone over UDP: answers 200 to each MESSAGE after *delay*,
-    recording (Call-ID, body) in arrival order."""
-
-    def __init__(self, delay: float) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.delay = delay
-        self.got: list[tuple[str, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            text = data.decode()
-            if not text.startswith("MESSAGE "):
-                continue
-            call_id = next(line.split(":", 1)[1].strip() for line in text.split("\r\n")
-                           if line.lower().startswith("call-id:"))
-            self.got.append((call_id, text.split("\r\n\r\n", 1)[1]))
-            time.sleep(self.delay)
-            self.sock.sendto(ok_for(text).encode(), addr)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
-
-
 def test_a_worker_killed_mid_dump_is_replaced_and_the_dump_goes_on_in_order(
         make_server: MakeServer, tmp_path: Path) -> None:
     """bob, online over UDP, is getting 40 stored messages from worker 0 (his
@@ -377,7 +341,7 @@ def test_a_worker_killed_mid_dump_is_replaced_and_the_dump_goes_on_in_order(
     bodies = [f"m{i:02d}" for i in range(40)]
     for body in bodies:
         assert udp_message(ports["udp"], "bob", body) == "SIP/2.0 202 Accepted"
-    phone = SlowPhone(0.05)
+    phone = UdpPhone(delay=0.05)
     try:
         register_udp(ports["udp"], f"sip:bob@127.0.0.1:{phone.port}")
         wait_for(lambda: len(phone.got) >= 5, 10)

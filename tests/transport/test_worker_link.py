@@ -22,6 +22,21 @@ def _full_pair() -> tuple[socket.socket, socket.socket, int]:
         filler += 1
 
 
+async def _read_until(b: socket.socket, last: bytes) -> list[bytes]:
+    """The frames on b, read as the loop lets the writer side flush, up to *last*."""
+    got: list[bytes] = []
+    for _ in range(200):
+        await asyncio.sleep(0.005)  # the writer callback runs on this loop
+        while True:
+            try:
+                got.append(b.recv(2000))
+            except BlockingIOError:
+                break
+        if last in got:
+            break
+    return got
+
+
 def test_changes_wait_in_order_while_the_link_is_full_and_go_first() -> None:
     async def main() -> None:
         a, b, filler = _full_pair()
@@ -29,16 +44,7 @@ def test_changes_wait_in_order_while_the_link_is_full_and_go_first() -> None:
         frames.send(b"L1")
         frames.send(b"L2")
         assert frames.busy  # the supervisor drops datagrams for this worker now
-        got: list[bytes] = []
-        for _ in range(200):
-            await asyncio.sleep(0.005)
-            while True:
-                try:
-                    got.append(b.recv(2000))
-                except BlockingIOError:
-                    break
-            if b"L2" in got:
-                break
+        got = await _read_until(b, b"L2")
         assert got[:filler] == [b"S" + bytes(1000)] * filler
         assert got[filler:] == [b"L1", b"L2"]
         assert not frames.busy
@@ -67,16 +73,7 @@ def test_what_must_follow_the_queued_changes_waits_for_the_last_of_them() -> Non
         frames.send(b"L2")
         frames.then(sockets)
         assert ran == []  # the snapshot is still waiting
-        got: list[bytes] = []
-        for _ in range(200):
-            await asyncio.sleep(0.005)
-            while True:
-                try:
-                    got.append(b.recv(2000))
-                except BlockingIOError:
-                    break
-            if b"F" in got:
-                break
+        got = await _read_until(b, b"F")
         assert got[filler:] == [b"L1", b"L2", b"F"]
         frames.then(lambda: ran.append("now"))  # nothing queued: at once
         assert ran == ["sockets", "now"]
