@@ -247,12 +247,6 @@ class Server:
         if link is not None:
             link.start(self.transports.udp)
         self.services.listen_ports = {port for _, _, port in self.transports.bound()}
-        if interrupted:
-            # Their users may still be registered (the other workers kept the
-            # bindings, or they live in SQL): deliver now, not at their next REGISTER.
-            resumed = await self.services.resume_dumps(interrupted)
-            log.info("resumed %d of %d dumps an earlier process left unfinished",
-                     resumed, len(interrupted))
         control_path = cfg.control_socket_path()
         if worker is not None:
             control_path = worker_control_path(control_path, worker.index)
@@ -271,6 +265,10 @@ class Server:
             asyncio.create_task(self._expire_bindings()),
             asyncio.create_task(self._msilo_timer()),
         ]
+        if interrupted:
+            # Their users may still be registered (the other workers kept the
+            # bindings, or they live in SQL): deliver now, not at their next REGISTER.
+            self._jobs.append(asyncio.create_task(self._resume_dumps(interrupted)))
         if self.heartbeat is not None:
             self._jobs.append(asyncio.create_task(self._heartbeat()))
         if self.services.push_store is not None and cfg.msilo.reminder:
@@ -426,6 +424,11 @@ class Server:
                 await send_due(self.services, store, self._claim_owner)
             except Exception as exc:
                 log.warning("sending reminders failed: %s", exc)
+
+    async def _resume_dumps(self, accounts: list[tuple[str, str]]) -> None:
+        resumed = await self.services.resume_dumps(accounts)
+        log.info("resumed %d of %d dumps an earlier process left unfinished",
+                 resumed, len(accounts))
 
     async def _msilo_timer(self) -> None:
         """msilo's timer: every check_time; purge expired every clean_period ticks."""

@@ -420,8 +420,10 @@ def _per_worker(server: ServerProcess, key: str) -> list[int]:
     """One figure of each worker's own stats (its control socket, as the supervisor asks)."""
     out = []
     for index in range(2):
+        path = server.data_dir / f"sipsilo.ctl.{index}"
+        wait_for(path.exists, 10)  # a worker opens it last when it starts
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(server.data_dir / f"sipsilo.ctl.{index}"))
+            sock.connect(str(path))
             sock.sendall(b'{"cmd": "stats"}\n')
             data = b""
             while not data.endswith(b"\n"):

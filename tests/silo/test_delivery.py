@@ -62,7 +62,7 @@ async def _wait_idle(engine: DeliveryEngine, timeout: float = 10.0) -> None:
 
 
 def test_temporary_and_permanent_answers() -> None:
-    for status in (408, 480, 486, 491, 500, 503, 302):
+    for status in (408, 430, 480, 486, 491, 500, 503, 302):
         assert is_temporary(status), status
     for status in (400, 403, 404, 405, 413, 415, 488, 501, 603, 606):
         assert not is_temporary(status), status
@@ -286,6 +286,27 @@ def test_a_temporary_refusal_keeps_the_attempt_and_holds_no_live_message_back(
         assert [r.id for r in rows] == ids and len(ua.bodies) == 1
         assert all(r.claim_owner is None and r.attempts == 1 for r in rows)
         assert not await store.pending_elsewhere("bob", "example.com", "B", int(time.time()))
+        await engine.aclose()
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_message_the_dump_fails_on_is_counted_as_tried(tmp_path: Path) -> None:
+    """A delivery that breaks with an error (not a shutdown) counts as an
+    attempt: such a row must not hold every live MESSAGE back for ever."""
+    async def main() -> None:
+        store, ids = await _setup(tmp_path, 2)
+
+        async def broken(request: Request, target: Target) -> Response:
+            raise ValueError("cannot build this one")
+
+        engine = DeliveryEngine(store, broken, "A", Counters())
+        engine.kick("bob", "example.com", TARGET)
+        await _wait_idle(engine)
+        rows = await store.list_messages()
+        assert [r.id for r in rows] == ids
+        assert all(r.claim_owner is None and r.attempts == 1 for r in rows)
         await engine.aclose()
         await store.close()
 

@@ -31,7 +31,7 @@ from sipsilo.routing.handover import FlowOwner
 from sipsilo.silo.compose import offline_notice
 from sipsilo.silo.delivery import DeliveryEngine, DeliveryTarget
 from sipsilo.silo.limits import Caps, SourceRate, StoreQuota
-from sipsilo.silo.store import SiloStore
+from sipsilo.silo.store import SiloStore, StoreError
 from sipsilo.sip.errors import ParseError
 from sipsilo.sip.message import Request, Response
 from sipsilo.sip.uri import SipUri, canonical_host, format_host
@@ -272,10 +272,13 @@ class Services:
         registered, and no REGISTER is coming to start them. How many started."""
         started = 0
         for username, domain in accounts:
-            bindings = await self.location.lookup(f"sip:{username}@{domain}", time.time())
-            binding = next((b for b in bindings if takes_message(b)), None)
-            if binding is not None and await self.dump_to(binding):
-                started += 1
+            try:
+                bindings = await self.location.lookup(f"sip:{username}@{domain}", time.time())
+                binding = next((b for b in bindings if takes_message(b)), None)
+                if binding is not None and await self.dump_to(binding):
+                    started += 1
+            except (StoreError, ParseError) as exc:  # that account waits for its REGISTER
+                log.warning("dump for %s@%s not resumed: %s", username, domain, exc)
         return started
 
     async def dump_to(self, binding: Binding, next_hop: str | None = None) -> bool:

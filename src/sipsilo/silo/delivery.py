@@ -62,7 +62,9 @@ class DeliveryTarget:
 
 # Delivery answers after which the dump stops (the message is retried at the
 # next REGISTER, the rest waits behind it). Every other failure is permanent.
-_TEMPORARY = frozenset({408, 480, 486, 491})
+# 430 Flow Failed (RFC 5626 §5.3): the connection the binding names is gone
+# (the worker or instance holding it died): the phone registers again.
+_TEMPORARY = frozenset({408, 430, 480, 486, 491})
 _PERMANENT_5XX = frozenset({501, 505, 513})
 
 
@@ -187,6 +189,10 @@ class DeliveryEngine:
                         worker.again = False
                         continue
                     return
+        except Exception:
+            # A bug, not a phone's answer: this dump ends (its claims were
+            # released as tried), the next REGISTER starts another.
+            log.exception("delivery to %s@%s stopped by an error", username, domain)
         finally:
             await self._confirmed(worker)
             if self._workers.get(key) is worker:
@@ -205,15 +211,14 @@ class DeliveryEngine:
         go_on = True
         # The run ended by a shutdown (stop_starting, or cancelled while a
         # message waited for its answer): what is left was never tried.
-        untried = True
+        untried = False
         try:
             for msg in batch:
                 if self._stopping:
-                    go_on = False
+                    go_on, untried = False, True
                     break
                 if not await self._renew(batch, worker, msg):
                     go_on = False
-                    untried = False
                     break
                 target = worker.target
                 request = delivery_request(
@@ -238,7 +243,6 @@ class DeliveryEngine:
                         msg.id, target.request_uri, failure_words(response),
                     )
                     go_on = False
-                    untried = False
                     break
                 log.warning(
                     "delivery of message %s failed: %s %s, a permanent failure;"
@@ -246,8 +250,9 @@ class DeliveryEngine:
                     msg.id, target.request_uri, failure_words(response),
                 )
                 worker.skipped.append(msg.id)
-            else:
-                untried = False
+        except asyncio.CancelledError:
+            untried = True
+            raise
         finally:
             # Also on cancellation (shutdown): settle what was claimed.
             done = set(delivered) | set(worker.skipped)

@@ -187,6 +187,8 @@ class Transports:
             udp.close()
         for tcp in self.tcp_listeners:
             tcp.close()
+        if self.private is not None and self.private not in self.tcp_listeners:
+            self.private.close()  # start() failed after open_private()
         self.tcp.close_all()
 
     def bound(self) -> list[tuple[str, str, int]]:

@@ -121,9 +121,10 @@ class ReliableFrames:
             self._loop.add_writer(self._sock.fileno(), self._flush)
 
     def then(self, action: Callable[[], None]) -> None:
-        """Run *action* once every frame queued so far is on the link (at once
-        when none waits): what must not overtake them, such as a restarted
-        worker's sockets after the location snapshot it needs before serving."""
+        """Run *action* once the queue is empty: every frame queued so far (and
+        any queued meanwhile) is on the link; at once when none waits. For what
+        must not overtake them, such as a restarted worker's sockets after the
+        location snapshot it needs before serving. Never, if closed first."""
         if self._queue:
             self._drained.append(action)
         else:

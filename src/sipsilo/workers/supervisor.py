@@ -276,9 +276,17 @@ class Supervisor:
     def _lost(self, index: int) -> None:
         if self.stopping.is_set():
             return
+        # Nothing more goes to the dead one (a snapshot still queued for it
+        # included: its then() must not hand sockets to a closed link).
+        self._reliable[index].close()
         task = asyncio.ensure_future(self._replace(index))
         self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
+        task.add_done_callback(self._replaced)
+
+    def _replaced(self, task: asyncio.Future[None]) -> None:
+        self._replacing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a worker could not be started again: %s", task.exception())
 
     async def _replace(self, index: int) -> None:
         """A worker's link closed: it died. Started again in its place, unless
@@ -305,7 +313,6 @@ class Supervisor:
             self.stopping.set()
             return
         log.error("worker %d exited unexpectedly (status %s); starting a new one", index, status)
-        self._reliable[index].close()
         self._links[index].close()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         wl.tune(ours)
