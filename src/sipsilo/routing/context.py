@@ -377,11 +377,10 @@ class RouteContext:
         next live MESSAGE, relayed at once, would overtake it. Found by the soak.
         """
         try:
-            bindings = await self.services.location.lookup(owner.aor(), time.time())
+            binding = await self.services.message_binding(owner.aor())
         except StoreError as exc:
             log.warning("location of %s not read after a store: %s", owner.aor(), exc)
             return
-        binding = next((b for b in bindings if takes_message(b)), None)
         if binding is not None:
             await self.services.dump_to(binding, next_hop)
 

@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING
 
 from sipsilo.push.store import PushStore
-from sipsilo.registrar.binding import takes_message
 from sipsilo.silo.compose import delivery_request
 from sipsilo.silo.store import StoredMessage
 from sipsilo.sip.uri import SipUri
@@ -48,8 +47,7 @@ async def send_due(services: Services, store: PushStore, owner: str) -> int:
 
 async def _send_one(services: Services, due: StoredMessage, reminder: str) -> bool:
     aor = f"sip:{due.username}@{due.domain}"
-    bindings = await services.location.lookup(aor, time.time())
-    binding = next((b for b in bindings if takes_message(b)), None)
+    binding = await services.message_binding(aor)
     target = None if binding is None else await services.target_for_binding(binding)
     if binding is None or target is None:
         log.info("reminder %s for %s not sent: not registered; kept for the next REGISTER",

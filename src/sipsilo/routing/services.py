@@ -266,6 +266,12 @@ class Services:
         return Target("udp", remote[0], remote[1], local=local)
 
     # -------------------------------------------------------------- silo
+    async def message_binding(self, aor: str) -> Binding | None:
+        """The registered contact of *aor* a MESSAGE goes to: the first in
+        lookup order that takes MESSAGE (registrar.binding.takes_message)."""
+        bindings = await self.location.lookup(aor, time.time())
+        return next((b for b in bindings if takes_message(b)), None)
+
     async def resume_dumps(self, accounts: list[tuple[str, str]]) -> int:
         """Start again the dumps a process of ours died in the middle of (the
         accounts it held claims for, released now): their users are still
@@ -273,8 +279,7 @@ class Services:
         started = 0
         for username, domain in accounts:
             try:
-                bindings = await self.location.lookup(f"sip:{username}@{domain}", time.time())
-                binding = next((b for b in bindings if takes_message(b)), None)
+                binding = await self.message_binding(f"sip:{username}@{domain}")
                 if binding is not None and await self.dump_to(binding):
                     started += 1
             except (StoreError, ParseError) as exc:  # that account waits for its REGISTER

@@ -263,10 +263,8 @@ class DeliveryEngine:
                 # claimed and sent (one database round trip less per run on the
                 # way; the next claim skips rows this owner still holds).
                 worker.confirming = asyncio.ensure_future(self._settle(delivered, []))
-            elif untried:
-                await self._settle(delivered, [], rest)
             else:
-                await self._settle(delivered, rest)
+                await self._settle(delivered, rest, untried=untried)
         return go_on
 
     async def _confirmed(self, worker: _Worker) -> bool:
@@ -307,18 +305,16 @@ class DeliveryEngine:
             return False
         return True
 
-    async def _settle(self, delivered: list[int], undelivered: list[int],
-                      untried: list[int] | None = None) -> None:
-        """Delete the delivered rows; release the claims of the rest (*untried*:
+    async def _settle(self, delivered: list[int], undelivered: list[int], *,
+                      untried: bool = False) -> None:
+        """Delete the delivered rows; release the claims of the others (*untried*:
         never sent, or their answer never came, see SiloStore.release_many)."""
         try:
             if delivered:
                 await asyncio.shield(self._store.confirm_many(delivered, self.owner))
             if undelivered:
-                await asyncio.shield(self._store.release_many(undelivered, self.owner))
-            if untried:
                 await asyncio.shield(
-                    self._store.release_many(untried, self.owner, untried=True))
+                    self._store.release_many(undelivered, self.owner, untried=untried))
         except (StoreError, asyncio.CancelledError) as exc:
             # Delivered rows not deleted may be delivered again (same Call-ID);
             # unreleased claims lapse by themselves after claim_ttl.
